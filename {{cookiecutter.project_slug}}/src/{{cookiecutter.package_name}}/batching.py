@@ -1,0 +1,49 @@
+"""Tokenize once, then batch by similar length so padding (wasted compute) stays small."""
+from __future__ import annotations
+
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+
+
+def tokenize(tokenizer, texts: Sequence[str], max_length: int) -> list[list[int]]:
+    """Token ids per text, truncated to max_length, no padding (batches pad themselves)."""
+    return tokenizer(list(texts), truncation=True, max_length=max_length, padding=False,
+                     return_attention_mask=False, return_token_type_ids=False)["input_ids"]
+
+
+def pad(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad to the longest sequence; returns input_ids and attention_mask."""
+    width = max(len(s) for s in sequences)
+    ids = np.full((len(sequences), width), pad_id, dtype=np.int64)
+    mask = np.zeros((len(sequences), width), dtype=np.int64)
+    for row, seq in enumerate(sequences):
+        ids[row, : len(seq)] = seq
+        mask[row, : len(seq)] = 1
+    return torch.from_numpy(ids), torch.from_numpy(mask)
+
+
+def training_batches(lengths: Sequence[int], batch_size: int, rng: np.random.Generator,
+                     pool: int = 50) -> list[np.ndarray]:
+    """Shuffled batches of similar length: shuffle, sort within pools of `pool` batches, shuffle batches.
+
+    Keeps the randomness SGD needs while cutting padding; the last partial batch is kept.
+    """
+    order = rng.permutation(len(lengths))
+    lengths = np.asarray(lengths)
+    batches = []
+    span = batch_size * pool
+    for start in range(0, len(order), span):
+        chunk = order[start:start + span]
+        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+        batches.extend(chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size))
+    rng.shuffle(batches)
+    return batches
+
+
+def inference_batches(lengths: Sequence[int], batch_size: int) -> Iterator[np.ndarray]:
+    """Batches in length order (no shuffling needed); callers scatter results back by index."""
+    order = np.argsort(np.asarray(lengths), kind="stable")
+    for start in range(0, len(order), batch_size):
+        yield order[start:start + batch_size]

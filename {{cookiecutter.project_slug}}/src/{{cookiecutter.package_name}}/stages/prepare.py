@@ -1,0 +1,46 @@
+"""prepare: read the raw dataset, validate it, split it, and profile it.
+
+Outputs: data/processed/{train,validation,test}.parquet + labels.json, reports/data_profile.{json,md}.
+"""
+import logging
+from pathlib import Path
+
+import pandas as pd
+from omegaconf import DictConfig
+
+from .. import data, profiling
+from ..cli import stage
+from ..reports import write_json
+
+log = logging.getLogger(__name__)
+
+
+@stage("prepare")
+def main(cfg: DictConfig) -> None:
+    source = cfg.data.source
+    log.info("reading %s", source)
+    loaded = data.load_source(source, cfg.data.revision, cfg.data.subset)
+    frames, cleaning = data.validate(loaded, cfg.data.text_column, cfg.data.label_column, source,
+                                     cfg.prepare.min_examples_per_class)
+    splits = data.split(frames, cfg.prepare.split, cfg.prepare.validation_size, cfg.prepare.test_size,
+                        cfg.compute.seed)
+    labels = sorted(pd.concat([s["label"] for s in splits.values()]).unique())
+    unseen = sorted(set(labels) - set(splits["train"]["label"]))
+    if unseen:
+        log.warning("labels %s never occur in the training split: the model cannot predict them", unseen)
+    fingerprint = data.fingerprint(splits)
+    dropped = {"empty_text": cleaning.dropped_empty_text, "missing_label": cleaning.dropped_missing_label}
+    report = profiling.profile(splits, labels, loaded.origin, dropped, fingerprint)
+
+    reports = Path(cfg.paths.reports)
+    data.write_splits(splits, labels, Path(cfg.paths.processed),
+                      {"fingerprint": fingerprint, "source": loaded.origin})
+    write_json(reports / "data_profile.json", report)
+    (reports / "data_profile.md").write_text(profiling.profile_markdown(report), encoding="utf-8")
+    log.info("wrote %s: %s rows (train/validation/test = %s), %d classes, fingerprint %s",
+             cfg.paths.processed, report["rows_total"], "/".join(str(n) for n in report["rows"].values()),
+             len(labels), fingerprint)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,118 @@
+"""train: fine-tune the base model and record the run in MLflow.
+
+Outputs: models/model/ (weights, tokenizer, label mapping, classifier.json, mlflow_run.json),
+reports/training.{json,md}, reports/figures/training_curves.png.
+"""
+import json
+import logging
+import platform
+from pathlib import Path
+
+import numpy as np
+from omegaconf import DictConfig
+
+from .. import compute, data, modeling, tracking, training
+from ..cli import stage
+from ..reports import md_table, plot_curves, write_json
+
+log = logging.getLogger(__name__)
+
+
+def settings_from(cfg: DictConfig) -> training.TrainSettings:
+    t = cfg.train
+    return training.TrainSettings(
+        epochs=t.epochs, batch_size=t.batch_size, learning_rate=t.learning_rate, weight_decay=t.weight_decay,
+        warmup_ratio=t.warmup_ratio, early_stopping_patience=t.early_stopping_patience,
+        eval_batch_size=t.eval_batch_size, max_length=cfg.model.max_length,
+        freeze_embeddings=cfg.model.freeze_embeddings, max_minutes=cfg.compute.max_minutes,
+        seed=cfg.compute.seed, checkpoint_every_minutes=t.checkpoint_every_minutes,
+        log_every_steps=cfg.tracking.log_every_steps)
+
+
+@stage("train")
+def main(cfg: DictConfig) -> None:
+    import mlflow
+
+    processed, model_dir = Path(cfg.paths.processed), Path(cfg.paths.model_dir)
+    reports = Path(cfg.paths.reports)
+    label_info = data.read_labels(processed)
+    labels = label_info["labels"]
+    index = {label: i for i, label in enumerate(labels)}
+    train_df, val_df = data.read_split(processed, "train"), data.read_split(processed, "validation")
+    uri = tracking.configure(cfg)  # an unreachable tracking server fails here, before any compute
+    hw = compute.select(cfg.compute.device, cfg.compute.precision, cfg.compute.threads)
+    compute.seed_everything(cfg.compute.seed)
+    tokenizer, model, origin = modeling.load_for_training(cfg.model.name, labels)
+    settings = settings_from(cfg)
+    checkpoint = Path(cfg.train.checkpoint_dir) / "last.pt"
+    run_file = checkpoint.parent / tracking.RUN_FILE
+    resume_id = (json.loads(run_file.read_text())["run_id"]
+                 if cfg.train.resume and checkpoint.exists() and run_file.exists() else None)
+
+    losses: list[tuple[int, float]] = []
+
+    def on_metrics(metrics: dict, step: int) -> None:
+        if "train_loss" in metrics:
+            losses.append((step, metrics["train_loss"]))
+        mlflow.log_metrics(metrics, step=step, synchronous=False)
+
+    with mlflow.start_run(run_id=resume_id, run_name=None if resume_id else f"train-{cfg.model.name.split('/')[-1]}") as run:
+        checkpoint.parent.mkdir(parents=True, exist_ok=True)
+        tracking.save_run_id(checkpoint.parent, run.info.run_id, uri)
+        if not resume_id:
+            mlflow.log_params(tracking.flat_params(cfg, ("data", "model", "train", "compute", "prepare")))
+        mlflow.set_tags({"git_commit": tracking.git_commit(), "data_fingerprint": label_info["fingerprint"],
+                         "device": str(hw.device), "precision": hw.precision, "base_model_origin": origin,
+                         "stage": "train"} | ({"device_fallback": " ".join(hw.warnings)} if hw.warnings else {}))
+        log.info("training on %s (%s, %d threads): %d train / %d validation rows, %d labels",
+                 hw.device, hw.precision, hw.threads, len(train_df), len(val_df), len(labels))
+        result = training.train(
+            model, tokenizer, train_df["text"].tolist(), train_df["label"].map(index).to_numpy(),
+            val_df["text"].tolist(), val_df["label"].map(index).to_numpy(), settings, hw,
+            checkpoint_path=checkpoint, resume=cfg.train.resume, on_metrics=on_metrics)
+        mlflow.flush_async_logging()
+
+        meta = {"base_model": cfg.model.name, "max_length": settings.max_length, "labels": labels,
+                "abstain_threshold": None, "data_fingerprint": label_info["fingerprint"],
+                "trained_with": hw.describe(), "stop_reason": result.stop_reason}
+        modeling.save(model, tokenizer, model_dir, meta)
+        tracking.save_run_id(model_dir, run.info.run_id, uri)
+        checkpoint.unlink(missing_ok=True)  # finished: the next run starts fresh
+
+        summary = {"run_id": run.info.run_id, **result.as_dict(), **hw.describe(),
+                   "warnings": hw.warnings, "python": platform.python_version(),
+                   "parameters": sum(p.numel() for p in model.parameters()),
+                   "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad)}
+        write_json(reports / "training.json", summary)
+        figure = plot_curves(result.history, losses, Path(cfg.paths.figures) / "training_curves.png")
+        (reports / "training.md").write_text(training_markdown(summary), encoding="utf-8")
+        mlflow.log_metrics({"best_val_macro_f1": result.best_val_macro_f1, "train_seconds": result.train_seconds,
+                            "train_examples_per_second": result.examples_per_second})
+        mlflow.set_tag("stop_reason", result.stop_reason)
+        mlflow.log_figure(figure, "figures/training_curves.png")
+        tracking.log_report_files([reports / "training.md", reports / "training.json",
+                                   reports / "data_profile.md"])
+    log.info("saved model to %s (best epoch %d, validation macro-F1 %.4f, %s, %.1f s)", model_dir,
+             result.best_epoch, result.best_val_macro_f1, result.stop_reason, result.train_seconds)
+
+
+def training_markdown(s: dict) -> str:
+    stop = {"completed": "ran all epochs", "early_stopping": "stopped early: validation macro-F1 stopped improving",
+            "time_budget": "**stopped at the time budget** (compute.max_minutes)"}[s["stop_reason"]]
+    rows = [(h["epoch"], h["step"], h["val_loss"], h["val_accuracy"], h["val_macro_f1"]) for h in s["history"]]
+    warnings = "\n".join(f"- ⚠️ {w}" for w in s["warnings"]) or "- none"
+    return "\n".join([
+        "# Training", "",
+        f"- device: `{s['device']}` · precision: `{s['precision']}` · threads: {s['threads']}",
+        f"- time: {s['train_seconds']:.1f} s · throughput: {s['examples_per_second']:.0f} examples/s",
+        f"- steps: {s['steps']} · epochs run: {s['epochs_run']} · {stop}",
+        f"- best epoch: {s['best_epoch']} (validation macro-F1 {s['best_val_macro_f1']:.4f})",
+        f"- parameters: {s['parameters']:,} ({s['trainable_parameters']:,} trainable)",
+        f"- MLflow run: `{s['run_id']}`", "",
+        "![training curves](figures/training_curves.png)", "",
+        md_table(["epoch", "step", "val loss", "val accuracy", "val macro-F1"], rows), "",
+        "## Warnings", "", warnings, ""])
+
+
+if __name__ == "__main__":
+    main()
