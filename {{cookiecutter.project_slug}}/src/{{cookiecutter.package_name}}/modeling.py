@@ -67,8 +67,8 @@ def resolve_model(name: str) -> tuple[str, str]:
                     "or connect to the Hub once so the model is cached.")
 
 
-def load_for_training(name: str, labels: list[str]):
-    """Tokenizer and a sequence-classification model with a fresh head for `labels`."""
+def load_for_training(name: str, labels: list[str], seed: int = 42):
+    """Tokenizer and a sequence-classification model with a fresh head for `labels`, seeded."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
@@ -77,6 +77,7 @@ def load_for_training(name: str, labels: list[str]):
     tokenizer = AutoTokenizer.from_pretrained(folder)
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # the "newly initialized classifier" notice is expected here
+    torch.manual_seed(seed)           # the new head's initialisation is part of the run's seed
     try:
         model = AutoModelForSequenceClassification.from_pretrained(
             folder, num_labels=len(labels), id2label=dict(enumerate(labels)),

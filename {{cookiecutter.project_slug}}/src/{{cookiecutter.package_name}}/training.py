@@ -117,7 +117,7 @@ def train(model, tokenizer, train_texts: Sequence[str], train_labels: np.ndarray
     train_enc = batching.tokenize(tokenizer, train_texts, settings.max_length)
     val_enc = batching.tokenize(tokenizer, val_texts, settings.max_length)
     lengths = [len(e) for e in train_enc]
-    targets = torch.as_tensor(np.asarray(train_labels), dtype=torch.long)
+    targets = torch.tensor(np.asarray(train_labels), dtype=torch.long)
     steps_per_epoch = math.ceil(len(train_enc) / settings.batch_size)
     total_steps = steps_per_epoch * settings.epochs
     optimizer = _optimizer(model, settings, compute.device)
@@ -177,7 +177,7 @@ def train(model, tokenizer, train_texts: Sequence[str], train_labels: np.ndarray
         epoch_fraction = (state["step"] - epoch * steps_per_epoch) / steps_per_epoch
         val_logits = predict_logits(model, val_enc, pad_id, compute, settings.eval_batch_size)
         val_pred = val_logits.argmax(1)
-        val_loss = float(F.cross_entropy(torch.from_numpy(val_logits), torch.as_tensor(val_labels)).item())
+        val_loss = float(F.cross_entropy(torch.from_numpy(val_logits), torch.tensor(np.asarray(val_labels))).item())
         record = {"epoch": round(epoch + epoch_fraction, 3), "step": state["step"], "val_loss": val_loss,
                   "val_accuracy": float((val_pred == np.asarray(val_labels)).mean()),
                   "val_macro_f1": macro_f1(val_labels, val_pred, len(val_logits[0]))}

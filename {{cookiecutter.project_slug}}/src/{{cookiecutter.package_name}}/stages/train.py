@@ -42,7 +42,7 @@ def main(cfg: DictConfig) -> None:
     uri = tracking.configure(cfg)  # an unreachable tracking server fails here, before any compute
     hw = compute.select(cfg.compute.device, cfg.compute.precision, cfg.compute.threads)
     compute.seed_everything(cfg.compute.seed)
-    tokenizer, model, origin = modeling.load_for_training(cfg.model.name, labels)
+    tokenizer, model, origin = modeling.load_for_training(cfg.model.name, labels, cfg.compute.seed)
     settings = settings_from(cfg)
     checkpoint = Path(cfg.train.checkpoint_dir) / "last.pt"
     run_file = checkpoint.parent / tracking.RUN_FILE

@@ -1,0 +1,42 @@
+# cookiecutter-hf-classifier: the template's own tasks. `make help` lists them.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+
+VENV ?= $(or $(VIRTUAL_ENV),.venv)
+BIN := $(abspath $(VENV))/bin
+# This workplace keeps a CPU wheel of torch 2.13.0 on disk; elsewhere pick your build, e.g.
+#   make install TORCH="torch --index-url https://download.pytorch.org/whl/cpu"
+TORCH ?= torch==2.13.0
+DATA ?=
+EXAMPLE_DIR ?= build
+EXAMPLE := $(EXAMPLE_DIR)/support-ticket-classifier
+export GRADIO_ANALYTICS_ENABLED := False
+export HF_HUB_DISABLE_TELEMETRY := 1
+export DVC_NO_ANALYTICS := 1
+export PATH := $(BIN):$(PATH)
+export VIRTUAL_ENV := $(abspath $(VENV))
+
+.PHONY: help install example test test-fast clean
+
+help: ## list the targets
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-16s %s\n", $$1, $$2}'
+
+install: ## create .venv (or use the active venv), install PyTorch ($(TORCH)), then requirements.txt
+	@test -x $(BIN)/python || python3 -m venv $(VENV)
+	python -m pip install -q --upgrade pip
+	python -m pip install -q $(TORCH)
+	python -m pip install -q -r requirements.txt
+
+example: ## bake the default project into build/ and run its whole pipeline; DATA=path/to/local.csv (else the Hub dataset)
+	@rm -rf $(EXAMPLE)
+	cookiecutter . --no-input --output-dir $(EXAMPLE_DIR) $(if $(DATA),dataset=$(abspath $(DATA)))
+	$(MAKE) -C $(EXAMPLE) install all
+
+test: ## run every test: the template's (bake, run what was baked) and, inside them, the generated project's
+	python -m pytest -q tests
+
+test-fast: ## the template tests that do not train a model
+	python -m pytest -q tests -m "not slow"
+
+clean: ## remove baked examples and caches
+	rm -rf $(EXAMPLE_DIR) .pytest_cache

@@ -1,0 +1,91 @@
+"""Shared fixtures for the template's tests: bake projects, then run what was baked.
+
+Baked projects reuse this environment (no per-bake install): their package is put on
+PYTHONPATH and this interpreter's bin/ on PATH, exactly as `make install` would.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+BITEXT_CSV = SHARED / "data" / "bitext" / "customer_support_sample.csv"
+
+
+@pytest.fixture(scope="session")
+def bitext_csv() -> Path:
+    assert BITEXT_CSV.exists(), f"the Bitext sample is expected at {BITEXT_CSV} (../shared beside the repo)"
+    return BITEXT_CSV
+
+
+def project_env(project: Path, **extra: str) -> dict[str, str]:
+    """The environment a baked project runs in: this venv, its src/ on PYTHONPATH, no network."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PYTEST_"))}
+    env.update({
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
+        "VIRTUAL_ENV": sys.prefix,
+        "PYTHONPATH": str(project / "src"),
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "GRADIO_ANALYTICS_ENABLED": "False",
+        "DVC_NO_ANALYTICS": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "PYTHONUNBUFFERED": "1",
+    })
+    env.update(extra)
+    return env
+
+
+def run(cmd: list[str] | str, project: Path, check: bool = True, timeout: int = 900,
+        **extra_env: str) -> subprocess.CompletedProcess:
+    """Run a command inside a baked project; on failure show its output."""
+    result = subprocess.run(cmd, cwd=project, env=project_env(project, **extra_env), capture_output=True,
+                            text=True, timeout=timeout, shell=isinstance(cmd, str))
+    if check and result.returncode != 0:
+        pytest.fail(f"`{cmd}` exited {result.returncode}\n--- stdout ---\n{result.stdout[-6000:]}\n"
+                    f"--- stderr ---\n{result.stderr[-6000:]}")
+    return result
+
+
+def set_param(path: Path, key: str, value: str) -> None:
+    """Set `key: value` in a commented YAML config, keeping the comment (first match of the key)."""
+    import re
+
+    text = path.read_text(encoding="utf-8")
+    new, count = re.subn(rf"^(\s*{re.escape(key)}:\s*)([^#\n]*?)(\s*#.*)?$",
+                         lambda m: f"{m.group(1)}{value}{m.group(3) or ''}", text, count=1, flags=re.M)
+    assert count == 1, f"no key '{key}' in {path}"
+    path.write_text(new, encoding="utf-8")
+
+
+def bake(cookies, **context) -> Path:
+    """Bake with extra_context, assert success, return the project folder."""
+    result = cookies.bake(extra_context=context)
+    assert result.exception is None, f"bake failed: {result.exception}"
+    assert result.exit_code == 0
+    return Path(result.project_path)
+
+
+@pytest.fixture(scope="session")
+def trained_project(tmp_path_factory, bitext_csv) -> Path:
+    """One project baked on the Bitext sample whose whole pipeline ran once (shared by slow tests).
+
+    Baked with cookiecutter's API (pytest-cookies' fixture is function-scoped); the budget is
+    kept small: one epoch.
+    """
+    from cookiecutter.main import cookiecutter
+
+    out = tmp_path_factory.mktemp("trained")
+    project = Path(cookiecutter(str(ROOT), no_input=True, output_dir=str(out),
+                                extra_context={"dataset": str(bitext_csv)}))
+    set_param(project / "conf" / "train.yaml", "epochs", "1")
+    run(["git", "commit", "-qam", "one epoch for tests"], project,
+        GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@example.com", GIT_COMMITTER_NAME="t",
+        GIT_COMMITTER_EMAIL="t@example.com")
+    run(["dvc", "repro"], project)
+    return project

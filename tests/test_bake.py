@@ -1,0 +1,164 @@
+"""Baking: prompts, validation hooks, rendered files, git/DVC initialisation, local datasets."""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from conftest import bake, run
+
+EXPECTED = ["Makefile", "README.md", "pyproject.toml", "dvc.yaml", ".gitignore", "conf/shared.yaml",
+            "conf/prepare.yaml", "conf/train.yaml", "conf/evaluate.yaml", "conf/data/default.yaml",
+            "conf/model/default.yaml", "conf/compute/default.yaml", "conf/tracking/default.yaml",
+            "conf/paths/default.yaml", "tests/conftest.py"]
+
+
+def rendered_text(project: Path):
+    for path in project.rglob("*"):
+        if path.is_file() and ".git" not in path.parts and ".dvc" not in path.parts:
+            try:
+                yield path, path.read_text(encoding="utf-8")
+            except UnicodeDecodeError:
+                continue
+
+
+def test_defaults_bake_a_complete_project(cookies):
+    project = bake(cookies)
+    assert project.name == "support-ticket-classifier"
+    for name in EXPECTED:
+        assert (project / name).is_file(), name
+    package = project / "src" / "support_ticket_classifier"
+    for stage in ("prepare", "train", "evaluate"):
+        assert (package / "stages" / f"{stage}.py").is_file()
+    for path, text in rendered_text(project):
+        assert "{{" not in text and "{%" not in text, f"unrendered Jinja in {path}"
+    data_conf = (project / "conf/data/default.yaml").read_text()
+    assert 'source: "bitext/Bitext-customer-support-llm-chatbot-training-dataset"' in data_conf
+    assert 'label_column: "category"' in data_conf
+    # git and DVC are initialised and everything is committed
+    assert (project / ".git").is_dir() and (project / ".dvc").is_dir()
+    log = subprocess.run(["git", "log", "--oneline"], cwd=project, capture_output=True, text=True).stdout
+    assert len(log.strip().splitlines()) == 1
+    status = subprocess.run(["git", "status", "--porcelain"], cwd=project, capture_output=True, text=True)
+    assert status.stdout.strip() == ""
+
+
+def test_custom_answers_flow_into_names(cookies):
+    project = bake(cookies, project_name="Churn Radar", text_column="body", label_column="reason",
+                   dataset="acme/tickets", hub_repo_id="acme/churn-radar", license="mit")
+    assert project.name == "churn-radar"
+    assert (project / "src" / "churn_radar" / "stages" / "train.py").is_file()
+    assert "python -m churn_radar.stages.train" in (project / "dvc.yaml").read_text()
+    conf = (project / "conf/data/default.yaml").read_text()
+    assert 'text_column: "body"' in conf and 'label_column: "reason"' in conf
+    assert 'name = "churn-radar"' in (project / "pyproject.toml").read_text()
+
+
+@pytest.mark.parametrize("answers, variable, words", [
+    ({"project_slug": "Bad Slug!"}, "project_slug", "not a valid slug"),
+    ({"package_name": "9lives"}, "package_name", "not a valid package name"),
+    ({"package_name": "torch"}, "package_name", "shadow"),
+    ({"dataset": "data/does-not-exist.csv"}, "dataset", "does not exist"),
+    ({"text_column": "body"}, "text_column", "column 'body' is not in"),
+    ({"label_column": "topic"}, "label_column", "Its columns are: instruction, category, intent, tags"),
+    ({"label_column": "instruction"}, "label_column", "also the text_column"),
+    ({"hub_repo_id": "not a repo"}, "hub_repo_id", "not a Hub repo id"),
+])
+def test_bad_answers_are_rejected_with_the_variable_named(cookies, bitext_csv, capfd, answers, variable, words):
+    context = {"dataset": str(bitext_csv), **answers}
+    result = cookies.bake(extra_context=context)
+    assert result.exit_code != 0
+    err = capfd.readouterr().err
+    assert f"ERROR: {variable}:" in err and words in err, err
+
+
+def test_empty_and_undecodable_files_are_rejected(cookies, tmp_path, capfd):
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    assert cookies.bake(extra_context={"dataset": str(empty)}).exit_code != 0
+    assert "is empty" in capfd.readouterr().err
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes("instruction,category\ncaf\xe9 order,ORDER\n".encode("latin-1"))
+    assert cookies.bake(extra_context={"dataset": str(latin)}).exit_code != 0
+    assert "not UTF-8" in capfd.readouterr().err
+
+
+def write_formats(bitext_csv: Path, folder: Path) -> dict[str, Path]:
+    """The Bitext sample (first 300 rows) as TSV, JSONL, Parquet and a save_to_disk folder."""
+    import datasets
+
+    frame = pd.read_csv(bitext_csv).head(300)
+    paths = {"tsv": folder / "tickets.tsv", "jsonl": folder / "tickets.jsonl",
+             "parquet": folder / "tickets.parquet", "save_to_disk": folder / "tickets_ds"}
+    frame.to_csv(paths["tsv"], sep="\t", index=False)
+    frame.to_json(paths["jsonl"], orient="records", lines=True)
+    frame.to_parquet(paths["parquet"], index=False)
+    datasets.Dataset.from_pandas(frame).save_to_disk(str(paths["save_to_disk"]))
+    return paths
+
+
+@pytest.mark.parametrize("kind", ["csv", "tsv", "jsonl", "parquet", "save_to_disk"])
+def test_local_dataset_is_copied_and_tracked_by_dvc_not_git(cookies, bitext_csv, tmp_path, kind):
+    source = bitext_csv if kind == "csv" else write_formats(bitext_csv, tmp_path)[kind]
+    project = bake(cookies, dataset=str(source))
+    copied = project / "data" / "raw" / source.name
+    assert copied.exists()
+    assert (project / "data" / "raw" / f"{source.name}.dvc").is_file()
+    assert f'source: "data/raw/{source.name}"' in (project / "conf/data/default.yaml").read_text()
+    tracked = subprocess.run(["git", "ls-files"], cwd=project, capture_output=True, text=True).stdout.split()
+    assert f"data/raw/{source.name}.dvc" in tracked
+    assert not any(t == f"data/raw/{source.name}" or t.startswith(f"data/raw/{source.name}/") for t in tracked)
+
+
+def test_relative_dataset_path_resolves_from_where_cookiecutter_runs(tmp_path, bitext_csv):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "tickets.csv").write_bytes(bitext_csv.read_bytes())
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PWD": str(tmp_path)}
+    result = subprocess.run(["cookiecutter", str(root), "--no-input", "-o", str(tmp_path / "out"),
+                             "dataset=in/tickets.csv"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "out" / "support-ticket-classifier" / "data" / "raw" / "tickets.csv").exists()
+
+
+def test_first_commit_works_without_a_global_git_identity(tmp_path, bitext_csv):
+    root = Path(__file__).resolve().parents[1]
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+    env.update(HOME=str(home), GIT_CONFIG_GLOBAL=str(home / "none"), GIT_CONFIG_NOSYSTEM="1")
+    result = subprocess.run(["cookiecutter", str(root), "--no-input", "-o", str(tmp_path / "out"),
+                             f"dataset={bitext_csv}"], env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    project = tmp_path / "out" / "support-ticket-classifier"
+    log = subprocess.run(["git", "log", "--format=%an"], cwd=project, capture_output=True, text=True, env=env)
+    assert log.stdout.strip() == "Your Name"
+
+
+def test_make_help_lists_every_target_with_a_line(cookies):
+    project = bake(cookies)
+    out = run(["make", "help"], project).stdout
+    makefile = (project / "Makefile").read_text()
+    targets = re.findall(r"^([a-zA-Z_-]+):.*?## ", makefile, flags=re.M)
+    for target in targets:
+        assert f" {target} " in out, target
+    for needed in ("install", "prepare", "train", "evaluate", "all", "ui", "test", "clean"):
+        assert needed in targets
+
+
+def test_root_requirements_cover_the_generated_projects_dependencies(cookies):
+    """Baked projects reuse the template's environment, so it must hold all they need."""
+    import tomllib
+
+    project = bake(cookies)
+    deps = tomllib.loads((project / "pyproject.toml").read_text())["project"]["dependencies"]
+    root = Path(__file__).resolve().parents[1]
+    ours = {line.split(">")[0].split("=")[0].strip().lower().replace("_", "-")
+            for line in (root / "requirements.txt").read_text().splitlines() if line and not line.startswith("#")}
+    for dep in deps:
+        name = dep.split(">")[0].split("=")[0].split("[")[0].strip().lower().replace("_", "-")
+        assert name in ours or name == "torch", f"{name} is missing from requirements.txt"

