@@ -162,3 +162,20 @@ def test_root_requirements_cover_the_generated_projects_dependencies(cookies):
     for dep in deps:
         name = dep.split(">")[0].split("=")[0].split("[")[0].strip().lower().replace("_", "-")
         assert name in ours or name == "torch", f"{name} is missing from requirements.txt"
+
+
+def test_offline_hub_dataset_stops_at_once_saying_to_pass_a_local_file(cookies):
+    project = bake(cookies)   # default answers: the Hub dataset
+    result = run(["python", "-m", "support_ticket_classifier.stages.prepare"], project, check=False)
+    assert result.returncode == 2
+    assert "bitext/Bitext-customer-support-llm-chatbot-training-dataset" in result.stderr
+    assert "make example DATA=path/to/data.csv" in result.stderr and "Traceback" not in result.stderr
+    assert not (project / "data" / "processed").exists()
+
+
+def test_root_example_target_bakes_with_the_given_data(tmp_path):
+    root = Path(__file__).resolve().parents[1]
+    plan = subprocess.run(["make", "-n", "example", "DATA=../shared/data/bitext/customer_support_sample.csv",
+                           f"EXAMPLE_DIR={tmp_path}"], cwd=root, capture_output=True, text=True).stdout
+    assert f"dataset={(root / '../shared/data/bitext/customer_support_sample.csv').resolve()}" in plan
+    assert "install all" in plan

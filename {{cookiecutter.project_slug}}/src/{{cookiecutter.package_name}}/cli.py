@@ -1,6 +1,5 @@
 """Running a stage: find conf/, compose the Hydra config, turn UserError into a clean exit."""
 import functools
-import logging
 import os
 import sys
 from pathlib import Path
@@ -9,8 +8,6 @@ from typing import Callable
 from omegaconf import DictConfig
 
 from .errors import UserError
-
-log = logging.getLogger(__name__)
 
 
 def project_root(start: Path | None = None) -> Path:
@@ -45,8 +42,7 @@ def stage(config_name: str) -> Callable[[Callable[[DictConfig], None]], Callable
             def run(cfg: DictConfig) -> None:
                 try:
                     fn(cfg)
-                except UserError as err:
-                    log.error("%s", err)
+                except UserError as err:  # the message is the whole story: no traceback
                     sys.stderr.write(f"ERROR: {err}\n")
                     sys.exit(2)
 

@@ -105,7 +105,7 @@ def _read_hub(source: str, revision: str | None, subset: str | None) -> LoadedDa
 
     offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in {"1", "true", "yes"}
     hint = ("Pass a local file instead: set data.source in conf/data/default.yaml (or run "
-            "`python -m <package>.stages.prepare data.source=path/to/data.csv`), or, from the template, "
+            "`python -m {{ cookiecutter.package_name }}.stages.prepare data.source=path/to/data.csv`), or, from the template, "
             "`make example DATA=path/to/data.csv`.")
     if offline:
         raise UserError(f"dataset '{source}' is a Hugging Face Hub id, but HF_HUB_OFFLINE is set. {hint}")
