@@ -11,14 +11,21 @@ lastModified, createdAt, private, gated, disabled, downloads, likes, tags, cardD
   answers 401 with `X-Error-Code: RepoNotFound`, an unknown revision 404 `RevisionNotFound`, as the Hub does.
 - `GET /datasets/<owner>/<name>/resolve/<rev>/<path>`  a file's bytes, honouring `Range`.
 
+and, so that `prepare` can then read a pinned dataset with `datasets.load_dataset` (hf_hub_download
+and HfFileSystem underneath): `HEAD` of the same resolve URLs (X-Repo-Commit, a per-file ETag;
+404 `EntryNotFound` for files the repo lacks), `GET /api/datasets/<id>/tree/<rev>[/<folder>]` and
+`POST /api/datasets/<id>/paths-info/<rev>`.
+
 Every request is recorded in `FakeHub.requests` (path + query) so tests can check what was asked.
 Search matches like the Hub's: every word of the query must occur in the id (case-insensitive).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import PurePosixPath
 from urllib.parse import parse_qs, unquote, urlsplit
 
 BITEXT = "bitext/Bitext-customer-support-llm-chatbot-training-dataset"
@@ -189,21 +196,58 @@ class FakeHub:
             def log_message(self, *args) -> None:  # keep test output clean
                 pass
 
-            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+            def do_HEAD(self) -> None:  # noqa: N802
+                self.do_GET(head=True)
+
+            def do_GET(self, head: bool = False) -> None:  # noqa: N802 (http.server's naming)
                 parts = urlsplit(self.path)
                 path, query = unquote(parts.path), parse_qs(parts.query)
-                hub.requests.append(self.path)
+                hub.requests.append(("HEAD " if head else "") + self.path)
                 if path == "/api/datasets":
                     return self._json(200, hub.listing(query))
                 if path.startswith("/api/datasets/"):
                     rest = path[len("/api/datasets/"):].split("/")
-                    repo_id, revision = "/".join(rest[:2]), ("/".join(rest[3:]) if rest[2:3] == ["revision"] else None)
-                    return self._info(repo_id, revision)
+                    repo_id = "/".join(rest[:2])
+                    if rest[2:3] == ["tree"]:
+                        return self._tree(repo_id, rest[3], "/".join(rest[4:]))
+                    return self._info(repo_id, "/".join(rest[3:]) if rest[2:3] == ["revision"] else None)
                 if path.startswith("/datasets/") and "/resolve/" in path:
                     repo_id, _, tail = path[len("/datasets/"):].partition("/resolve/")
                     revision, _, filename = tail.partition("/")
-                    return self._file(repo_id, revision, filename)
+                    return self._file(repo_id, revision, filename, head)
                 self._json(404, {"error": "Sorry, we can't find the page you are looking for."})
+
+            def do_POST(self) -> None:  # noqa: N802
+                """paths-info: which of the posted paths exist (HfFileSystem asks before reading)."""
+                path = unquote(urlsplit(self.path).path)
+                hub.requests.append("POST " + self.path)
+                form = parse_qs(self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode())
+                rest = path[len("/api/datasets/"):].split("/")
+                dataset = hub.datasets.get("/".join(rest[:2]))
+                if dataset is None or rest[2:3] != ["paths-info"]:
+                    return self._json(404, {"error": "Not found"})
+                wanted = set(form.get("paths", []))
+                self._json(200, [e for e in self._entries(dataset) if e["path"] in wanted])
+
+            def _entries(self, dataset: dict) -> list[dict]:
+                files = {n: dataset["files"].get(n, b"") for n in (s["rfilename"] for s in dataset["info"]["siblings"])}
+                entries = [{"type": "file", "oid": f"{abs(hash(n)):040x}"[:40], "size": len(data), "path": n}
+                           for n, data in sorted(files.items())]
+                folders = sorted({str(p) for n in files for p in PurePosixPath(n).parents if str(p) != "."})
+                return [{"type": "directory", "oid": "0" * 40, "size": 0, "path": f} for f in folders] + entries
+
+            def _tree(self, repo_id: str, revision: str, folder: str) -> None:
+                """list_repo_tree: the files under `folder` (recursive=true: all depths)."""
+                dataset = hub.datasets.get(repo_id)
+                if dataset is None:
+                    return self._json(401, {"error": "Repository not found"}, {"X-Error-Code": "RepoNotFound"})
+                recursive = parse_qs(urlsplit(self.path).query).get("recursive", ["false"])[0] == "true"
+                prefix = f"{folder}/" if folder else ""
+                entries = [e for e in self._entries(dataset) if e["path"].startswith(prefix)
+                           and (recursive or "/" not in e["path"][len(prefix):])]
+                if folder and not entries:
+                    return self._json(404, {"error": f"Entry not found: {folder}"}, {"X-Error-Code": "EntryNotFound"})
+                self._json(200, entries)
 
             def _info(self, repo_id: str, revision: str | None) -> None:
                 dataset = hub.datasets.get(repo_id)
@@ -215,7 +259,7 @@ class FakeHub:
                                       {"X-Error-Code": "RevisionNotFound", "X-Error-Message": f"Invalid rev id: {revision}"})
                 self._json(200, dataset["info"])
 
-            def _file(self, repo_id: str, revision: str, filename: str) -> None:
+            def _file(self, repo_id: str, revision: str, filename: str, head: bool = False) -> None:
                 dataset = hub.datasets.get(repo_id)
                 if dataset is None or filename not in dataset["files"]:
                     return self._json(404, {"error": "Entry not found"}, {"X-Error-Code": "EntryNotFound"})
@@ -228,9 +272,10 @@ class FakeHub:
                 self.send_header("Content-Type", "text/csv" if filename.endswith(".csv") else "application/octet-stream")
                 self.send_header("Content-Length", str(len(data)))
                 self.send_header("X-Repo-Commit", dataset["info"]["sha"])
-                self.send_header("ETag", f'"{dataset["info"]["sha"][:32]}"')
+                self.send_header("ETag", f'"{hashlib.sha1(dataset["files"][filename]).hexdigest()}"')   # per file, as on the Hub
                 self.end_headers()
-                self.wfile.write(data)
+                if not head:
+                    self.wfile.write(data)
 
             def _json(self, status: int, payload, headers: dict | None = None) -> None:
                 body = json.dumps(payload).encode()
