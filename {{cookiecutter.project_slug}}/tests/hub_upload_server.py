@@ -5,6 +5,8 @@ server on 127.0.0.1 and point `HF_ENDPOINT` at it. It answers exactly the calls 
 `HfApi.create_repo` and `HfApi.create_commit` make (huggingface_hub 1.x/2.x, legacy LFS path),
 with the response shapes huggingface_hub parses:
 
+- `GET  /api/agent-harnesses`                               public, unauthenticated: a registry huggingface_hub
+                                                            fetches (at most daily) to build its user agent
 - `POST /api/repos/create`                                  create a repo; 409 when it exists
 - `POST /api/validate-yaml`                                 the README's metadata (create_commit checks it first)
 - `GET  /api/{models,spaces}/<id>[/revision/<rev>]`         repo info (sha, siblings)
@@ -19,7 +21,7 @@ The Xet transfer protocol (used when `hf_xet` is installed) is a binary CAS prot
 implemented here: tests set `HF_HUB_DISABLE_XET=1`, which makes huggingface_hub use the LFS
 basic transfer above, a path the real Hub still serves.
 
-Authentication: every API call except the LFS PUT needs `Authorization: Bearer <token>`; a wrong
+Authentication: every API call except the LFS PUT and the harness registry needs `Authorization: Bearer <token>`; a wrong
 or missing token gets 401. A repo whose name starts with `forbidden` answers 403 on creation,
 like a namespace the token cannot write to. Every request is recorded in `requests`.
 """
@@ -127,6 +129,8 @@ class FakeHubUploads:
                                          "headers": dict(self.headers), "body_size": len(body)})
                 if method == "PUT" and path.startswith("/_lfs/"):
                     return self._lfs_put(path.rsplit("/", 1)[1], body)
+                if method == "GET" and path == "/api/agent-harnesses":
+                    return self._send(200, {"standardEnvVars": [], "harnesses": {}})
                 if not self._authorised():
                     return self._error(401, "Invalid credentials in Authorization header")
                 routes = [

@@ -236,18 +236,27 @@ def _baselines_table(inputs: CardInputs) -> str:
     rows = [("**this model**", *(float(inputs.metrics.get(k, float("nan"))) for k in keys))]
     for name, scores in inputs.baselines.items():
         rows.append((name, *(float(scores[k]) if isinstance(scores.get(k), (int, float)) else "-" for k in keys)))
-    return md_table(["model", "accuracy", "macro-F1"], rows)
+    table = md_table(["model", "accuracy", "macro-F1"], rows)
+    margin, best = inputs.metrics.get("margin_over_best_baseline"), inputs.metrics.get("best_baseline")
+    if isinstance(margin, dict) and best:
+        table += ("\n\nMargin over the best baseline (" + str(best) + "): "
+                  + ", ".join(f"{k.replace('_', '-')} {float(v):+.1f} points" for k, v in margin.items()))
+    return table
 
 
 def _confidence_intervals(metrics: dict) -> list[str]:
-    """Lines for any `<metric>_ci: [low, high]` (or {"low", "high"}) an evaluation stage wrote."""
-    lines = []
+    """Lines for the confidence intervals an evaluation stage wrote: `<m>_ci_low` / `<m>_ci_high`,
+    or `<m>_ci` as [low, high] or {"low", "high"}."""
+    intervals = {}
     for key, value in metrics.items():
-        if not key.endswith("_ci"):
-            continue
-        low, high = (value.get("low"), value.get("high")) if isinstance(value, dict) else (value[0], value[1])
-        lines.append(f"- 95% confidence interval of {key[:-3].replace('_', '-')}: [{float(low):.4f}, {float(high):.4f}]")
-    return lines
+        if key.endswith("_ci_low") and f"{key[:-7]}_ci_high" in metrics:
+            intervals[key[:-7]] = (value, metrics[f"{key[:-7]}_ci_high"])
+        elif key.endswith("_ci") and isinstance(value, dict):
+            intervals[key[:-3]] = (value.get("low"), value.get("high"))
+        elif key.endswith("_ci") and isinstance(value, (list, tuple)) and len(value) == 2:
+            intervals[key[:-3]] = tuple(value)
+    return [f"- 95% confidence interval of {name.replace('_', '-')}: [{float(low):.4f}, {float(high):.4f}]"
+            for name, (low, high) in intervals.items()]
 
 
 def _failure_excerpt(markdown: str, max_lines: int) -> str:

@@ -20,13 +20,13 @@ def project_root(start: Path | None = None) -> Path:
                     "(the one with conf/ and dvc.yaml).")
 
 
-def stage(config_name: str) -> Callable[[Callable[[DictConfig], None]], Callable[[], None]]:
+def stage(config_name: str) -> Callable[[Callable[[DictConfig], object]], Callable[[], None]]:
     """Make `fn(cfg)` a Hydra entry point using conf/<config_name>.yaml.
 
     Relative paths in the config are resolved against the project root, which becomes the
     working directory, so `python -m pkg.stages.x` works from any sub-folder too.
     """
-    def decorate(fn: Callable[[DictConfig], None]) -> Callable[[], None]:
+    def decorate(fn: Callable[[DictConfig], object]) -> Callable[[], None]:
         @functools.wraps(fn)
         def main() -> None:
             import hydra  # imported here so `--help` of other tools stays fast
@@ -39,9 +39,9 @@ def stage(config_name: str) -> Callable[[Callable[[DictConfig], None]], Callable
             os.chdir(root)
 
             @hydra.main(version_base=None, config_path=str(root / "conf"), config_name=config_name)
-            def run(cfg: DictConfig) -> None:
+            def run(cfg: DictConfig):
                 try:
-                    fn(cfg)
+                    return fn(cfg)  # a sweeper (hydra --multirun) optimises what the stage returns
                 except UserError as err:  # the message is the whole story: no traceback
                     sys.stderr.write(f"ERROR: {err}\n")
                     sys.exit(2)

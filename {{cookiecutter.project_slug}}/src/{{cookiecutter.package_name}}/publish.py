@@ -15,8 +15,9 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from . import demo, publishing, tracking
+from . import publishing, tracking
 from .cli import stage
+from .errors import UserError
 from .reports import write_json
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,8 @@ def main(cfg: DictConfig) -> None:
     demo_settings = OmegaConf.to_container(OmegaConf.load("conf/demo.yaml").demo, resolve=True)
 
     def space_builder(space_dir: Path, model_repo: str) -> None:
+        from . import demo  # gradio: imported only when a Space is asked for
+
         examples = demo.examples_from(reports / "predictions.csv", demo_settings["examples"])
         publishing.build_space(space_dir, model_repo, Path(publishing.__file__).parent, __package__,
                                demo_settings, examples, "{{ cookiecutter.project_name }}", "{{ cookiecutter.license }}")
@@ -59,6 +62,8 @@ def main(cfg: DictConfig) -> None:
         space_builder)
     print(publishing.describe(plan), flush=True)
     if plan.dry_run_reason:
+        if os.environ.get("HUB_REPO", "").strip() and not dry:  # a push was asked for: say why it cannot happen
+            raise UserError(f"nothing was uploaded: {plan.dry_run_reason}.")
         print("\nTo publish: make publish HUB_REPO=owner/name with HF_TOKEN set (or after `hf auth login`).")
         return
     results = publishing.push(plan)

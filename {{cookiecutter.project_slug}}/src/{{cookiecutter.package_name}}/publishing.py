@@ -68,7 +68,7 @@ def check_repo_id(repo_id: str, what: str, variable: str) -> str:
         if repo_id.count("/") != 1:
             raise HFValidationError("it must name the owner: owner/name")
     except HFValidationError as err:
-        reason = str(err).strip().splitlines()[0]
+        reason = str(err).strip().splitlines()[0].rstrip(".")
         raise UserError(f"'{repo_id}' is not a valid {what} repo id ({reason}). Set {variable} to owner/name, "
                         "e.g. my-org/support-ticket-classifier.") from None
     return repo_id
@@ -79,11 +79,12 @@ def list_files(folder: Path) -> list[tuple[str, int]]:
 
 
 def human(size: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if size < 1024 or unit == "GB":
+    """Decimal units, as the Hub shows file sizes."""
+    for unit in ("B", "kB", "MB"):
+        if size < 1000:
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size} B"
+        size /= 1000
+    return f"{size:.1f} GB"
 
 
 def retarget_card(folder: Path, repo_id: str) -> bool:

@@ -22,7 +22,13 @@ RUN_FILE = "mlflow_run.json"
 
 
 def tracking_uri(cfg: DictConfig) -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or cfg.tracking.uri
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or cfg.tracking.uri
+    # `dvc exp run --queue/--temp` runs stages in a scratch copy of the project and names the real
+    # one in DVC_ROOT: a relative sqlite store must stay the project's, or those runs would vanish.
+    root, prefix = os.environ.get("DVC_ROOT"), "sqlite:///"
+    if root and uri.startswith(prefix) and not Path(uri[len(prefix):]).is_absolute():
+        return prefix + str(Path(root) / uri[len(prefix):])
+    return uri
 
 
 def configure(cfg: DictConfig) -> str:

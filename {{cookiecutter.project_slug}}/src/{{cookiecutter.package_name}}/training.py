@@ -21,6 +21,7 @@ from torch.nn import functional as F
 
 from . import batching
 from .compute import Compute
+from .distributed import Dist, weights_checksum
 from .metrics import macro_f1
 
 log = logging.getLogger(__name__)
@@ -103,12 +104,17 @@ def predict_logits(model, encoded: Sequence[Sequence[int]], pad_id: int, compute
 def train(model, tokenizer, train_texts: Sequence[str], train_labels: np.ndarray,
           val_texts: Sequence[str], val_labels: np.ndarray, settings: TrainSettings, compute: Compute,
           checkpoint_path: Path | None = None, resume: bool = False,
-          on_metrics: Callable[[dict, int], None] | None = None) -> TrainResult:
-    """Fine-tune `model` in place; on return it holds the weights of the best validation epoch."""
+          on_metrics: Callable[[dict, int], None] | None = None, dist: Dist | None = None) -> TrainResult:
+    """Fine-tune `model` in place; on return it holds the weights of the best validation epoch.
+
+    Under torchrun / accelerate launch (`dist`), each rank trains on its shard of every epoch's
+    batches through DistributedDataParallel; only rank 0 writes checkpoints or shows progress.
+    """
     from tqdm.auto import tqdm
 
     started = time.monotonic()
     on_metrics = on_metrics or (lambda metrics, step: None)
+    dist = dist or Dist()
     torch.manual_seed(settings.seed)
     model.to(compute.device)
     if settings.freeze_embeddings:
@@ -118,7 +124,7 @@ def train(model, tokenizer, train_texts: Sequence[str], train_labels: np.ndarray
     val_enc = batching.tokenize(tokenizer, val_texts, settings.max_length)
     lengths = [len(e) for e in train_enc]
     targets = torch.tensor(np.asarray(train_labels), dtype=torch.long)
-    steps_per_epoch = math.ceil(len(train_enc) / settings.batch_size)
+    steps_per_epoch = dist.steps(math.ceil(len(train_enc) / settings.batch_size))
     total_steps = steps_per_epoch * settings.epochs
     optimizer = _optimizer(model, settings, compute.device)
     scheduler = _schedule(optimizer, total_steps, settings.warmup_ratio)
@@ -132,23 +138,26 @@ def train(model, tokenizer, train_texts: Sequence[str], train_labels: np.ndarray
         log.info("resuming from %s at epoch %d, step %d", checkpoint_path, state["epoch"] + 1, state["step"])
     elif resume:
         log.warning("train.resume=true but there is no checkpoint at %s: starting from scratch", checkpoint_path)
+    forward = dist.wrap(model)  # the model itself, or its DistributedDataParallel wrapper
+    checkpoint_path = checkpoint_path if dist.is_main else None
 
     budget = settings.max_minutes * 60
     clock = time.monotonic() - state["elapsed"]
     last_checkpoint = time.monotonic()
     stop_reason = "completed"
     model.train()
-    progress = tqdm(total=total_steps, initial=state["step"], desc="train", unit="step", dynamic_ncols=True)
+    progress = tqdm(total=total_steps, initial=state["step"], desc="train", unit="step", dynamic_ncols=True,
+                    disable=not dist.is_main)
     running_loss, running_n = 0.0, 0
     while state["epoch"] < settings.epochs and stop_reason == "completed":
         epoch = state["epoch"]
         rng = np.random.default_rng(settings.seed + epoch)
-        batches = batching.training_batches(lengths, settings.batch_size, rng)
+        batches = dist.shard(batching.training_batches(lengths, settings.batch_size, rng))
         done_in_epoch = state["step"] - epoch * steps_per_epoch
         for index in batches[done_in_epoch:]:
             ids, mask = batching.pad([train_enc[i] for i in index], pad_id)
             with compute.autocast():
-                logits = model(input_ids=ids.to(compute.device), attention_mask=mask.to(compute.device)).logits
+                logits = forward(input_ids=ids.to(compute.device), attention_mask=mask.to(compute.device)).logits
             loss = F.cross_entropy(logits.float(), targets[index].to(compute.device))
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"training loss became {loss.item()} at step {state['step']}; "
@@ -163,11 +172,11 @@ def train(model, tokenizer, train_texts: Sequence[str], train_labels: np.ndarray
             running_n += 1
             progress.update(1)
             if state["step"] % settings.log_every_steps == 0:
-                mean = running_loss / running_n
+                mean = dist.mean(running_loss / running_n)
                 progress.set_postfix(loss=f"{mean:.4f}", epoch=epoch + 1)
                 on_metrics({"train_loss": mean, "learning_rate": scheduler.get_last_lr()[0]}, state["step"])
                 running_loss, running_n = 0.0, 0
-            if time.monotonic() - clock > budget:
+            if dist.any(time.monotonic() - clock > budget):  # every rank stops at the same step
                 stop_reason = "time_budget"
                 break
             if checkpoint_path and time.monotonic() - last_checkpoint > settings.checkpoint_every_minutes * 60:
@@ -181,6 +190,7 @@ def train(model, tokenizer, train_texts: Sequence[str], train_labels: np.ndarray
         record = {"epoch": round(epoch + epoch_fraction, 3), "step": state["step"], "val_loss": val_loss,
                   "val_accuracy": float((val_pred == np.asarray(val_labels)).mean()),
                   "val_macro_f1": macro_f1(val_labels, val_pred, len(val_logits[0]))}
+        record = dist.from_main(record)  # every rank decides early stopping on the same numbers
         state["history"].append(record)
         on_metrics({k: v for k, v in record.items() if k.startswith("val_")} | {"epoch": record["epoch"]},
                    state["step"])
@@ -205,8 +215,11 @@ def train(model, tokenizer, train_texts: Sequence[str], train_labels: np.ndarray
                     settings.max_minutes, state["step"])
     if state["best_weights"] is not None:
         model.load_state_dict(state["best_weights"])
+    if dist.enabled:
+        log.info("rank %d/%d trained %d steps on its shard; weights checksum %.6f", dist.rank, dist.world_size,
+                 state["step"] - resumed_from, weights_checksum(model))
     seconds = time.monotonic() - clock
-    trained_examples = (state["step"] - resumed_from) * settings.batch_size
+    trained_examples = (state["step"] - resumed_from) * settings.batch_size * dist.world_size
     return TrainResult(best_epoch=state["best_epoch"], best_val_macro_f1=state["best_f1"],
                        epochs_run=state["history"][-1]["epoch"] if state["history"] else 0.0,
                        steps=state["step"], train_seconds=round(seconds, 2), stop_reason=stop_reason,

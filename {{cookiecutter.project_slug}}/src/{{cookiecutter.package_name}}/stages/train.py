@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig
 
-from .. import compute, data, modeling, tracking, training
+from .. import compute, data, distributed, modeling, sweeps, tracking, training
 from ..cli import stage
 from ..reports import md_table, plot_curves, write_json
 
@@ -30,7 +30,8 @@ def settings_from(cfg: DictConfig) -> training.TrainSettings:
 
 
 @stage("train")
-def main(cfg: DictConfig) -> None:
+def main(cfg: DictConfig) -> float:
+    """Returns the best validation macro-F1: the objective Hydra sweepers (make sweep) maximise."""
     import mlflow
 
     processed, model_dir = Path(cfg.paths.processed), Path(cfg.paths.model_dir)
@@ -39,8 +40,10 @@ def main(cfg: DictConfig) -> None:
     labels = label_info["labels"]
     index = {label: i for i, label in enumerate(labels)}
     train_df, val_df = data.read_split(processed, "train"), data.read_split(processed, "validation")
-    uri = tracking.configure(cfg)  # an unreachable tracking server fails here, before any compute
+    ddp = distributed.from_env()  # under torchrun / accelerate launch: this process's rank; rank 0 logs and writes
+    uri = tracking.configure(cfg) if ddp.is_main else None  # an unreachable tracking server fails here, before any compute
     hw = compute.select(cfg.compute.device, cfg.compute.precision, cfg.compute.threads)
+    ddp.init(hw, cfg.compute.threads)
     compute.seed_everything(cfg.compute.seed)
     tokenizer, model, origin = modeling.load_for_training(cfg.model.name, labels, cfg.compute.seed)
     settings = settings_from(cfg)
@@ -49,6 +52,12 @@ def main(cfg: DictConfig) -> None:
     resume_id = (json.loads(run_file.read_text())["run_id"]
                  if cfg.train.resume and checkpoint.exists() and run_file.exists() else None)
 
+    splits = (train_df["text"].tolist(), train_df["label"].map(index).to_numpy(),
+              val_df["text"].tolist(), val_df["label"].map(index).to_numpy())
+    if not ddp.is_main:  # the other ranks train their shard of the batches, then leave
+        return training.train(model, tokenizer, *splits, settings, hw, checkpoint_path=checkpoint,
+                              resume=cfg.train.resume, dist=ddp).best_val_macro_f1
+
     losses: list[tuple[int, float]] = []
 
     def on_metrics(metrics: dict, step: int) -> None:
@@ -56,7 +65,8 @@ def main(cfg: DictConfig) -> None:
             losses.append((step, metrics["train_loss"]))
         mlflow.log_metrics(metrics, step=step, synchronous=False)
 
-    with mlflow.start_run(run_id=resume_id, run_name=None if resume_id else f"train-{cfg.model.name.split('/')[-1]}") as run:
+    with mlflow.start_run(run_id=resume_id, run_name=None if resume_id else f"train-{cfg.model.name.split('/')[-1]}",
+                          tags=sweeps.trial_tags()) as run:  # a sweep trial: nested under the sweep's run
         checkpoint.parent.mkdir(parents=True, exist_ok=True)
         tracking.save_run_id(checkpoint.parent, run.info.run_id, uri)
         if not resume_id:
@@ -66,10 +76,8 @@ def main(cfg: DictConfig) -> None:
                          "stage": "train"} | ({"device_fallback": " ".join(hw.warnings)} if hw.warnings else {}))
         log.info("training on %s (%s, %d threads): %d train / %d validation rows, %d labels",
                  hw.device, hw.precision, hw.threads, len(train_df), len(val_df), len(labels))
-        result = training.train(
-            model, tokenizer, train_df["text"].tolist(), train_df["label"].map(index).to_numpy(),
-            val_df["text"].tolist(), val_df["label"].map(index).to_numpy(), settings, hw,
-            checkpoint_path=checkpoint, resume=cfg.train.resume, on_metrics=on_metrics)
+        result = training.train(model, tokenizer, *splits, settings, hw, checkpoint_path=checkpoint,
+                                resume=cfg.train.resume, on_metrics=on_metrics, dist=ddp)
         mlflow.flush_async_logging()
 
         meta = {"base_model": cfg.model.name, "max_length": settings.max_length, "labels": labels,
@@ -79,7 +87,7 @@ def main(cfg: DictConfig) -> None:
         tracking.save_run_id(model_dir, run.info.run_id, uri)
         checkpoint.unlink(missing_ok=True)  # finished: the next run starts fresh
 
-        summary = {"run_id": run.info.run_id, **result.as_dict(), **hw.describe(),
+        summary = {"run_id": run.info.run_id, **result.as_dict(), **hw.describe(), "processes": ddp.world_size,
                    "warnings": hw.warnings, "python": platform.python_version(),
                    "parameters": sum(p.numel() for p in model.parameters()),
                    "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad)}
@@ -94,6 +102,7 @@ def main(cfg: DictConfig) -> None:
                                    reports / "data_profile.md"])
     log.info("saved model to %s (best epoch %d, validation macro-F1 %.4f, %s, %.1f s)", model_dir,
              result.best_epoch, result.best_val_macro_f1, result.stop_reason, result.train_seconds)
+    return result.best_val_macro_f1
 
 
 def training_markdown(s: dict) -> str:
@@ -115,4 +124,5 @@ def training_markdown(s: dict) -> str:
 
 
 if __name__ == "__main__":
+    distributed.relaunch_under_launcher(__spec__.name)  # make train-distributed: TRAIN_LAUNCHER=torchrun ...
     main()
