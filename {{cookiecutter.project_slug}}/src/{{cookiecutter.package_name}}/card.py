@@ -314,8 +314,12 @@ def body(inputs: CardInputs, settings: dict, repo_id: str) -> str:
                     [(i, label, float(inputs.per_class.get(label, {}).get("f1", float("nan"))), support[label])
                      for i, label in enumerate(labels)]), ""]
     if threshold is not None:
-        out += [f"Below a top-class confidence of **{float(threshold):.2f}** (saved in `classifier.json`) the "
-                f"model's answer should be read as `UNKNOWN` and routed to a person.", ""]
+        chosen = meta.get("abstain") or {}
+        how = (f" It was chosen on the validation split for a precision of at least {chosen['target_precision']} "
+               f"and kept {_pct(chosen['coverage'])} of the validation texts (precision {_pct(chosen['precision'])})."
+               if {"target_precision", "coverage", "precision"} <= set(chosen) else "")
+        out += [f"Below a top-class confidence of **{float(threshold):.3f}** (saved in `classifier.json`) the "
+                f"model's answer should be read as `UNKNOWN` and routed to a person.{how}", ""]
 
     out += ["## Intended use", "", settings["intended_use"].strip(), "",
             "## Out-of-scope use", "", *[f"- {item}" for item in settings["out_of_scope"]], "",
