@@ -141,7 +141,7 @@ def relaunch_under_launcher(module: str) -> None:
     import shlex
     import sys
 
-    launcher = os.environ.get(LAUNCHER_ENV, "").strip()
+    launcher = os.environ.pop(LAUNCHER_ENV, "").strip()  # popped: the launched processes must not relaunch
     if not launcher or "RANK" in os.environ:  # not asked, or already one of the launched processes
         return
     command = [*shlex.split(launcher), "-m", module, *sys.argv[1:]]
