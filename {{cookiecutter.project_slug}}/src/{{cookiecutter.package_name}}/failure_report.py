@@ -139,7 +139,6 @@ def markdown(result: dict, figures_rel: str = "figures") -> str:
     conf, robust, oos = result["confidence"], result["robustness"], result["out_of_scope"]
     slices = result["slices"]
     flagged = [s for s in slices if s["flagged"]]
-    rec = oos["recommended"]
     worst = max(robust["perturbations"], key=lambda r: r["drop_points"], default=None)
     lines = ["# Failure analysis", "",
              f"Model `{result['model']}` on the test split ({conf['rows']} rows, accuracy "
