@@ -11,7 +11,8 @@ from conftest import run_stage
 
 def test_prepare_train_evaluate_on_a_tiny_model(workdir, tickets, tiny_model_dir):
     tickets.to_csv(workdir / "tickets.csv", index=False)
-    run_stage(workdir, "prepare", "data.source=tickets.csv", "prepare.validation_size=0.2", "prepare.test_size=0.2")
+    run_stage(workdir, "prepare", "data.source=tickets.csv", "prepare.validation_size=0.2", "prepare.test_size=0.2",
+              "prepare.split=stratified")
     splits = {s: pd.read_parquet(workdir / "data/processed" / f"{s}.parquet") for s in ("train", "validation", "test")}
     assert [len(s) for s in splits.values()] == [54, 18, 18]
     profile = json.loads((workdir / "reports/data_profile.json").read_text())

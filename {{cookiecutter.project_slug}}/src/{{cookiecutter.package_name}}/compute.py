@@ -1,11 +1,14 @@
 """Device, precision and thread selection: decided once, logged, never silently downgraded."""
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import random
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, TypeVar
 
 import numpy as np
 import torch
@@ -13,6 +16,7 @@ import torch
 from .errors import UserError
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
@@ -104,3 +108,37 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    """A GPU (CUDA or MPS) out-of-memory error, whichever way this PyTorch build raises it."""
+    oom_type = getattr(torch, "OutOfMemoryError", None) or getattr(torch.cuda, "OutOfMemoryError", ())
+    return isinstance(err, oom_type) or (isinstance(err, RuntimeError) and "out of memory" in str(err).lower())
+
+
+def run_with_cpu_fallback(attempt: Callable[[Compute, bool], T], hw: Compute, resume: bool,
+                          checkpoint: Path | None, on_fallback: Callable[[str, Compute], None]) -> tuple[T, Compute]:
+    """Run `attempt(hw, resume)`; if the GPU runs out of memory, warn, tell `on_fallback` (MLflow tag)
+    and run `attempt` again on the CPU - resuming from a checkpoint the GPU attempt wrote, if any.
+
+    Never silent: the warning is logged, added to the returned Compute's warnings and passed on.
+    """
+    started = time.time()
+    try:
+        return attempt(hw, resume), hw
+    except Exception as err:
+        if hw.device.type == "cpu" or not is_out_of_memory(err):
+            raise
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+    gc.collect()  # outside the except block: the failed attempt's tensors can be freed now
+    if hw.device.type == "cuda":
+        torch.cuda.empty_cache()
+    resume_now = resume or bool(checkpoint and checkpoint.exists() and checkpoint.stat().st_mtime >= started)
+    message = (f"{hw.device.type.upper()} ran out of memory during training ({reason}): falling back to the CPU, "
+               + ("resuming from the last checkpoint" if resume_now else "starting over")
+               + ". This is much slower; to stay on the GPU lower train.batch_size or model.max_length.")
+    log.warning(message)
+    cpu = select("cpu", "auto", hw.threads)
+    cpu.warnings = [*hw.warnings, message]
+    on_fallback(message, cpu)
+    return attempt(cpu, resume_now), cpu

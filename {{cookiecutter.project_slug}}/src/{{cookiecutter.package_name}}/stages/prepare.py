@@ -1,6 +1,7 @@
 """prepare: read the raw dataset, validate it, split it, and profile it.
 
-Outputs: data/processed/{train,validation,test}.parquet + labels.json, reports/data_profile.{json,md}.
+Outputs: data/processed/{train,validation,test}.parquet + labels.json, reports/data_profile.{json,md},
+reports/figures/{class_counts,text_lengths}.png.
 """
 import logging
 from pathlib import Path
@@ -38,13 +39,19 @@ def main(cfg: DictConfig) -> None:
         log.warning("labels %s never occur in the training split: the model cannot predict them", unseen)
     fingerprint = data.fingerprint(splits)
     dropped = {"empty_text": cleaning.dropped_empty_text, "missing_label": cleaning.dropped_missing_label}
-    report = profiling.profile(splits, labels, loaded.origin, dropped, fingerprint)
+    texts = pd.concat([s["text"] for s in splits.values()], ignore_index=True)
+    tokens = profiling.token_lengths(texts, cfg.model.name, cfg.prepare.token_length_sample, cfg.compute.seed)
+    split_info = {"method": cfg.prepare.split, "kept_from_source": [s for s in ("validation", "test") if s in frames]}
+    report = profiling.profile(splits, labels, loaded.origin, dropped, fingerprint, tokens, split_info)
 
     reports = Path(cfg.paths.reports)
     data.write_splits(splits, labels, Path(cfg.paths.processed),
                       {"fingerprint": fingerprint, "source": loaded.origin})
     write_json(reports / "data_profile.json", report)
     (reports / "data_profile.md").write_text(profiling.profile_markdown(report), encoding="utf-8")
+    figures = Path(cfg.paths.figures)
+    profiling.plot_class_counts(report, figures / "class_counts.png")
+    profiling.plot_lengths(texts.str.len().to_numpy(), tokens[0], cfg.model.max_length, figures / "text_lengths.png")
     log.info("wrote %s: %s rows (train/validation/test = %s), %d classes, fingerprint %s",
              cfg.paths.processed, report["rows_total"], "/".join(str(n) for n in report["rows"].values()),
              len(labels), fingerprint)

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig
 
-from .. import calibration, compute, data, distributed, modeling, perturb, sweeps, tracking, training
+from .. import calibration, compute, data, distributed, modeling, perturb, planning, sweeps, tracking, training
 from ..cli import stage
 from ..reports import md_table, plot_curves, write_json
 
@@ -40,6 +40,10 @@ def main(cfg: DictConfig) -> float:
     labels = label_info["labels"]
     index = {label: i for i, label in enumerate(labels)}
     train_df, val_df = data.read_split(processed, "train"), data.read_split(processed, "validation")
+    # plan.require_approval=true: refuse to start without an approval of this exact plan (planning.py)
+    preflight = planning.check_before_training(reports, Path("conf"), planning.plan_settings(cfg, label_info["fingerprint"]))
+    if preflight["matches_config"] is False:
+        log.warning("this run's settings differ from reports/training_plan.md; `make plan` re-plans")
     ddp = distributed.from_env()  # under torchrun / accelerate launch: this process's rank; rank 0 logs and writes
     uri = tracking.configure(cfg) if ddp.is_main else None  # an unreachable tracking server fails here, before any compute
     hw = compute.select(cfg.compute.device, cfg.compute.precision, cfg.compute.threads)
@@ -77,9 +81,20 @@ def main(cfg: DictConfig) -> float:
                          "stage": "train"} | ({"device_fallback": " ".join(hw.warnings)} if hw.warnings else {}))
         log.info("training on %s (%s, %d threads): %d train / %d validation rows, %d labels",
                  hw.device, hw.precision, hw.threads, len(train_df), len(val_df), len(labels))
-        result = training.train(model, tokenizer, *splits, settings, hw, checkpoint_path=checkpoint,
-                                resume=cfg.train.resume, on_metrics=on_metrics, dist=ddp,
-                                augment=augment)
+        def attempt(device: compute.Compute, resume: bool) -> training.TrainResult:
+            nonlocal tokenizer, model
+            if device is not hw:  # after a GPU out-of-memory: a fresh copy of the model for the CPU
+                tokenizer, model, _ = modeling.load_for_training(cfg.model.name, labels, cfg.compute.seed)
+            return training.train(model, tokenizer, *splits, settings, device, checkpoint_path=checkpoint,
+                                  resume=resume, on_metrics=on_metrics, dist=ddp, augment=augment)
+
+        def on_fallback(message: str, cpu: compute.Compute) -> None:
+            mlflow.set_tags({"device_fallback": message, "device": str(cpu.device), "precision": cpu.precision})
+
+        if ddp.enabled:  # a multi-process run cannot move one rank to the CPU
+            result = attempt(hw, cfg.train.resume)
+        else:
+            result, hw = compute.run_with_cpu_fallback(attempt, hw, cfg.train.resume, checkpoint, on_fallback)
         mlflow.flush_async_logging()
 
         meta = {"base_model": cfg.model.name, "max_length": settings.max_length, "labels": labels,
@@ -110,9 +125,25 @@ def main(cfg: DictConfig) -> float:
         mlflow.log_figure(figure, "figures/training_curves.png")
         tracking.log_report_files([reports / "training.md", reports / "training.json",
                                    reports / "data_profile.md"])
+        log_preflight(reports, Path(cfg.paths.figures), preflight)
     log.info("saved model to %s (best epoch %d, validation macro-F1 %.4f, %s, %.1f s)", model_dir,
              result.best_epoch, result.best_val_macro_f1, result.stop_reason, result.train_seconds)
     return result.best_val_macro_f1
+
+
+def log_preflight(reports: Path, figures: Path, preflight: dict) -> None:
+    """The pre-flight reports (profile, review, smoke, plan, approval) into the model's MLflow run."""
+    import mlflow
+
+    tracking.log_report_files([reports / name for name in (
+        "data_profile.json", "review.md", "review.json", "smoke.json", planning.PLAN_MD, planning.PLAN_JSON,
+        planning.APPROVAL)])
+    tracking.log_report_files([figures / "class_counts.png", figures / "text_lengths.png"], "figures")
+    mlflow.set_tags({f"plan_{key}": str(value) for key, value in preflight.items()})
+    plan = planning.load_plan(reports)
+    if plan:
+        mlflow.log_metric("plan_estimated_minutes", plan["estimate"]["total_minutes"])
+        mlflow.set_tag("review_verdict", plan["data"]["review_verdict"])
 
 
 def training_markdown(s: dict) -> str:
