@@ -16,7 +16,7 @@ export DVC_NO_ANALYTICS := 1
 export PATH := $(BIN):$(PATH)
 export VIRTUAL_ENV := $(abspath $(VENV))
 
-.PHONY: help install example test test-fast clean
+.PHONY: help install example test test-fast bench bench-profile clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-16s %s\n", $$1, $$2}'
@@ -37,6 +37,12 @@ test: ## run every test: the template's (bake, run what was baked) and, inside t
 
 test-fast: ## the template tests that do not train a model
 	python -m pytest -q tests -m "not slow"
+
+bench: ## yardstick (plain Trainer) vs the baked project's train stage, alternating, category + intent; REPEATS=1
+	python bench/run.py --repeats $(or $(REPEATS),1) --csv $(or $(DATA),../shared/data/bitext/customer_support_sample.csv)
+
+bench-profile: ## where the yardstick's time goes (cProfile of one epoch, by phase)
+	python bench/profile_yardstick.py
 
 clean: ## remove baked examples and caches
 	rm -rf $(EXAMPLE_DIR) .pytest_cache

@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 YARDSTICK = SHARED / "bench" / "yardstick_trainer.py"
 CSV = SHARED / "data" / "bitext" / "customer_support_sample.csv"
-PACKAGE = "support_ticket_classifier"
+SAME_OMP_POLICY = True
 
 
 def env_for(project: Path | None = None) -> dict[str, str]:
@@ -48,6 +48,8 @@ def env_for(project: Path | None = None) -> dict[str, str]:
                 "VIRTUAL_ENV": sys.prefix, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
                 "DVC_NO_ANALYTICS": "1", "GRADIO_ANALYTICS_ENABLED": "False",
                 "HF_HUB_DISABLE_TELEMETRY": "1", "TOKENIZERS_PARALLELISM": "false"})
+    if SAME_OMP_POLICY:  # the project sets this itself; give the yardstick the same, or a busy CPU punishes it 10x
+        env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     if project is not None:
         env["PYTHONPATH"] = str(project / "src")
     return env
@@ -173,7 +175,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     parser.add_argument("--keep", action="store_true", help="keep the baked projects")
+    parser.add_argument("--no-predict", action="store_true", help="skip the inference benchmark")
+    parser.add_argument("--omp-default", action="store_true",
+                        help="run the yardstick with OpenMP's default spin-waiting (the project still passive)")
     args = parser.parse_args()
+    global SAME_OMP_POLICY
+    SAME_OMP_POLICY = not args.omp_default
     if not args.csv.exists():
         sys.exit(f"no dataset at {args.csv}: pass --csv (a CSV with instruction and label columns)")
     if not YARDSTICK.exists():
@@ -209,13 +216,21 @@ def main() -> None:
                       f"peak {run['peak_mib']:.0f} MiB, load {run['load1']:.2f}", flush=True)
     extra = overheads(projects[args.labels[0]])
     load_after = os.getloadavg()
+    inference = ""
+    if not args.no_predict:
+        first = projects[args.labels[0]]
+        inference = subprocess.run(
+            [sys.executable, str(ROOT / "bench" / "predict.py"), "--model-dir", str(first / "models" / "model"),
+             "--src", str(first / "src"), "--csv", str(args.csv), "--out", str(args.out / "inference.json")],
+            env=env_for(first), check=True, capture_output=True, text=True).stdout.strip()
+        inference = f"\n{inference.replace('Inference on', f'Inference ({args.labels[0]} model) on')}\n"
     text = "\n".join([
         f"Machine: {machine()}.",
         f"Load average (1/5/15 min) before: {' / '.join(f'{v:.2f}' for v in load_before)}; "
         f"after: {' / '.join(f'{v:.2f}' for v in load_after)}.", "",
         table(results, args.repeats), "",
         "Overheads: " + ", ".join(f"project generation {s:.1f} s ({label})" for label, s in bake_s.items())
-        + ", " + ", ".join(f"{k} {v:.2f} s" for k, v in extra.items()) + "."])
+        + ", " + ", ".join(f"{k} {v:.2f} s" for k, v in extra.items()) + ".", inference])
     print("\n" + text)
     (args.out / "table.md").write_text(text + "\n", encoding="utf-8")
     (args.out / "runs.json").write_text(json.dumps({"results": results, "generation_s": bake_s,

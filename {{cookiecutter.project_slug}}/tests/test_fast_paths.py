@@ -83,3 +83,17 @@ def test_model_ends_with_the_weights_of_its_best_epoch(tiny_model_dir, tickets, 
 
     assert macro_f1(y, pred, len(LABELS)) == pytest.approx(result.best_val_macro_f1)
     assert result.best_epoch == 1 + int(np.argmax([h["val_macro_f1"] for h in result.history]))
+
+
+@pytest.mark.parametrize("preset, expected", [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
+def test_openmp_threads_wait_passively_unless_the_user_says_otherwise(preset, expected):
+    """Set by the package before torch loads, so OpenMP threads do not spin on a shared CPU."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"} | ({"OMP_WAIT_POLICY": preset} if preset else {})
+    code = ("import os, {{ cookiecutter.package_name }}, torch; torch.set_num_threads(2); "
+            "x = torch.ones(64, 64); assert float((x @ x).sum()) == 64 ** 3; print(os.environ['OMP_WAIT_POLICY'])")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == expected

@@ -203,8 +203,11 @@ def train(model, tokenizer, train_texts: Sequence[str], train_labels: np.ndarray
         log.info("epoch %.2f: val macro-F1 %.4f, accuracy %.4f, loss %.4f", record["epoch"],
                  record["val_macro_f1"], record["val_accuracy"], val_loss)
         if record["val_macro_f1"] > state["best_f1"]:
+            last = stop_reason != "completed" or epoch + 1 >= settings.epochs
+            # the last epoch's weights are already in the model: no copy (time and a model's worth of RAM)
             state.update(best_f1=record["val_macro_f1"], best_epoch=epoch + 1, bad_epochs=0,
-                         best_weights=copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()}))
+                         best_weights=None if last else
+                         copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()}))
         else:
             state["bad_epochs"] += 1
         state["epoch"] += 1
