@@ -37,7 +37,11 @@ def read_out_of_scope(path: str | Path, text_column: str, label_column: str = "l
     if not path.exists():
         raise UserError(f"out-of-scope file '{path}' does not exist. Create it or fix {key}.")
     if path.suffix.lower() == ".txt":
-        lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+        try:
+            lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+        except UnicodeDecodeError as err:
+            raise UserError(f"out-of-scope file '{path}' is not valid UTF-8 ({err.reason} at byte {err.start}). "
+                            "Re-save it as UTF-8.") from None
         texts = [line for line in lines if line and not line.startswith("#")]
     else:
         frame = read_file(path)
