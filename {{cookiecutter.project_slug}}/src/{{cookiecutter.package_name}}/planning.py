@@ -118,7 +118,8 @@ def plan_markdown(plan: dict) -> str:
             ("model", f"`{m['name']}`: {m['parameters']:,} parameters, {m['trainable_parameters']:,} trained"
                       + (" (word embeddings frozen)" if m["freeze_embeddings"] else "")),
             ("max_length", f"{m['max_length']} — {length_note}"),
-            ("schedule", f"{t['epochs']} epochs × {t['steps_per_epoch']} steps = {t['total_steps']} steps of "
+            ("schedule", f"{t['epochs']} epoch{'s' if t['epochs'] != 1 else ''} × {t['steps_per_epoch']} steps = "
+                         f"{t['total_steps']} steps of "
                          f"batch {t['batch_size']}; learning rate {t['learning_rate']:g} (warmup "
                          f"{t['warmup_ratio']:.0%}, linear decay), weight decay {t['weight_decay']:g}; early stopping "
                          f"after {t['early_stopping_patience']} epoch(s) without a better validation macro-F1"),
@@ -170,13 +171,25 @@ def load_plan(reports: Path) -> dict | None:
     return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
 
 
-def check_before_training(reports: Path, conf_dir: Path, current: dict) -> dict:
+def in_multirun() -> bool:
+    """True inside a Hydra multirun (a sweep trial): trials explore, they never replace models/model."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        return HydraConfig.get().mode == RunMode.MULTIRUN
+    except (ImportError, ValueError):
+        return False
+
+
+def check_before_training(reports: Path, conf_dir: Path, current: dict, enforce: bool = True) -> dict:
     """Refuse to train when approval is required and missing, stale or for another plan.
 
     Returns what MLflow should record: whether a plan existed, matched and was approved.
+    `enforce=False` (sweep trials) only reports.
     """
     plan = load_plan(reports)
-    required = approval_required(conf_dir)
+    required = approval_required(conf_dir) and enforce
     approval_path = reports / APPROVAL
     approval = json.loads(approval_path.read_text(encoding="utf-8")) if approval_path.exists() else None
     status = {"found": plan is not None, "approval_required": required, "approved": False, "matches_config": None}

@@ -41,7 +41,8 @@ def main(cfg: DictConfig) -> float:
     index = {label: i for i, label in enumerate(labels)}
     train_df, val_df = data.read_split(processed, "train"), data.read_split(processed, "validation")
     # plan.require_approval=true: refuse to start without an approval of this exact plan (planning.py)
-    preflight = planning.check_before_training(reports, Path("conf"), planning.plan_settings(cfg, label_info["fingerprint"]))
+    preflight = planning.check_before_training(reports, Path("conf"), planning.plan_settings(cfg, label_info["fingerprint"]),
+                                               enforce=not planning.in_multirun())
     if preflight["matches_config"] is False:
         log.warning("this run's settings differ from reports/training_plan.md; `make plan` re-plans")
     ddp = distributed.from_env()  # under torchrun / accelerate launch: this process's rank; rank 0 logs and writes
