@@ -1,7 +1,7 @@
 """The model card and the folder that ships: `dist/model/` is exactly what `make publish` uploads.
 
 `gather` reads what the pipeline wrote (reports/, the model folder, dvc.lock); reports written by
-optional stages (baselines, failure analysis, review) are used when present and skipped when not.
+optional stages (baselines, confidence intervals, failure analysis) are used when present.
 `build` turns that into a `huggingface_hub.ModelCard` (metadata + Markdown), `validate` checks the
 metadata the way the Hub reads it, and `stage` writes the folder atomically.
 """
@@ -49,7 +49,6 @@ class CardInputs:
     registry: dict | None = None    # reports/registry.json
     baselines: dict | None = None   # name -> metrics, when an evaluation stage scored baselines
     failure_analysis: str | None = None   # reports/failure_analysis.md
-    review: dict | None = None      # reports/review.json
     lock: dict = field(default_factory=dict)          # dvc.lock stages
     git_commit: str = "unknown"
     run_id: str | None = None
@@ -93,7 +92,6 @@ def gather(model_dir: Path, reports: Path, lock_file: Path, params: dict, git_co
         registry=_json(reports / "registry.json", False, "register"),
         baselines=find_baselines(metrics, reports),
         failure_analysis=failure.read_text(encoding="utf-8") if failure.exists() else None,
-        review=_json(reports / "review.json", False, "review"),
         lock=lock, git_commit=git_commit, run_id=run_id)
 
 
@@ -260,12 +258,14 @@ def _confidence_intervals(metrics: dict) -> list[str]:
 
 
 def _failure_excerpt(markdown: str, max_lines: int) -> str:
-    """The failure analysis report inside the card: no title, no images (not shipped), sections as ####."""
+    """The failure analysis report inside the card: no title, no images or links to project files (not
+    shipped), sections as ####."""
     lines = []
     for line in markdown.splitlines():
         if re.match(r"^\s*!\[", line) or line.startswith("# "):
             continue
         heading = re.match(r"^#{2,6}\s+(.*)", line)
+        line = re.sub(r"\[([^\]]+)\]\((?!https?://)[^)]*\)", r"\1", line)  # links to project files: text only
         lines.append(f"#### {heading.group(1)}" if heading else line)
     kept = "\n".join(lines).strip().splitlines()
     if len(kept) > max_lines:

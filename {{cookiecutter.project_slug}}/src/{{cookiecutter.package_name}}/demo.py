@@ -31,6 +31,11 @@ FEEDBACK_FILE = "feedback.csv"
 FEEDBACK_COLUMNS = ["time_utc", "text", "predicted", "confidence", "correct_label", "comment"]
 
 
+def _cell(text: str) -> str:
+    """Free text for a CSV cell that a spreadsheet will not run as a formula."""
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
 def examples_from(predictions_csv: Path, n: int) -> list[list[str]]:
     """Test-set texts to try: half confidently right (one per class in turn), half hard - the
     model's mistakes and least confident answers. Empty when evaluate has not run."""
@@ -125,8 +130,8 @@ class Demo:
                 if new:
                     writer.writerow(FEEDBACK_COLUMNS)
                 label, _, confidence = (decision or "").partition(" ")
-                writer.writerow([datetime.now(timezone.utc).isoformat(timespec="seconds"), text, label,
-                                 confidence.strip("()"), correct_label or "", (comment or "")[:500]])
+                writer.writerow([datetime.now(timezone.utc).isoformat(timespec="seconds"), _cell(text), label,
+                                 confidence.strip("()"), correct_label or "", _cell((comment or "")[:500])])
         return f"Thanks - saved to {path}."
 
 

@@ -1,6 +1,6 @@
 """The MLflow model registry: the trained model as an MLflow `pyfunc` model, registered once per model.
 
-`TicketClassifier` wraps `modeling.Predictor`, so `mlflow.pyfunc.load_model("models:/<name>/<version>")`
+`TicketClassifier` wraps `modeling.Predictor` and is logged as a model from code (pyfunc_model.py), so `mlflow.pyfunc.load_model("models:/<name>/<version>")`
 returns a model whose `predict(DataFrame with a "text" column | list of str)` gives one row per
 text: label (UNKNOWN below the abstain threshold), confidence and the top-k as JSON. The package's
 own code travels inside the MLflow model (`code_paths`), so loading it needs no install of this
@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 PACKAGE_DIR = Path(__file__).resolve().parent
 WEIGHTS = "model.safetensors"
 # The modules the pyfunc model runs (the whole package ships in it; these decide its behaviour).
-CODE_FILES = ("registry.py", "modeling.py", "batching.py", "compute.py", "errors.py")
+CODE_FILES = ("registry.py", "pyfunc_model.py", "modeling.py", "batching.py", "compute.py", "errors.py")
 
 
 class TicketClassifier(mlflow.pyfunc.PythonModel):
@@ -115,8 +115,9 @@ def find_existing(client, name: str, run_id: str, sha: str):
 
 
 def register(model_dir: Path, name: str, run_id: str, tags: dict[str, str], description: str,
-             artifact_name: str = "model") -> Registered:
-    """Log `model_dir` as a pyfunc model into the active run and register it as `name` (idempotent)."""
+             artifact_name: str = "model", metrics: dict[str, float] | None = None) -> Registered:
+    """Log `model_dir` as a pyfunc model into the active run and register it as `name` (idempotent);
+    `metrics` are linked to the logged model, `tags` (and the fingerprint) set on the version."""
     import mlflow
     from mlflow import MlflowClient
 
@@ -129,10 +130,12 @@ def register(model_dir: Path, name: str, run_id: str, tags: dict[str, str], desc
 
     all_tags = {**tags, "fingerprint": sha}
     info = mlflow.pyfunc.log_model(
-        name=artifact_name, python_model=TicketClassifier(), artifacts={"model": str(model_dir)},
+        name=artifact_name, python_model=str(PACKAGE_DIR / "pyfunc_model.py"), artifacts={"model": str(model_dir)},
         code_paths=[str(PACKAGE_DIR)], signature=signature(), pip_requirements=pip_requirements(),
         registered_model_name=name, tags=all_tags, await_registration_for=60)
     version = str(info.registered_model_version)
+    if metrics:  # shown on the logged model's page in the MLflow UI, next to the registered version
+        mlflow.log_metrics(metrics, model_id=info.model_id)
     for key, value in all_tags.items():
         client.set_model_version_tag(name, version, key, value)
     client.update_model_version(name, version, description=description)

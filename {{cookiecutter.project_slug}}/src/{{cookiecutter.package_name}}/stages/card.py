@@ -33,15 +33,21 @@ def main(cfg: DictConfig) -> None:
     import mlflow
 
     model_dir, reports, out_dir = Path(cfg.paths.model_dir), Path(cfg.paths.reports), Path(cfg.card.out_dir)
-    with tracking.model_run(cfg, model_dir) as run:
-        params = mlflow.get_run(run.info.run_id).data.params
-        inputs = card.gather(model_dir, reports, Path("dvc.lock"), params, tracking.git_commit(), run.info.run_id)
-        model_card = card.build(inputs, card_settings(cfg), repo_id(cfg))
-        problems = card.validate(model_card)
-        if problems:
-            raise UserError("the model card's metadata is invalid: " + "; ".join(problems) +
-                            ". Fix the values in conf/card.yaml (licence, language) and re-run `make card`.")
-        files = card.stage(model_dir, out_dir, str(model_card), Path(cfg.paths.figures) / "confusion_matrix_normalized.png")
+    tracking.configure(cfg)
+    run_id = tracking.load_run_id(model_dir)
+    try:
+        params = mlflow.MlflowClient().get_run(run_id).data.params   # the hyperparameters the model was trained with
+    except Exception as err:
+        raise UserError(f"MLflow run {run_id} of '{model_dir}' is not in the store at {tracking.tracking_uri(cfg)} "
+                        f"({str(err).splitlines()[0]}). Re-run `make train` with this store.") from None
+    inputs = card.gather(model_dir, reports, Path("dvc.lock"), params, tracking.git_commit(), run_id)
+    model_card = card.build(inputs, card_settings(cfg), repo_id(cfg))
+    problems = card.validate(model_card)
+    if problems:
+        raise UserError("the model card's metadata is invalid: " + "; ".join(problems) +
+                        ". Fix the values in conf/card.yaml (licence, language) and re-run `make card`.")
+    files = card.stage(model_dir, out_dir, str(model_card), Path(cfg.paths.figures) / "confusion_matrix_normalized.png")
+    with tracking.model_run(cfg, model_dir):
         mlflow.log_text(str(model_card), "model_card/README.md")
         mlflow.set_tag("model_card", "model_card/README.md")
     log.info("staged %s: %s", out_dir, ", ".join(f.name for f in files))

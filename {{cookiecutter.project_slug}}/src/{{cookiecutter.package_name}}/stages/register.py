@@ -34,8 +34,9 @@ def main(cfg: DictConfig) -> None:
     description = (f"{len(meta.get('labels', []))}-class text classifier fine-tuned from {meta.get('base_model')}; "
                    + ", ".join(f"{k} {v}" for k, v in headline.items()))
     with tracking.model_run(cfg, model_dir) as run:
+        numbers = {f"test_{k}": float(v) for k, v in metrics.items() if isinstance(v, float)}
         result = registry.register(model_dir, cfg.register.name, run.info.run_id, tags, description,
-                                   cfg.register.artifact_name)
+                                   cfg.register.artifact_name, numbers)
         import mlflow
 
         mlflow.set_tags({"registered_model": result.name, "registered_version": result.version})
