@@ -48,17 +48,18 @@ def main(cfg: DictConfig) -> None:
     space_id = os.environ.get("HUB_SPACE", "").strip() or cfg.hub_repo.space_repo_id or None
     dry = cfg.publish.dry_run or os.environ.get("DRY_RUN", "").strip().lower() in {"1", "true", "yes"}
     demo_settings = OmegaConf.to_container(OmegaConf.load("conf/demo.yaml").demo, resolve=True)
+    card_settings = OmegaConf.load("conf/card.yaml").card   # the model's name and licence, as the card states them
 
     def space_builder(space_dir: Path, model_repo: str) -> None:
         from . import demo  # gradio: imported only when a Space is asked for
 
         examples = demo.examples_from(reports / "predictions.csv", demo_settings["examples"])
         publishing.build_space(space_dir, model_repo, Path(publishing.__file__).parent, __package__,
-                               demo_settings, examples, "{{ cookiecutter.project_name }}", "{{ cookiecutter.license }}")
+                               demo_settings, examples, card_settings.model_name, card_settings.license)
 
     plan = publishing.build_plan(
         Path(cfg.publish.model_dir), repo_id, cfg.hub_repo.private, space_id, cfg.hub_repo.space_private,
-        Path(cfg.publish.space_dir), tracking.git_commit(), registry, "{{ cookiecutter.project_name }}", dry,
+        Path(cfg.publish.space_dir), tracking.git_commit(), registry, card_settings.model_name, dry,
         space_builder)
     print(publishing.describe(plan), flush=True)
     if plan.dry_run_reason:
