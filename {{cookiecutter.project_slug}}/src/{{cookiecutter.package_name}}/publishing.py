@@ -160,6 +160,7 @@ def _http_error(err: Exception, repo_id: str, token: str | None) -> UserError:
     status = getattr(getattr(err, "response", None), "status_code", None)
     first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
     hints = {401: "the token is invalid or expired: create a write token at https://huggingface.co/settings/tokens",
+             402: "the Hub asks for a paid plan or hardware (Gradio Spaces on free hardware need one): publish without HUB_SPACE",
              403: f"the token may not write to '{repo_id.split('/')[0]}': use a write token of a member of that namespace",
              404: "the repo was not found (a private repo of someone else looks the same)",
              429: "the Hub is rate-limiting: wait and re-run `make publish`"}
