@@ -123,7 +123,8 @@ def dvc_project(tmp_path_factory, tiny_model_dir) -> Path:
                 "model/default.yaml": {"name": str(tiny_model_dir), "freeze_embeddings": False},
                 "compute/default.yaml": {"device": "cpu", "threads": 1},
                 "train.yaml": {"train.epochs": 2, "train.learning_rate": 1e-2, "train.batch_size": 8},
-                "prepare.yaml": {"prepare.validation_size": 0.2, "prepare.test_size": 0.2}}
+                "prepare.yaml": {"prepare.validation_size": 0.2, "prepare.test_size": 0.2},
+                "smoke.yaml": {"smoke.steps": 30}}   # train depends on the smoke test; the tiny model needs more steps
     for name, values in settings.items():
         for key, value in values.items():
             sweeps.set_in_file(root / "conf" / name, key.split("."), value)
