@@ -91,10 +91,11 @@ def suggest(analysis: dict, evaluation: dict, augment: dict, limits, target_prec
     best = evaluation.get("best_baseline")
     if best and "macro_f1" in margin and margin["macro_f1"] < limits.min_margin_points:
         out.append(Suggestion(
-            f"The fine-tune beats the best baseline (`{best}`) by only {margin['macro_f1']:+.2f} macro-F1 points on "
-            "the test split.",
-            "The test split is too easy to tell them apart: score both on harder, realistic examples (a challenge "
-            "CSV with text and label columns) before paying for the transformer.",
+            f"The fine-tune's margin over the best baseline (`{best}`) is {margin['macro_f1']:+.2f} macro-F1 points "
+            "on the test split.",
+            "The test split is too easy to show what fine-tuning adds: score the model on harder, realistic examples "
+            "(a challenge CSV with text and label columns); if it adds nothing there either, the cheaper baseline "
+            "will do.",
             "analyze.challenge.path=data/challenge/challenge.csv", 1.0))
     for s in analysis["slices"]:
         if not s["flagged"]:
