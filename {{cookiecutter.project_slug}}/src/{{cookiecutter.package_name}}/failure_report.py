@@ -19,7 +19,7 @@ FIGURES = {
 def _save(fig, path: Path):
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")   # long slice labels stay inside the image
     _pyplot().close(fig)
     return fig
 
@@ -100,8 +100,8 @@ def plot_out_of_scope(test_conf: np.ndarray, oos: dict[str, np.ndarray], thresho
     fig, ax = plt.subplots(figsize=(6.5, 3.6))
     bins = np.linspace(0, 1, 26)
     ax.hist(test_conf, bins=bins, density=True, alpha=0.5, label="test split (in scope)", color="tab:blue")
-    for name, conf in oos.items():
-        ax.hist(conf, bins=bins, density=True, alpha=0.5, label=f"out of scope: {name}", histtype="stepfilled")
+    for colour, (name, conf) in zip(("tab:orange", "tab:red", "tab:purple", "tab:brown", "tab:olive"), oos.items()):
+        ax.hist(conf, bins=bins, density=True, alpha=0.6, label=f"out of scope: {name}", color=colour)
     if threshold:
         ax.axvline(threshold, color="black", linestyle="--", label=f"recommended threshold {threshold:.3f}")
     ax.set_xlabel("confidence (top-class probability)")
