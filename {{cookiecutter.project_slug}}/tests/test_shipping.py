@@ -4,7 +4,6 @@ and the Gradio demo called through gradio_client."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import socket
 import subprocess
