@@ -363,7 +363,7 @@ def body(inputs: CardInputs, settings: dict, repo_id: str) -> str:
             f"- It knows only these {len(labels)} labels: any other request is forced into one of them"
             + (" unless its confidence falls below the abstain threshold." if threshold is not None else
                " (no abstain threshold is set for this model)."), ""]
-    if inputs.failure_analysis:
+    if inputs.failure_analysis and settings["failure_analysis_max_lines"] > 0:
         out += ["### From the failure analysis", "", _failure_excerpt(inputs.failure_analysis,
                                                                       settings["failure_analysis_max_lines"]), ""]
     out += ["## Reproducibility", "", _reproducibility(inputs), ""]
