@@ -1,0 +1,144 @@
+"""A team's shared services, for real, around a copy of the trained project: the pipeline logging to
+an `mlflow server` (read back through its REST API), and data + model going through a DVC remote
+into a fresh `git clone` that then has nothing to re-run and whose `make demo` answers with the pulled model."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from conftest import project_env, run
+
+pytestmark = pytest.mark.slow
+GIT_ID = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com", "GIT_COMMITTER_NAME": "t",
+          "GIT_COMMITTER_EMAIL": "t@example.com"}
+
+
+@pytest.fixture()
+def project_copy(trained_project, tmp_path) -> Path:
+    """The trained project (DVC cache, MLflow store and all) copied, so these tests change nothing shared."""
+    copy = tmp_path / trained_project.name
+    shutil.copytree(trained_project, copy, symlinks=True)
+    return copy
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def api(base: str, endpoint: str, body: dict | None = None, **query: str):
+    url = f"{base}{endpoint}" + (f"?{urllib.parse.urlencode(query)}" if query else "")
+    request = urllib.request.Request(url, data=json.dumps(body).encode() if body is not None else None,
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        raw = response.read()
+    return raw if endpoint.startswith("/get-artifact") else json.loads(raw)
+
+
+@pytest.fixture()
+def mlflow_server(project_copy, tmp_path):
+    """`mlflow server` on 127.0.0.1: sqlite backend, artifacts served from a local folder."""
+    store = tmp_path / "server"
+    store.mkdir()
+    port = free_port()
+    server = subprocess.Popen(
+        ["mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+         "--backend-store-uri", f"sqlite:///{store / 'mlflow.db'}", "--artifacts-destination", str(store / "artifacts")],
+        cwd=store, env=project_env(project_copy), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True)  # its own process group: it starts workers (uvicorn, huey) we must stop too
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f"{base}/health", timeout=5).read()
+                break
+            except OSError:
+                if server.poll() is not None or time.time() > deadline:
+                    pytest.fail(f"mlflow server did not answer on {base} (exit code {server.poll()})")
+                time.sleep(1)
+        yield base
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait(timeout=30)
+
+
+def test_train_and_evaluate_log_to_a_tracking_server(project_copy, mlflow_server):
+    package = next(p.name for p in (project_copy / "src").iterdir() if (p / "stages").is_dir())
+    # a short run is enough here: the point is where it is recorded, not how good it is
+    run(["python", "-m", f"{package}.stages.train", "compute.max_minutes=0.05"], project_copy,
+        MLFLOW_TRACKING_URI=mlflow_server)
+    run(["python", "-m", f"{package}.stages.evaluate"], project_copy, MLFLOW_TRACKING_URI=mlflow_server)
+    saved = json.loads((project_copy / "models/model/mlflow_run.json").read_text())
+    assert saved["tracking_uri"] == mlflow_server
+
+    experiment = api(mlflow_server, "/api/2.0/mlflow/experiments/get-by-name",
+                     experiment_name=project_copy.name)["experiment"]
+    [found] = api(mlflow_server, "/api/2.0/mlflow/runs/search",
+                  {"experiment_ids": [experiment["experiment_id"]], "max_results": 10})["runs"]
+    assert found["info"]["run_id"] == saved["run_id"] and found["info"]["status"] == "FINISHED"
+    metrics = {m["key"]: m["value"] for m in found["data"]["metrics"]}
+    assert {"best_val_macro_f1", "test_macro_f1", "test_accuracy"} <= set(metrics)
+    assert {p["key"] for p in found["data"]["params"]} >= {"train.epochs", "model.name"}
+    history = api(mlflow_server, "/api/2.0/mlflow/metrics/get-history", run_id=saved["run_id"], metric_key="val_macro_f1")
+    assert len(history["metrics"]) >= 1
+    figures = api(mlflow_server, "/api/2.0/mlflow/artifacts/list", run_id=saved["run_id"], path="figures")
+    assert "figures/confusion_matrix.png" in {f["path"] for f in figures["files"]}
+    png = api(mlflow_server, "/get-artifact", path="figures/confusion_matrix.png", run_uuid=saved["run_id"])
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    table = json.loads(api(mlflow_server, "/get-artifact", path="tables/confusion_matrix.json", run_uuid=saved["run_id"]))
+    assert table and "actual" in json.dumps(table)
+
+
+def test_push_then_pull_into_a_fresh_clone_needs_no_rerun(project_copy, tmp_path):
+    remote = tmp_path / "dvc-remote"
+    run(["dvc", "repro"], project_copy)                       # up to date already; makes sure of it
+    run(["make", "remote", f"URL={remote}"], project_copy)
+    run("git add -A && git commit -qm 'results, dvc.lock and the team remote'", project_copy, **GIT_ID)
+    run(["make", "push"], project_copy)
+    assert any(remote.rglob("*")), "nothing was pushed"
+
+    clone = tmp_path / "clone"
+    run(["git", "clone", "-q", str(project_copy), str(clone)], tmp_path)
+    assert not (clone / "models" / "model").exists()
+    pulled = run(["make", "pull"], clone)
+    assert (clone / "models" / "model" / "model.safetensors").exists(), pulled.stdout
+    assert "Running stage" not in run(["dvc", "repro"], clone).stdout   # the pulled outputs are current
+    assert "up to date" in run(["dvc", "status"], clone).stdout.lower()
+
+    from gradio_client import Client
+
+    port = free_port()
+    demo = subprocess.Popen(["make", "demo", f"DEMO_PORT={port}"], cwd=clone, env=project_env(clone),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                urllib.request.urlopen(url, timeout=5).read()
+                break
+            except OSError:
+                if time.time() > deadline or demo.poll() is not None:
+                    pytest.fail("make demo in the fresh clone did not answer within 120 s")
+                time.sleep(1)
+        _, decision = Client(url, verbose=False).predict("I want to cancel my order", api_name="/predict")
+        assert decision.split()[0] == "ORDER"                             # the pulled model answers
+    finally:
+        os.killpg(demo.pid, signal.SIGTERM)
+        demo.wait(timeout=30)
