@@ -79,9 +79,9 @@ def bake(csv: Path, label: str, into: Path) -> tuple[Path, float]:
 
 
 def prepare(project: Path) -> tuple[Path, Path]:
-    """Run the project's prepare stage; write its train and test splits as CSV for the yardstick."""
-    subprocess.run(["dvc", "repro", "-s", "prepare"], cwd=project, env=env_for(project), check=True,
-                   capture_output=True)
+    """Run the stages before train (prepare and the pre-flight checks: review, smoke, plan); write
+    the prepared train and test splits as CSV for the yardstick."""
+    subprocess.run(["dvc", "repro", "plan"], cwd=project, env=env_for(project), check=True, capture_output=True)
     import pandas as pd
 
     paths = []

@@ -20,7 +20,7 @@ import torch
 from torch.nn import functional as F
 
 from . import batching
-from .compute import Compute
+from .compute import Compute, release_memory
 from .distributed import Dist, weights_checksum
 from .metrics import macro_f1
 
@@ -190,6 +190,7 @@ def train(model, tokenizer, train_texts: Sequence[str], train_labels: np.ndarray
                 _save_checkpoint(checkpoint_path, model, optimizer, scheduler, state)
                 last_checkpoint = time.monotonic()
         epoch_fraction = (state["step"] - epoch * steps_per_epoch) / steps_per_epoch
+        release_memory()  # the epoch's freed activations, before validation allocates its own (peak RSS)
         val_logits = predict_logits(model, val_enc, pad_id, compute, settings.eval_batch_size)
         val_pred = val_logits.argmax(1)
         val_loss = float(F.cross_entropy(torch.from_numpy(val_logits), torch.tensor(np.asarray(val_labels))).item())

@@ -97,6 +97,7 @@ def main(cfg: DictConfig) -> float:
         else:
             result, hw = compute.run_with_cpu_fallback(attempt, hw, cfg.train.resume, checkpoint, on_fallback)
         mlflow.flush_async_logging()
+        compute.release_memory()  # the optimizer and activations are gone: lower the peak of what follows
 
         meta = {"base_model": cfg.model.name, "max_length": settings.max_length, "labels": labels,
                 "abstain_threshold": None, "data_fingerprint": label_info["fingerprint"],
