@@ -105,7 +105,7 @@ def test_use_dataset_pins_the_commit_and_columns_keeping_comments(workdir, hub):
     assert result.returncode == 0, result.stderr
     values = yaml.safe_load(config.read_text())
     assert values == {"source": BITEXT, "revision": "01" * 20, "subset": None,
-                      "text_column": "instruction", "label_column": "category"}
+                      "text_column": "instruction", "label_column": "category", "out_of_scope": None}
     comments = lambda text: [line.partition("#")[2] for line in text.splitlines()]  # noqa: E731
     assert comments(config.read_text()) == comments(before)
     assert "make all" in result.stdout
