@@ -26,8 +26,8 @@ CSV = ROOT.parent / "shared" / "data" / "bitext" / "customer_support_sample.csv"
 PHASES = {
     "Trainer.train() in all": ("train", "transformers/trainer.py"),
     "  forward pass (fp32)": ("training_step", "transformers/trainer.py"),
-    "  backward pass": ("run_backward", "~"),
-    "  AdamW step (all 22.7M parameters)": ("step", "torch/optim/adamw.py"),
+    "  backward pass": ("_engine_run_backward", "torch/autograd/graph.py"),
+    "  AdamW step (all 22.7M parameters)": ("step", "torch/optim/adam"),
     "  gradient clipping": ("clip_grad_norm_", "torch/nn/utils/clip_grad.py"),
     "  batches: sampling + padding collator": ("__next__", "torch/utils/data/dataloader.py"),
     "Trainer.predict() on the test split": ("predict", "transformers/trainer.py"),
@@ -96,7 +96,7 @@ def main() -> None:
     for phase, (name, fragment) in PHASES.items():
         seconds = cumulative(stats, name, fragment)
         if phase == "  forward pass (fp32)":   # training_step = forward + backward: keep the forward only
-            seconds -= cumulative(stats, "run_backward", "~")
+            seconds -= cumulative(stats, "_engine_run_backward", "torch/autograd/graph.py")
         if not phase.startswith("  ") and phase != "Trainer.train() in all":
             accounted += seconds
         print(f"| {phase} | {seconds:.1f} | {100 * seconds / total:.0f}% |")
