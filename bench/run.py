@@ -158,8 +158,8 @@ def table(results: dict, repeats: int) -> str:
         ratios.append(f"| {label} | **{median(y, 'time_s') / median(p, 'time_s'):.1f}× faster** "
                       f"({median(p, 'time_s') / median(y, 'time_s'):.3f} of its time; "
                       f"{median(y, 'wall_s') / median(p, 'wall_s'):.1f}× process to process) | "
-                      f"{median(p, 'macro_f1') - median(y, 'macro_f1'):+.4f} | "
-                      f"{median(p, 'accuracy') - median(y, 'accuracy'):+.4f} | "
+                      f"{round(median(p, 'macro_f1') - median(y, 'macro_f1'), 4) + 0.0:+.4f} | "
+                      f"{round(median(p, 'accuracy') - median(y, 'accuracy'), 4) + 0.0:+.4f} | "
                       f"{median(p, 'peak_mib') / median(y, 'peak_mib'):.2f}× |")
     note = f"median of {repeats} alternating repeats" if repeats > 1 else "one run each, alternating"
     return "\n".join(rows + ["", f"Project vs yardstick ({note}):", "",
