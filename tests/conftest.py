@@ -5,10 +5,16 @@ PYTHONPATH and this interpreter's bin/ on PATH, exactly as `make install` would.
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -50,6 +56,40 @@ def run(cmd: list[str] | str, project: Path, check: bool = True, timeout: int = 
         pytest.fail(f"`{cmd}` exited {result.returncode}\n--- stdout ---\n{result.stdout[-6000:]}\n"
                     f"--- stderr ---\n{result.stderr[-6000:]}")
     return result
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serving(cmd: list[str], project: Path, url: str, cwd: Path | None = None, timeout: float = 120,
+            **extra_env: str) -> Iterator[subprocess.Popen]:
+    """Start a server (`make demo`, `mlflow server` ...) in its own process group, wait until `url`
+    answers, and on exit stop the whole group: MLflow and Gradio start workers a plain kill would orphan."""
+    proc = subprocess.Popen(cmd, cwd=cwd or project, env=project_env(project, **extra_env),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.time() + timeout
+        while True:
+            try:
+                urllib.request.urlopen(url, timeout=5).read()
+                break
+            except OSError:
+                if proc.poll() is not None or time.time() > deadline:
+                    pytest.fail(f"`{' '.join(cmd)}` did not answer at {url} within {timeout:.0f} s "
+                                f"(exit code {proc.poll()})")
+                time.sleep(1)
+        yield proc
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
 
 
 def set_param(path: Path, key: str, value: str) -> None:

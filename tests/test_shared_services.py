@@ -4,19 +4,14 @@ into a fresh `git clone` that then has nothing to re-run and whose `make demo` a
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
-import socket
-import subprocess
-import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-from conftest import project_env, run
+from conftest import free_port, run, serving
 
 pytestmark = pytest.mark.slow
 GIT_ID = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com", "GIT_COMMITTER_NAME": "t",
@@ -29,12 +24,6 @@ def project_copy(trained_project, tmp_path) -> Path:
     copy = tmp_path / trained_project.name
     shutil.copytree(trained_project, copy, symlinks=True)
     return copy
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def api(base: str, endpoint: str, body: dict | None = None, **query: str):
@@ -52,30 +41,12 @@ def mlflow_server(project_copy, tmp_path):
     store = tmp_path / "server"
     store.mkdir()
     port = free_port()
-    server = subprocess.Popen(
-        ["mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{store / 'mlflow.db'}", "--artifacts-destination", str(store / "artifacts")],
-        cwd=store, env=project_env(project_copy), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        start_new_session=True)  # its own process group: it starts workers (uvicorn, huey) we must stop too
     base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                urllib.request.urlopen(f"{base}/health", timeout=5).read()
-                break
-            except OSError:
-                if server.poll() is not None or time.time() > deadline:
-                    pytest.fail(f"mlflow server did not answer on {base} (exit code {server.poll()})")
-                time.sleep(1)
+    with serving(["mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+                  "--backend-store-uri", f"sqlite:///{store / 'mlflow.db'}",
+                  "--artifacts-destination", str(store / "artifacts")],
+                 project_copy, f"{base}/health", cwd=store):
         yield base
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait(timeout=30)
 
 
 def test_train_and_evaluate_log_to_a_tracking_server(project_copy, mlflow_server):
@@ -124,21 +95,7 @@ def test_push_then_pull_into_a_fresh_clone_needs_no_rerun(project_copy, tmp_path
     from gradio_client import Client
 
     port = free_port()
-    demo = subprocess.Popen(["make", "demo", f"DEMO_PORT={port}"], cwd=clone, env=project_env(clone),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     url = f"http://127.0.0.1:{port}/"
-    try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                urllib.request.urlopen(url, timeout=5).read()
-                break
-            except OSError:
-                if time.time() > deadline or demo.poll() is not None:
-                    pytest.fail("make demo in the fresh clone did not answer within 120 s")
-                time.sleep(1)
+    with serving(["make", "demo", f"DEMO_PORT={port}"], clone, url):
         _, decision = Client(url, verbose=False).predict("I want to cancel my order", api_name="/predict")
         assert decision.split()[0] == "ORDER"                             # the pulled model answers
-    finally:
-        os.killpg(demo.pid, signal.SIGTERM)
-        demo.wait(timeout=30)

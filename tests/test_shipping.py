@@ -5,18 +5,13 @@ demo answers in a real browser (Debian's Chromium driven by Playwright)."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from conftest import project_env, run
+from conftest import free_port, project_env, run, serving
 
 pytestmark = pytest.mark.slow
 
@@ -85,30 +80,13 @@ def test_registered_mlflow_model_predicts_without_the_project_installed(trained_
         json.loads((trained_project / "dist/model/labels.json").read_text())["labels"] + ["UNKNOWN"])
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_make_demo_answers_in_a_real_browser(trained_project):
     from playwright.sync_api import sync_playwright
 
     assert Path(CHROMIUM).exists(), "Debian's chromium is expected (.ci/run installs it: apt-get install chromium)"
     port = free_port()
-    proc = subprocess.Popen(["make", "demo", f"DEMO_PORT={port}"], cwd=trained_project, env=project_env(trained_project),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     url = f"http://127.0.0.1:{port}/"
-    try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                urllib.request.urlopen(url, timeout=5).read()
-                break
-            except OSError:
-                if time.time() > deadline or proc.poll() is not None:
-                    pytest.fail("make demo did not answer within 120 s")
-                time.sleep(1)
+    with serving(["make", "demo", f"DEMO_PORT={port}"], trained_project, url):
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             try:
@@ -121,6 +99,3 @@ def test_make_demo_answers_in_a_real_browser(trained_project):
                 assert answer.input_value().split()[0] == "REFUND"
             finally:
                 browser.close()
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
