@@ -57,6 +57,11 @@ def set_values(path: Path, values: dict) -> None:
     wrong = [k for k, v in values.items() if parsed.get(k) != v]
     if wrong:
         raise UserError(f"could not set {', '.join(wrong)} in '{path}': edit the file by hand.")
+    write_atomically(path, text)
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Replace `path` in one step (same permissions): a crash never leaves a half-written config."""
     handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     with os.fdopen(handle, "w", encoding="utf-8") as out:
         out.write(text)

@@ -17,13 +17,13 @@ import os
 import re
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
+from . import config_edit
 from .errors import UserError
 
 log = logging.getLogger(__name__)
@@ -246,11 +246,7 @@ def set_in_file(path: Path, keys: list[str], value: Any) -> None:
         parsed = parsed.get(key) if isinstance(parsed, dict) else None
     if parsed != value:
         raise UserError(f"could not set {'.'.join(keys)} in '{path}' (it would read {parsed!r}); edit it by hand.")
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(handle, "w", encoding="utf-8") as out:
-        out.write(text)
-    os.chmod(tmp, path.stat().st_mode)
-    os.replace(tmp, path)
+    config_edit.write_atomically(path, text)
 
 
 def promote(best_file: Path = BEST_FILE, conf: Path = Path("conf")) -> dict[str, Path]:
