@@ -11,7 +11,6 @@ import json
 import math
 import re
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import pandas as pd
 import yaml
 
 from .errors import UserError
+from .files import staged_folder
 from .reports import md_table
 
 # Files of the fine-tuned model folder that ship (tokenizer files vary by model family).
@@ -395,9 +395,7 @@ def stage(model_dir: Path, out_dir: Path, card_text: str, confusion_png: Path) -
     Built in a temporary sibling folder and swapped in, so a failure never leaves half a folder.
     """
     meta = json.loads((model_dir / "classifier.json").read_text(encoding="utf-8"))
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
-    try:
+    with staged_folder(out_dir) as tmp:
         for name in MODEL_FILES:
             if (model_dir / name).exists():
                 shutil.copy2(model_dir / name, tmp / name)
@@ -414,10 +412,4 @@ def stage(model_dir: Path, out_dir: Path, card_text: str, confusion_png: Path) -
         if confusion_png.exists():
             shutil.copy2(confusion_png, tmp / CONFUSION_IMAGE)
         (tmp / CARD_FILE).write_text(card_text, encoding="utf-8")
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        tmp.rename(out_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     return sorted(out_dir.iterdir())

@@ -11,8 +11,6 @@ import json
 import logging
 import os
 import re
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import UserError
+from .files import staged_folder
 
 log = logging.getLogger(__name__)
 
@@ -250,18 +249,10 @@ def fingerprint(splits: dict[str, pd.DataFrame]) -> str:
 
 def write_splits(splits: dict[str, pd.DataFrame], labels: list[str], out_dir: Path, extra: dict) -> None:
     """Write the splits and labels.json into a temporary folder, then swap it in whole."""
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".prepare-", dir=out_dir.parent))
-    try:
+    with staged_folder(out_dir, prefix=".prepare-") as staging:
         for name, frame in splits.items():
             frame.to_parquet(staging / f"{name}.parquet", index=False)
         (staging / "labels.json").write_text(json.dumps({"labels": labels, **extra}, indent=2), encoding="utf-8")
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        staging.rename(out_dir)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
 
 
 def read_split(processed: Path, name: str) -> pd.DataFrame:

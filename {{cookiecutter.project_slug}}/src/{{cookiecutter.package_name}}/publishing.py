@@ -14,12 +14,12 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import card
 from .errors import UserError
+from .files import staged_folder
 
 log = logging.getLogger(__name__)
 
@@ -220,9 +220,7 @@ def build_space(space_dir: Path, model_repo: str, package_dir: Path, package: st
     inference and demo modules, and the examples; written in a temporary folder, then swapped in."""
     import gradio
 
-    space_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{space_dir.name}-", dir=space_dir.parent))
-    try:
+    with staged_folder(space_dir) as tmp:
         (tmp / package).mkdir()
         for name in SPACE_MODULES:
             shutil.copy2(package_dir / name, tmp / package / name)
@@ -243,12 +241,6 @@ def build_space(space_dir: Path, model_repo: str, package_dir: Path, package: st
             f"# {title}", "", f"Demo of [`{model_repo}`](https://huggingface.co/{model_repo}): type a support "
             "ticket, get the top labels with their confidence (`UNKNOWN` below the abstain threshold).",
             "A private model repo needs an `HF_TOKEN` secret in this Space's settings.", ""]), encoding="utf-8")
-        if space_dir.exists():
-            shutil.rmtree(space_dir)
-        tmp.rename(space_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
 
 
 SPACE_APP = '''"""Gradio Space for {title}: downloads the model from the Hub and serves the project's demo."""
