@@ -1,10 +1,11 @@
-"""{{ cookiecutter.project_name }}: {{ cookiecutter.description }}"""
-import os as _os
+"""{{ cookiecutter.project_name }}: your own code.
 
-# PyTorch's OpenMP threads otherwise spin between operations; on a CPU shared with other work (a
-# laptop, a CI runner) the spinning starves the very thread being waited for and makes training
-# up to 10x slower (bench/ in the template). Must be set before torch is imported, hence here;
-# OMP_WAIT_POLICY=ACTIVE in the environment wins.
-_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+The pipeline itself comes from the `hfclf` library (pinned in pyproject.toml). This package is
+the place for what only your project knows, reached from conf/ by dotted path:
 
-__version__ = "0.1.0"
+- data.py  - custom loading or cleaning of the raw data (conf/data/default.yaml: `loader`, `clean`);
+- model.py - a custom model for fine-tuning (conf/model/default.yaml: `builder`).
+
+dvc.yaml lists data.py as a dependency of `prepare` and model.py of `smoke` and `train`, so an
+edit re-runs exactly the stages that run it.
+"""

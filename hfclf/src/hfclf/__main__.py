@@ -1,0 +1,4 @@
+"""`python -m hfclf <command> ...` = `hfclf <command> ...`."""
+from hfclf.infra.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""data: read, validate, split and profile a dataset (the prepare stage)."""

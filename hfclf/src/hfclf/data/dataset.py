@@ -1,0 +1,269 @@
+"""Reading, validating and splitting the dataset.
+
+Sources: a Hugging Face Hub dataset id (revision recorded), a local CSV / TSV / JSONL / Parquet
+file, or a `datasets.save_to_disk` folder. Every problem a user can fix raises UserError naming
+the file, column and counts; nothing is written until all checks pass.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from hfclf.infra.errors import UserError
+from hfclf.infra.files import staged_folder
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "validation", "test")
+SPLIT_ALIASES = {"train": "train", "training": "train", "validation": "validation", "valid": "validation",
+                 "val": "validation", "dev": "validation", "test": "test", "testing": "test"}
+FILE_READERS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
+
+
+@dataclass
+class LoadedData:
+    """The raw rows by split name ("all" when the source has no splits) and where they came from."""
+    frames: dict[str, pd.DataFrame]
+    origin: dict = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- reading
+
+def is_local(source: str) -> bool:
+    return Path(source).exists() or Path(source).suffix.lower() in FILE_READERS or source.startswith((".", "/"))
+
+
+def load_source(source: str, revision: str | None = None, subset: str | None = None) -> LoadedData:
+    """Read a dataset from a local path or the Hub, keeping any splits it already has."""
+    if is_local(source):
+        path = Path(source)
+        if not path.exists():
+            raise UserError(f"dataset file '{source}' does not exist. Set data.source in "
+                            "conf/data/default.yaml to an existing file or a Hub dataset id.")
+        if path.is_dir():
+            return LoadedData(_read_save_to_disk(path), {"type": "save_to_disk", "path": source})
+        return LoadedData({"all": read_file(path)}, {"type": "file", "path": source})
+    return _read_hub(source, revision, subset)
+
+
+def read_file(path: Path) -> pd.DataFrame:
+    kind = FILE_READERS.get(path.suffix.lower())
+    if kind is None:
+        raise UserError(f"'{path}': unsupported file type '{path.suffix}'. Use CSV, TSV, JSONL or Parquet.")
+    if path.stat().st_size == 0:
+        raise UserError(f"'{path}' is empty (0 bytes).")
+    try:
+        if kind == "parquet":
+            return pd.read_parquet(path)
+        _check_utf8(path)
+        if kind == "jsonl":
+            return pd.read_json(path, lines=True, dtype=False)
+        return pd.read_csv(path, sep="\t" if kind == "tsv" else ",", dtype=str, keep_default_na=True,
+                           encoding="utf-8-sig")
+    except UserError:
+        raise
+    except pd.errors.EmptyDataError:
+        raise UserError(f"'{path}' has no header and no rows.") from None
+    except (pd.errors.ParserError, ValueError, OSError) as err:
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(f"'{path}' could not be parsed as {kind.upper()}: {first_line}") from None
+
+
+def _check_utf8(path: Path) -> None:
+    raw = path.read_bytes()
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise UserError(f"'{path}' is not valid UTF-8: undecodable byte 0x{raw[err.start]:02x} on line {line}. "
+                        "Re-save the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8`).") from None
+
+
+def _read_save_to_disk(folder: Path) -> dict[str, pd.DataFrame]:
+    import datasets
+
+    try:
+        loaded = datasets.load_from_disk(str(folder))
+    except (FileNotFoundError, ValueError) as err:
+        raise UserError(f"'{folder}' is not a datasets.save_to_disk folder: {err}") from None
+    if isinstance(loaded, datasets.DatasetDict):
+        return {name: split.to_pandas() for name, split in loaded.items()}
+    return {"all": loaded.to_pandas()}
+
+
+def _read_hub(source: str, revision: str | None, subset: str | None) -> LoadedData:
+    from huggingface_hub import HfApi
+
+    offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in {"1", "true", "yes"}
+    hint = ("Pass a local file instead: set data.source in conf/data/default.yaml (or run "
+            "`hfclf prepare data.source=path/to/data.csv`), or, from the template, "
+            "`make example DATA=path/to/data.csv`.")
+    if offline:
+        raise UserError(f"dataset '{source}' is a Hugging Face Hub id, but HF_HUB_OFFLINE is set. {hint}")
+    try:
+        info = HfApi().dataset_info(source, revision=revision, timeout=10)
+    except Exception as err:  # connection, DNS, 401/404 all mean the same to the user here
+        reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+        raise UserError(f"dataset '{source}' could not be read from the Hugging Face Hub ({reason}). "
+                        f"Check the id and your connection. {hint}") from None
+    import datasets
+
+    loaded = datasets.load_dataset(source, subset, revision=info.sha)
+    frames = {name: split.to_pandas() for name, split in loaded.items()}
+    return LoadedData(frames, {"type": "hub", "id": source, "revision": info.sha, "subset": subset})
+
+
+# --------------------------------------------------------------------------- validation
+
+@dataclass
+class CleanReport:
+    dropped_empty_text: int = 0
+    dropped_missing_label: int = 0
+    rows_in: int = 0
+
+
+def validate(data: LoadedData, text_column: str, label_column: str, source: str,
+             min_examples_per_class: int) -> tuple[dict[str, pd.DataFrame], CleanReport]:
+    """Check columns and labels, drop empty texts; return frames with columns text, label + extras."""
+    report = CleanReport()
+    frames: dict[str, pd.DataFrame] = {}
+    unknown = set(data.frames) - set(SPLIT_ALIASES) - {"all"}
+    if unknown and len(data.frames) > 1:
+        raise UserError(f"'{source}' has splits {sorted(data.frames)}; expected names among "
+                        f"{sorted(SPLIT_ALIASES)}. Save the data as one file to let prepare split it.")
+    for name, frame in data.frames.items():
+        missing = [c for c in (text_column, label_column) if c not in frame.columns]
+        if missing:
+            raise UserError(f"'{source}' (split '{name}') has no column {', '.join(repr(m) for m in missing)}. "
+                            f"Its columns are: {', '.join(map(str, frame.columns))}. Set data.text_column / "
+                            "data.label_column in conf/data/default.yaml.")
+        report.rows_in += len(frame)
+        frame = frame.rename(columns={text_column: "text", label_column: "label"})
+        text = frame["text"]
+        empty = text.isna() | text.astype(str).str.strip().eq("")
+        no_label = frame["label"].isna() | frame["label"].astype(str).str.strip().eq("")
+        report.dropped_empty_text += int(empty.sum())
+        report.dropped_missing_label += int((no_label & ~empty).sum())
+        frame = frame[~empty & ~no_label].copy()
+        frame["text"] = frame["text"].astype(str)
+        frames[SPLIT_ALIASES.get(name, name)] = frame.reset_index(drop=True)
+    if report.rows_in == 0:
+        raise UserError(f"'{source}' has a header but no rows.")
+    _normalise_labels(frames, source, label_column)
+    if report.dropped_empty_text:
+        log.warning("dropped %d rows with an empty or missing '%s'", report.dropped_empty_text, text_column)
+    if report.dropped_missing_label:
+        log.warning("dropped %d rows with a missing '%s'", report.dropped_missing_label, label_column)
+    kept = sum(len(f) for f in frames.values())
+    if kept == 0:
+        raise UserError(f"'{source}': all {report.rows_in} rows have an empty '{text_column}' or '{label_column}'.")
+    counts = pd.concat([f["label"] for f in frames.values()]).value_counts()
+    if len(counts) < 2:
+        raise UserError(f"'{source}': column '{label_column}' has a single class ({counts.index[0]!r}, "
+                        f"{counts.iloc[0]} rows); a classifier needs at least two.")
+    if "all" in frames or "validation" not in frames or "test" not in frames:
+        too_few = counts[counts < min_examples_per_class]
+        if len(too_few):
+            listed = ", ".join(f"{label!r} ({n})" for label, n in too_few.items())
+            raise UserError(f"'{source}': {len(too_few)} label(s) in '{label_column}' have fewer than "
+                            f"{min_examples_per_class} rows, too few to split into train/validation/test: "
+                            f"{listed}. Add examples, merge or drop these labels, or lower "
+                            "prepare.min_examples_per_class.")
+    return frames, report
+
+
+def _normalise_labels(frames: dict[str, pd.DataFrame], source: str, label_column: str) -> None:
+    """Labels become strings; a column mixing numbers and text is refused, not silently cast."""
+    values = pd.concat([f["label"] for f in frames.values()])
+    kinds = values.map(lambda v: "number" if isinstance(v, (int, float, np.integer, np.floating))
+                       and not isinstance(v, bool) else type(v).__name__).value_counts()
+    if len(kinds) > 1:
+        described = ", ".join(f"{n} {k}" for k, n in kinds.items())
+        raise UserError(f"'{source}': column '{label_column}' mixes label types ({described}). "
+                        "Make every label the same type, e.g. all text.")
+    for frame in frames.values():
+        frame["label"] = frame["label"].map(
+            lambda v: str(int(v)) if isinstance(v, (float, np.floating)) and float(v).is_integer() else str(v))
+
+
+# --------------------------------------------------------------------------- splitting
+
+def normalise_text(text: str) -> str:
+    """The form used to find near-duplicates: lowercase, digits as 0, no punctuation, single spaces."""
+    text = re.sub(r"\d+", "0", text.lower())
+    text = re.sub(r"[^\w\s]", " ", text)
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def split(frames: dict[str, pd.DataFrame], method: str, validation_size: float, test_size: float,
+          seed: int) -> dict[str, pd.DataFrame]:
+    """Keep the splits the data has; create the missing ones (stratified or near-duplicate groups)."""
+    from sklearn.model_selection import train_test_split
+
+    if method not in {"stratified", "group"}:
+        raise UserError(f"prepare.split must be 'stratified' or 'group', not '{method}'.")
+    if not 0 < validation_size < 1 or not 0 < test_size < 1 or validation_size + test_size >= 1:
+        raise UserError("prepare.validation_size and prepare.test_size must be in (0, 1) and sum below 1.")
+    pool = pd.concat([frames[k] for k in ("all", "train") if k in frames], ignore_index=True)
+    result = {k: v for k, v in frames.items() if k in ("validation", "test")}
+    needed = [s for s in ("test", "validation") if s not in result]
+    sizes = {"test": test_size, "validation": validation_size}
+    total = 1.0
+    for name in needed:
+        fraction = sizes[name] / total
+        total -= sizes[name]
+        if method == "group":
+            groups = pool["text"].map(normalise_text)
+            group_labels = pool.groupby(groups)["label"].agg(lambda s: s.mode().iloc[0])
+            strat = group_labels if group_labels.value_counts().min() >= 2 else None
+            keep, held = train_test_split(group_labels.index.to_numpy(), test_size=fraction, random_state=seed,
+                                          stratify=strat)
+            in_held = groups.isin(set(held))
+            result[name], pool = pool[in_held], pool[~in_held]
+        else:
+            strat = pool["label"] if pool["label"].value_counts().min() >= 2 else None
+            pool, result[name] = train_test_split(pool, test_size=fraction, random_state=seed, stratify=strat)
+    result["train"] = pool
+    return {name: result[name].reset_index(drop=True) for name in SPLITS}
+
+
+# --------------------------------------------------------------------------- writing
+
+def fingerprint(splits: dict[str, pd.DataFrame]) -> str:
+    """A short content hash of the processed splits (order-sensitive), recorded in MLflow and the card."""
+    digest = hashlib.sha256()
+    for name in SPLITS:
+        frame = splits[name][["text", "label"]]
+        digest.update(name.encode())
+        digest.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def write_splits(splits: dict[str, pd.DataFrame], labels: list[str], out_dir: Path, extra: dict) -> None:
+    """Write the splits and labels.json into a temporary folder, then swap it in whole."""
+    with staged_folder(out_dir, prefix=".prepare-") as staging:
+        for name, frame in splits.items():
+            frame.to_parquet(staging / f"{name}.parquet", index=False)
+        (staging / "labels.json").write_text(json.dumps({"labels": labels, **extra}, indent=2), encoding="utf-8")
+
+
+def read_split(processed: Path, name: str) -> pd.DataFrame:
+    path = processed / f"{name}.parquet"
+    if not path.exists():
+        raise UserError(f"'{path}' is missing: run `make prepare` (or `dvc repro prepare`) first.")
+    return pd.read_parquet(path)
+
+
+def read_labels(processed: Path) -> dict:
+    path = processed / "labels.json"
+    if not path.exists():
+        raise UserError(f"'{path}' is missing: run `make prepare` (or `dvc repro prepare`) first.")
+    return json.loads(path.read_text(encoding="utf-8"))

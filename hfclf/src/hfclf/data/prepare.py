@@ -1,0 +1,57 @@
+"""prepare: read the raw dataset, validate it, split it, and profile it.
+
+Outputs: data/processed/{train,validation,test}.parquet + labels.json, reports/data_profile.{json,md},
+reports/figures/{class_counts,text_lengths}.png.
+"""
+import logging
+from pathlib import Path
+
+import pandas as pd
+from omegaconf import DictConfig
+
+from hfclf.data import dataset, probes, profiling
+from hfclf.infra.cli import stage
+from hfclf.infra.render import write_json
+
+log = logging.getLogger(__name__)
+
+
+@stage("prepare")
+def main(cfg: DictConfig) -> None:
+    source = cfg.data.source
+    log.info("reading %s", source)
+    loaded = dataset.load_source(source, cfg.data.revision, cfg.data.subset)
+    frames, cleaning = dataset.validate(loaded, cfg.data.text_column, cfg.data.label_column, source,
+                                     cfg.prepare.min_examples_per_class)
+    out_of_scope = cfg.data.get("out_of_scope")
+    known = sorted(set(pd.concat([f["label"] for f in frames.values()])))
+    off_topic = (probes.read_out_of_scope(out_of_scope, cfg.data.text_column, cfg.data.label_column, known,
+                                          "data.out_of_scope") if out_of_scope else None)
+    splits = dataset.split(frames, cfg.prepare.split, cfg.prepare.validation_size, cfg.prepare.test_size,
+                        cfg.compute.seed)
+    if off_topic:  # data.out_of_scope: an UNKNOWN class the model learns to predict for off-topic texts
+        splits = probes.add_out_of_scope(splits, off_topic, cfg.prepare.validation_size, cfg.prepare.test_size,
+                                         cfg.compute.seed)
+        log.info("added %d out-of-scope texts from %s as class %s", len(set(off_topic)), out_of_scope, probes.UNKNOWN)
+    labels = sorted(pd.concat([s["label"] for s in splits.values()]).unique())
+    unseen = sorted(set(labels) - set(splits["train"]["label"]))
+    if unseen:
+        log.warning("labels %s never occur in the training split: the model cannot predict them", unseen)
+    fingerprint = dataset.fingerprint(splits)
+    dropped = {"empty_text": cleaning.dropped_empty_text, "missing_label": cleaning.dropped_missing_label}
+    texts = pd.concat([s["text"] for s in splits.values()], ignore_index=True)
+    tokens = profiling.token_lengths(texts, cfg.model.name, cfg.prepare.token_length_sample, cfg.compute.seed)
+    split_info = {"method": cfg.prepare.split, "kept_from_source": [s for s in ("validation", "test") if s in frames]}
+    report = profiling.profile(splits, labels, loaded.origin, dropped, fingerprint, tokens, split_info)
+
+    reports = Path(cfg.paths.reports)
+    dataset.write_splits(splits, labels, Path(cfg.paths.processed),
+                      {"fingerprint": fingerprint, "source": loaded.origin})
+    write_json(reports / "data_profile.json", report)
+    (reports / "data_profile.md").write_text(profiling.profile_markdown(report), encoding="utf-8")
+    figures = Path(cfg.paths.figures)
+    profiling.plot_class_counts(report, figures / "class_counts.png")
+    profiling.plot_lengths(texts.str.len().to_numpy(), tokens[0], cfg.model.max_length, figures / "text_lengths.png")
+    log.info("wrote %s: %s rows (train/validation/test = %s), %d classes, fingerprint %s",
+             cfg.paths.processed, report["rows_total"], "/".join(str(n) for n in report["rows"].values()),
+             len(labels), fingerprint)

@@ -1,0 +1,180 @@
+"""The data profile written by `prepare`: sizes, classes, text lengths (characters, words and
+tokens of the base model's tokenizer), extra columns, and its two plots."""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from hfclf.infra.render import _pyplot, md_table
+
+log = logging.getLogger(__name__)
+
+PERCENTILES = (5, 50, 95, 99)
+# Token counts at which the profile records the share of longer texts (what a max_length would cut).
+LENGTH_MARKS = (16, 32, 64, 128, 256, 384, 512, 1024)
+
+
+def length_stats(values) -> dict:
+    values = np.asarray(values)
+    stats = {f"p{p}": float(np.percentile(values, p)) for p in PERCENTILES}
+    return {"min": int(values.min()), "mean": round(float(values.mean()), 1), **stats, "max": int(values.max())}
+
+
+def token_lengths(texts: pd.Series, model_name: str, sample: int, seed: int) -> tuple[np.ndarray, dict]:
+    """Token counts (special tokens included) by the base model's tokenizer; no model weights are loaded.
+
+    Beyond `sample` texts a random sample is tokenized: percentiles need no more.
+    """
+    from transformers import AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    from hfclf.train.modeling import resolve_model
+
+    folder, origin = resolve_model(model_name)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    config = Path(folder) / "config.json"  # read directly: AutoConfig would import torch (seconds)
+    positions = json.loads(config.read_text(encoding="utf-8")).get("max_position_embeddings") if config.exists() else None
+    if len(texts) > sample:
+        texts = texts.sample(sample, random_state=seed)
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # "sequence longer than the model maximum" is what we measure here
+    try:
+        ids = tokenizer(texts.tolist(), truncation=False, padding=False, return_attention_mask=False,
+                        return_token_type_ids=False)["input_ids"]
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
+    info = {"tokenizer": model_name, "tokenizer_origin": origin, "tokenized_rows": int(len(lengths)),
+            "model_max_positions": positions,
+            "longer_than": {str(mark): round(float((lengths > mark).mean()), 5) for mark in LENGTH_MARKS}}
+    return lengths, info
+
+
+def profile(splits: dict[str, pd.DataFrame], labels: list[str], origin: dict, dropped: dict,
+            fingerprint: str, tokens: tuple[np.ndarray, dict] | None = None, split: dict | None = None) -> dict:
+    """The profile as a JSON-able dict; `tokens` from token_lengths(), `split` says how splits were made."""
+    everything = pd.concat(splits.values(), ignore_index=True)
+    per_class = {split: frame["label"].value_counts().reindex(labels, fill_value=0).astype(int).to_dict()
+                 for split, frame in splits.items()}
+    extra = [c for c in everything.columns if c not in ("text", "label")]
+    token_stats = {"text_tokens": length_stats(tokens[0]) | tokens[1]} if tokens is not None else {}
+    return {
+        "source": origin,
+        "split": split or {},
+        "fingerprint": fingerprint,
+        "rows": {split: len(frame) for split, frame in splits.items()},
+        "rows_total": len(everything),
+        "dropped": dropped,
+        "num_classes": len(labels),
+        "labels": labels,
+        "per_class": per_class,
+        "text_chars": length_stats(everything["text"].str.len()),
+        "text_words": length_stats(everything["text"].str.split().str.len()),
+        **token_stats,
+        "examples": {label: everything.loc[everything["label"] == label, "text"].head(3).tolist()
+                     for label in labels},
+        "extra_columns": {c: {"distinct": int(everything[c].nunique()),
+                              "top": everything[c].astype(str).value_counts().head(5).to_dict()} for c in extra},
+    }
+
+
+def profile_markdown(p: dict) -> str:
+    rows = [(label, *(p["per_class"][s].get(label, 0) for s in p["rows"]),
+             sum(p["per_class"][s].get(label, 0) for s in p["rows"])) for label in p["labels"]]
+    lengths = [(name, *(_number(p[key][k]) for k in ("min", "p50", "p95", "p99", "max")))
+               for name, key in (("characters", "text_chars"), ("words", "text_words"))
+               + ((("tokens", "text_tokens"),) if "text_tokens" in p else ())]
+    lines = [
+        "# Data profile", "",
+        f"Source: `{p['source']}` · fingerprint `{p['fingerprint']}`", "",
+        f"{p['rows_total']} rows in {p['num_classes']} classes; dropped: "
+        + ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in p["dropped"].items()), "",
+        "## Rows per class and split", "",
+        md_table(["label", *p["rows"], "total"], rows + [("**total**", *p["rows"].values(), p["rows_total"])]), "",
+        "![rows per class](figures/class_counts.png)", "",
+        "## Text length", "",
+        md_table(["unit", "min", "median", "p95", "p99", "max"], lengths), "",
+    ]
+    if "text_tokens" in p:
+        tok = p["text_tokens"]
+        longer = ", ".join(f"{share:.1%} over {mark}" for mark, share in tok["longer_than"].items()
+                           if int(mark) <= 2 * max(tok["max"], 16))
+        lines += [f"Tokens by the `{tok['tokenizer']}` tokenizer ({tok['tokenized_rows']} texts, special tokens "
+                  f"included; the model takes at most {tok['model_max_positions']}): {longer}.", ""]
+    if p.get("split"):
+        lines += [f"Splits: {_describe_split(p['split'])}", ""]
+    lines += ["![text lengths](figures/text_lengths.png)", "", "## Examples per class", ""]
+    for label, examples in p["examples"].items():
+        lines.append(f"- **{label}**: " + " · ".join(f"“{e[:80]}”" for e in examples))
+    if p["extra_columns"]:
+        lines += ["", "## Extra columns", ""]
+        for column, info in p["extra_columns"].items():
+            top = ", ".join(f"`{k}` ({v})" for k, v in info["top"].items())
+            lines.append(f"- `{column}`: {info['distinct']} distinct values; most common: {top}")
+    return "\n".join(lines) + "\n"
+
+
+def _number(value):
+    """Whole numbers print without decimals in the tables (md_table gives floats 4 decimals)."""
+    return int(value) if float(value).is_integer() else round(float(value), 1)
+
+
+def _describe_split(split: dict) -> str:
+    kept = split.get("kept_from_source") or []
+    made = [name for name in ("validation", "test") if name not in kept]
+    parts = [f"{', '.join(kept)} kept as the source has them"] if kept else []
+    if made:
+        parts.append(f"{', '.join(made)} made by prepare (`{split.get('method')}`)")
+    return "; ".join(parts) + "."
+
+
+def plot_class_counts(p: dict, path: Path):
+    """Horizontal bars per class, stacked by split; returns the figure (for MLflow)."""
+    plt = _pyplot()
+    labels = p["labels"]
+    fig, ax = plt.subplots(figsize=(7, max(2.5, 0.32 * len(labels) + 1.2)))
+    left = np.zeros(len(labels))
+    for split, counts in p["per_class"].items():
+        values = np.array([counts.get(label, 0) for label in labels], dtype=float)
+        ax.barh(labels, values, left=left, label=split)
+        left += values
+    ax.invert_yaxis()
+    ax.set_xlabel("rows")
+    ax.set_title("Rows per class and split")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return fig
+
+
+def plot_lengths(chars: np.ndarray, tokens: np.ndarray | None, max_length: int, path: Path):
+    """Histograms of text length in characters and (when known) tokens, with the model's max_length."""
+    plt = _pyplot()
+    panels = 2 if tokens is not None else 1
+    fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 3.4), squeeze=False)
+    axes[0][0].hist(chars, bins=50, color="tab:blue")
+    axes[0][0].set_xlabel("characters")
+    axes[0][0].set_ylabel("texts")
+    if tokens is not None:
+        ax = axes[0][1]
+        span = int(tokens.max()) - int(tokens.min())
+        bins = np.arange(tokens.min(), tokens.max() + 2) - 0.5 if span <= 150 else 60
+        ax.hist(tokens, bins=bins, color="tab:green")
+        if max_length <= 1.5 * tokens.max():
+            ax.axvline(max_length, color="tab:red", linestyle="--", label=f"model.max_length = {max_length}")
+            ax.legend(fontsize=8)
+        else:
+            ax.set_title(f"all below model.max_length = {max_length}", fontsize=9)
+        ax.set_xlabel("tokens")
+    fig.suptitle("Text length")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return fig

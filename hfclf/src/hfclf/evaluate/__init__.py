@@ -1,0 +1,1 @@
+"""evaluate: test-split metrics with bootstrap intervals, and cheap baselines to beat."""

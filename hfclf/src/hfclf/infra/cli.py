@@ -1,0 +1,108 @@
+"""The one command line: `hfclf <command> [key=value ...]` (or `python -m hfclf ...`).
+
+Every command - pipeline stages and actions alike - is a Hydra entry point over the project's
+conf/<config>.yaml: it finds the project, composes the config with the overrides given, and turns
+a UserError into one line on stderr (exit 2), never a traceback.
+"""
+import functools
+import os
+import sys
+from pathlib import Path
+from typing import Callable
+
+from omegaconf import DictConfig
+
+from hfclf.infra.errors import UserError
+
+
+def project_root(start: Path | None = None) -> Path:
+    """The nearest folder at or above `start` (default: cwd) that holds conf/ and dvc.yaml."""
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / "conf").is_dir() and (folder / "dvc.yaml").is_file():
+            return folder
+    raise UserError(f"no project found at or above {here}: run stages from the project folder "
+                    "(the one with conf/ and dvc.yaml).")
+
+
+def stage(config_name: str) -> Callable[[Callable[[DictConfig], object]], Callable[[], None]]:
+    """Make `fn(cfg)` a Hydra entry point using conf/<config_name>.yaml.
+
+    Relative paths in the config are resolved against the project root, which becomes the
+    working directory, so `python -m pkg.stages.x` works from any sub-folder too.
+    """
+    def decorate(fn: Callable[[DictConfig], object]) -> Callable[[], None]:
+        @functools.wraps(fn)
+        def main() -> None:
+            import hydra  # imported here so `--help` of other tools stays fast
+
+            try:
+                root = project_root()
+            except UserError as err:
+                sys.stderr.write(f"ERROR: {err}\n")
+                sys.exit(2)
+            os.chdir(root)
+
+            @hydra.main(version_base=None, config_path=str(root / "conf"), config_name=config_name)
+            def run(cfg: DictConfig):
+                try:
+                    return fn(cfg)  # a sweeper (hydra --multirun) optimises what the stage returns
+                except UserError as err:  # the message is the whole story: no traceback
+                    sys.stderr.write(f"ERROR: {err}\n")
+                    sys.exit(2)
+
+            run()
+        return main
+    return decorate
+
+
+# command -> (module whose `main` runs it, what it does). dvc.yaml runs the stages; the Makefile the rest.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "prepare": ("hfclf.data.prepare", "read, validate, split and profile the data"),
+    "review": ("hfclf.preflight.review", "check the splits: leakage, conflicts, imbalance, personal data"),
+    "smoke": ("hfclf.preflight.smoke", "a few real training steps on a tiny subset"),
+    "plan": ("hfclf.preflight.plan", "the training plan: schedule, device, time against the budget"),
+    "approve": ("hfclf.preflight.approve", "record approval of the current plan"),
+    "train": ("hfclf.train.stage", "fine-tune the model (MLflow run)"),
+    "evaluate": ("hfclf.evaluate.stage", "test-split metrics, baselines, confusion matrix"),
+    "analyze": ("hfclf.analyze.stage", "failure analysis and improvement suggestions"),
+    "register": ("hfclf.ship.register", "log the model into the MLflow model registry"),
+    "card": ("hfclf.ship.card", "model card + dist/model/"),
+    "publish": ("hfclf.ship.publish", "upload plan (dry run) or push to the Hugging Face Hub"),
+    "predict": ("hfclf.ship.predict", "label texts with the trained model"),
+    "demo": ("hfclf.ship.demo", "Gradio demo on the trained model"),
+    "find-datasets": ("hfclf.research.find_datasets", "search the Hub for candidate datasets"),
+    "use-dataset": ("hfclf.research.use_dataset", "pin a Hub dataset in conf/data/default.yaml"),
+    "promote": ("hfclf.train.sweeps", "write a sweep's best values into conf/"),
+    "contract": ("hfclf.pipeline", "check (or --write) dvc.yaml against the stages' derived contract"),
+}
+
+
+def usage() -> str:
+    from hfclf import __version__
+
+    width = max(map(len, COMMANDS))
+    lines = [f"hfclf {__version__}: usage: hfclf <command> [key=value ...]  (Hydra overrides of conf/<command>.yaml)", ""]
+    lines += [f"  {name:<{width}}  {about}" for name, (_, about) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`hfclf <command> ...`: run the command's module with the remaining arguments."""
+    import importlib
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in {"-h", "--help", "help"}:
+        print(usage())
+        return
+    if args[0] == "--version":
+        from hfclf import __version__
+
+        print(__version__)
+        return
+    command = args.pop(0)
+    if command not in COMMANDS:
+        sys.stderr.write(f"ERROR: unknown command '{command}'.\n{usage()}\n")
+        sys.exit(2)
+    sys.argv = [f"hfclf {command}", *args]   # Hydra reads overrides (and --multirun) from sys.argv
+    importlib.import_module(COMMANDS[command][0]).main()

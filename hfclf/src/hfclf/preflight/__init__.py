@@ -1,0 +1,1 @@
+"""preflight: what runs before real compute - review of the splits, smoke test, training plan, approval."""

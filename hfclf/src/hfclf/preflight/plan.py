@@ -1,0 +1,269 @@
+
+
+# ---- merged from planning
+"""The training plan and its approval.
+
+`plan` turns the data profile, the review and the smoke test's measured throughput into what
+training will do and cost: sizes, model, max_length against the token-length distribution,
+epochs/steps/learning rate/batch, device and precision, estimated time against the budget, and
+the risks. With plan.require_approval=true, `train` starts only once `make approve` has recorded
+the SHA-256 of this exact plan (reports/plan_approval.json); any change needs a new approval.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import getpass
+import hashlib
+import json
+import math
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from hfclf.infra.errors import UserError
+from hfclf.infra.render import md_table
+
+PLAN_MD, PLAN_JSON, APPROVAL = "training_plan.md", "training_plan.json", "plan_approval.json"
+NICE_LENGTHS = (32, 64, 128, 256, 384, 512, 1024, 2048, 4096)
+
+
+def plan_settings(cfg: DictConfig, data_fingerprint: str) -> dict:
+    """What an approval covers: train must run with exactly these, or the plan is stale."""
+    return {"data_fingerprint": data_fingerprint, "model": cfg.model.name, "max_length": cfg.model.max_length,
+            "freeze_embeddings": cfg.model.freeze_embeddings, "epochs": cfg.train.epochs,
+            "batch_size": cfg.train.batch_size, "learning_rate": cfg.train.learning_rate,
+            "device": cfg.compute.device, "precision": cfg.compute.precision, "max_minutes": cfg.compute.max_minutes}
+
+
+def suggest_max_length(tokens: dict) -> int:
+    """The smallest common length covering the 99th percentile, within the model's positions."""
+    wanted = next((n for n in NICE_LENGTHS if n >= tokens["p99"]), NICE_LENGTHS[-1])
+    limit = tokens.get("model_max_positions") or wanted
+    return int(min(wanted, limit))
+
+
+def make_plan(cfg: DictConfig, profile: dict, review: dict, smoke: dict, fingerprint: str) -> dict:
+    t, p = cfg.train, cfg.plan
+    rows = profile["rows"]
+    tokens = profile.get("text_tokens")
+    positions = tokens.get("model_max_positions") if tokens else None
+    max_length = cfg.model.max_length
+    if positions and max_length > positions:
+        raise UserError(f"model.max_length={max_length} is more than {cfg.model.name} can take ({positions} "
+                        f"positions): set model.max_length in conf/model/default.yaml to at most {positions}.")
+    batch = t.batch_size
+    steps_per_epoch = math.ceil(rows["train"] / batch)
+    train_eps, infer_eps = smoke["train_examples_per_second"], smoke["inference_examples_per_second"]
+    epoch_seconds = rows["train"] / max(train_eps, 1e-9) + rows["validation"] / max(infer_eps, 1e-9)
+    total_seconds = t.epochs * epoch_seconds + p.overhead_seconds
+    budget_seconds = cfg.compute.max_minutes * 60
+    fits = total_seconds <= budget_seconds
+    epochs_in_budget = max(0.0, (budget_seconds - p.overhead_seconds) / epoch_seconds)
+    truncated = review["lengths"]["long"]["fraction"]
+
+    risks = list(review.get("risks", []))
+    if not fits:
+        risks.insert(0, f"the estimate ({total_seconds / 60:.1f} min) exceeds compute.max_minutes="
+                        f"{cfg.compute.max_minutes}: training will stop at the budget after about "
+                        f"{epochs_in_budget:.1f} of {t.epochs} epochs. Raise the budget, lower train.epochs, "
+                        "or train on a GPU.")
+    if truncated > p.max_truncated_share:
+        risks.append(f"model.max_length={max_length} truncates {truncated:.1%} of texts; "
+                     f"{suggest_max_length(tokens) if tokens else 'a larger value'} would cover 99%")
+    small = {k: v for k, v in profile["per_class"]["train"].items() if v < p.min_rows_per_class}
+    if small:
+        risks.append(f"{len(small)} classes have fewer than {p.min_rows_per_class} training rows "
+                     f"({', '.join(f'{k} ({v})' for k, v in small.items())}): expect unstable scores for them")
+    risks += [f"device: {w}" for w in smoke.get("warnings", [])]
+
+    return {
+        "settings": plan_settings(cfg, fingerprint),
+        "data": {"rows": rows, "classes": profile["num_classes"], "fingerprint": fingerprint,
+                 "review_verdict": review["verdict"]},
+        "model": {"name": cfg.model.name, "parameters": smoke["parameters"],
+                  "trainable_parameters": smoke["trainable_parameters"],
+                  "freeze_embeddings": cfg.model.freeze_embeddings, "max_length": max_length,
+                  "suggested_max_length": suggest_max_length(tokens) if tokens else None,
+                  "token_p50": tokens["p50"] if tokens else None, "token_p99": tokens["p99"] if tokens else None,
+                  "token_max": tokens["max"] if tokens else None, "truncated_share": truncated,
+                  "max_positions": positions},
+        "training": {"epochs": t.epochs, "batch_size": batch, "steps_per_epoch": steps_per_epoch,
+                     "total_steps": steps_per_epoch * t.epochs, "learning_rate": t.learning_rate,
+                     "warmup_ratio": t.warmup_ratio, "weight_decay": t.weight_decay,
+                     "early_stopping_patience": t.early_stopping_patience},
+        "compute": {"device": smoke["device"], "precision": smoke["precision"], "threads": smoke["threads"],
+                    "requested_device": cfg.compute.device},
+        "estimate": {"train_examples_per_second": train_eps, "inference_examples_per_second": infer_eps,
+                     "seconds_per_epoch": round(epoch_seconds, 1), "overhead_seconds": p.overhead_seconds,
+                     "total_minutes": round(total_seconds / 60, 1), "budget_minutes": cfg.compute.max_minutes,
+                     "fits_budget": fits, "epochs_within_budget": round(epochs_in_budget, 1)},
+        "risks": risks,
+    }
+
+
+def plan_markdown(plan: dict) -> str:
+    d, m, t, c, e = plan["data"], plan["model"], plan["training"], plan["compute"], plan["estimate"]
+    rows = d["rows"]
+    fit = ("✅ fits" if e["fits_budget"] else f"⚠️ **does not fit**: about {e['epochs_within_budget']} epochs "
+           "fit before training stops at the budget")
+    if m["suggested_max_length"] is None:
+        length_note = "token lengths unknown (no token profile)"
+    else:
+        length_note = (f"tokens per text: median {m['token_p50']:g}, p99 {m['token_p99']:g}, max {m['token_max']}; "
+                       f"{m['truncated_share']:.1%} truncated at {m['max_length']}; the distribution suggests "
+                       f"{m['suggested_max_length']} (batches pad only to their longest text, so a larger value "
+                       "costs time only on long texts)")
+    lines = [
+        "# Training plan", "",
+        md_table(["", "plan"], [
+            ("data", f"{rows['train']} train · {rows['validation']} validation · {rows['test']} test rows, "
+                     f"{d['classes']} classes (fingerprint `{d['fingerprint']}`, review: {d['review_verdict']})"),
+            ("model", f"`{m['name']}`: {m['parameters']:,} parameters, {m['trainable_parameters']:,} trained"
+                      + (" (word embeddings frozen)" if m["freeze_embeddings"] else "")),
+            ("max_length", f"{m['max_length']} — {length_note}"),
+            ("schedule", f"{t['epochs']} epoch{'s' if t['epochs'] != 1 else ''} × {t['steps_per_epoch']} steps = "
+                         f"{t['total_steps']} steps of "
+                         f"batch {t['batch_size']}; learning rate {t['learning_rate']:g} (warmup "
+                         f"{t['warmup_ratio']:.0%}, linear decay), weight decay {t['weight_decay']:g}; early stopping "
+                         f"after {t['early_stopping_patience']} epoch(s) without a better validation macro-F1"),
+            ("device", f"`{c['device']}` ({c['precision']}, {c['threads']} threads; requested `{c['requested_device']}`)"),
+            ("throughput", f"{e['train_examples_per_second']:g} train / {e['inference_examples_per_second']:g} "
+                           "inference examples per second, measured by the smoke test on this device"),
+            ("estimate", f"about {e['total_minutes']} min at most ({e['seconds_per_epoch']:.0f} s per epoch + "
+                         f"{e['overhead_seconds']} s start-up); early stopping may end sooner"),
+            ("budget", f"compute.max_minutes = {e['budget_minutes']}: {fit}"),
+        ]), "", "## Risks", ""]
+    lines += [f"- {risk}" for risk in plan["risks"]] or ["- none found"]
+    return "\n".join(lines) + "\n"
+
+
+def digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+# --------------------------------------------------------------------------- approval
+
+def approve(reports: Path) -> dict:
+    """Record approval of the plan as it is on disk now."""
+    plan_md = reports / PLAN_MD
+    if not plan_md.exists():
+        raise UserError(f"'{plan_md}' is missing: run `make plan` first, read it, then `make approve`.")
+    record = {"plan": str(plan_md), "plan_sha256": digest(plan_md.read_text(encoding="utf-8")),
+              "approved_by": _who(), "approved_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+    (reports / APPROVAL).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    return record
+
+
+def _who() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # no login name in some containers
+        return "unknown"
+
+
+def approval_required(conf_dir: Path) -> bool:
+    """plan.require_approval from conf/plan.yaml. It gates starting training and is not part of the
+    plan, so toggling it does not make DVC retrain a model that is up to date."""
+    conf = conf_dir / "plan.yaml"
+    return bool(OmegaConf.select(OmegaConf.load(conf), "plan.require_approval", default=False)) if conf.exists() \
+        else False
+
+
+def load_plan(reports: Path) -> dict | None:
+    path = reports / PLAN_JSON
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+
+
+def in_multirun() -> bool:
+    """True inside a Hydra multirun (a sweep trial): trials explore, they never replace models/model."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        return HydraConfig.get().mode == RunMode.MULTIRUN
+    except (ImportError, ValueError):
+        return False
+
+
+def check_before_training(reports: Path, conf_dir: Path, current: dict, enforce: bool = True) -> dict:
+    """Refuse to train when approval is required and missing, stale or for another plan.
+
+    Returns what MLflow should record: whether a plan existed, matched and was approved.
+    `enforce=False` (sweep trials) only reports.
+    """
+    plan = load_plan(reports)
+    required = approval_required(conf_dir) and enforce
+    approval_path = reports / APPROVAL
+    approval = json.loads(approval_path.read_text(encoding="utf-8")) if approval_path.exists() else None
+    status = {"found": plan is not None, "approval_required": required, "approved": False, "matches_config": None}
+    if plan is None:
+        if required:
+            raise UserError(f"plan.require_approval=true but '{reports / PLAN_JSON}' is missing: run `make plan`, "
+                            f"read {reports / PLAN_MD}, then `make approve`.")
+        return status
+    differences = [f"{key}={plan['settings'].get(key)!r} in the plan, {value!r} now"
+                   for key, value in current.items() if plan["settings"].get(key) != value]
+    status["matches_config"] = not differences
+    current_hash = digest((reports / PLAN_MD).read_text(encoding="utf-8")) if (reports / PLAN_MD).exists() else None
+    status["approved"] = bool(approval and approval.get("plan_sha256") == current_hash and not differences)
+    if not required:
+        return status
+    if differences:
+        raise UserError("the training plan is stale: " + "; ".join(differences) + ". Run `make plan` to "
+                        "re-plan, read reports/training_plan.md, then `make approve`.")
+    if approval is None:
+        raise UserError(f"training needs an approved plan (plan.require_approval=true): read {reports / PLAN_MD}, "
+                        "then run `make approve`.")
+    if approval.get("plan_sha256") != current_hash:
+        raise UserError(f"the training plan changed since it was approved by {approval.get('approved_by')} at "
+                        f"{approval.get('approved_at')} (approved sha256 {str(approval.get('plan_sha256'))[:12]}, "
+                        f"now {str(current_hash)[:12]}): read {reports / PLAN_MD} again and run `make approve`.")
+    return status
+
+
+# ---- merged from stages.plan
+"""plan: the training plan - sizes, model, max_length, schedule, device, estimated time against the
+budget, and the risks found by review - made before any real compute is spent.
+
+Outputs: reports/training_plan.{md,json}. `make approve` records approval of this exact plan.
+"""
+import json
+import logging
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from hfclf.data import dataset
+from hfclf.infra.cli import stage
+from hfclf.infra.errors import UserError
+from hfclf.infra.render import write_json
+
+log = logging.getLogger(__name__)
+
+
+def read_report(reports: Path, name: str, stage_name: str) -> dict:
+    path = reports / name
+    if not path.exists():
+        raise UserError(f"'{path}' is missing: run `make {stage_name}` (or `dvc repro {stage_name}`) first.")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+@stage("plan")
+def main(cfg: DictConfig) -> None:
+    reports = Path(cfg.paths.reports)
+    fingerprint = dataset.read_labels(Path(cfg.paths.processed))["fingerprint"]
+    profile = read_report(reports, "data_profile.json", "prepare")
+    review = read_report(reports, "review.json", "review")
+    smoke = read_report(reports, "smoke.json", "smoke")
+    plan = make_plan(cfg, profile, review, smoke, fingerprint)
+    markdown = plan_markdown(plan)
+    plan["plan_sha256"] = digest(markdown)
+    (reports / PLAN_MD).write_text(markdown, encoding="utf-8")
+    write_json(reports / PLAN_JSON, plan)
+    for risk in plan["risks"]:
+        log.warning("risk: %s", risk)
+    e = plan["estimate"]
+    log.info("plan: %d steps on %s, about %.1f min (budget %s min: %s)%s", plan["training"]["total_steps"],
+             plan["compute"]["device"], e["total_minutes"], e["budget_minutes"],
+             "fits" if e["fits_budget"] else "does NOT fit",
+             "; plan.require_approval=true: read it, then `make approve`" if cfg.plan.require_approval else "")

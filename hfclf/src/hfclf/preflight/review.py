@@ -1,0 +1,56 @@
+"""review: check the prepared splits before any compute is spent on them.
+
+Outputs: reports/review.{json,md}. Fails (exit 2, after writing the report) on severe leakage
+between splits unless review.allow_leakage=true; every other finding is a risk the plan repeats.
+"""
+import json
+import logging
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from hfclf.data import dataset
+from hfclf.preflight import checks
+from hfclf.infra.cli import stage
+from hfclf.infra.errors import UserError
+from hfclf.infra.render import write_json
+
+log = logging.getLogger(__name__)
+
+
+def token_counter(model_name: str):
+    """Count tokens with the base model's tokenizer, loaded only if some text could be too long."""
+    def count(texts: list[str]) -> list[int]:
+        from transformers import AutoTokenizer
+
+        from hfclf.train.modeling import resolve_model
+
+        tokenizer = AutoTokenizer.from_pretrained(resolve_model(model_name)[0])
+        return [len(ids) for ids in tokenizer(texts, truncation=False, return_attention_mask=False)["input_ids"]]
+    return count
+
+
+@stage("review")
+def main(cfg: DictConfig) -> None:
+    processed, reports = Path(cfg.paths.processed), Path(cfg.paths.reports)
+    splits = {name: dataset.read_split(processed, name) for name in dataset.SPLITS}
+    profile_path = reports / "data_profile.json"
+    split_info = json.loads(profile_path.read_text(encoding="utf-8")).get("split", {}) if profile_path.exists() else {}
+    r = cfg.review
+    settings = checks.ReviewSettings(
+        max_leakage_fraction=r.max_leakage_fraction, allow_leakage=r.allow_leakage,
+        similarity_threshold=r.similarity_threshold, similarity_sample=r.similarity_sample,
+        similarity_risk_share=r.similarity_risk_share,
+        imbalance_ratio=r.imbalance_ratio, minority_share=r.minority_share, short_words=r.short_words,
+        length_risk_share=r.length_risk_share, examples=r.examples, seed=cfg.compute.seed)
+    result = checks.review(splits, settings, cfg.model.max_length, token_counter(cfg.model.name))
+    result["split"] = split_info
+    write_json(reports / "review.json", result)
+    (reports / "review.md").write_text(checks.review_markdown(result), encoding="utf-8")
+    for risk in result["risks"]:
+        log.warning("risk: %s", risk)
+    if result["verdict"] == "fail":
+        raise UserError(checks.leakage_error(result, split_info))
+    if result["verdict"] == "leakage allowed":
+        log.warning("severe leakage allowed by review.allow_leakage=true: test scores will be optimistic")
+    log.info("review %s: %d risks, details in %s", result["verdict"], len(result["risks"]), reports / "review.md")

@@ -1,0 +1,222 @@
+
+
+# ---- merged from smoke
+"""The smoke test: the real model and the real code path on a tiny class-balanced subset, before
+any real compute is spent.
+
+Checks, in order, each failing fast with its name: the loss is finite, the loss decreases,
+evaluation gives finite scores, the model saves and reloads, predictions are identical after the
+reload, and the label mapping survives the round trip. Also measures training and inference
+throughput on the chosen device, which the plan turns into a time estimate.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from hfclf.train import modeling, loop
+from hfclf.infra.compute import Compute
+from hfclf.infra.errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SmokeSettings:
+    examples_per_class: int = 8
+    eval_examples_per_class: int = 2
+    steps: int = 9
+    min_loss_drop: float = 0.02
+    max_seconds: float = 120.0
+    prediction_tolerance: float = 1e-4
+
+
+class SmokeFailure(UserError):
+    """A smoke check failed; the message names the check and what to try."""
+
+    def __init__(self, check: str, detail: str):
+        super().__init__(f"smoke check '{check}' failed: {detail}")
+        self.check = check
+
+
+def balanced_subset(frame: pd.DataFrame, per_class: int, seed: int) -> pd.DataFrame:
+    """Up to `per_class` rows of every label, shuffled."""
+    picked = [group.sample(min(per_class, len(group)), random_state=seed) for _, group in frame.groupby("label")]
+    return pd.concat(picked).sample(frac=1.0, random_state=seed).reset_index(drop=True)
+
+
+def loss_decreases(losses: list[float], min_drop: float) -> tuple[bool, float, float]:
+    """Mean of the last third of the step losses at least `min_drop` (relative) below the first third's."""
+    third = max(1, len(losses) // 3)
+    first, last = float(np.mean(losses[:third])), float(np.mean(losses[-third:]))
+    return last <= first * (1 - min_drop), first, last
+
+
+def same_predictions(before: np.ndarray, after: np.ndarray, tolerance: float) -> tuple[bool, float]:
+    difference = float(np.abs(before - after).max()) if before.size else 0.0
+    return before.shape == after.shape and bool((before.argmax(1) == after.argmax(1)).all()) \
+        and difference <= tolerance, difference
+
+
+def label_mapping_problems(labels: list[str], loaded: modeling.Predictor) -> list[str]:
+    """What differs between the training labels and the reloaded model's id2label / label2id."""
+    problems = []
+    if loaded.labels != labels:
+        problems.append(f"id2label is {loaded.labels}, expected {labels}")
+    label2id = {str(k): int(v) for k, v in (loaded.model.config.label2id or {}).items()}
+    if label2id != {label: i for i, label in enumerate(labels)}:
+        problems.append(f"label2id is {label2id}")
+    return problems
+
+
+def run(model_name: str, labels: list[str], train_df: pd.DataFrame, val_df: pd.DataFrame,
+        settings: loop.TrainSettings, smoke: SmokeSettings, hw: Compute) -> dict:
+    """Run every check; return the report (raise SmokeFailure at the first failed check)."""
+    started = time.monotonic()
+    index = {label: i for i, label in enumerate(labels)}
+    train_sub = balanced_subset(train_df, smoke.examples_per_class, settings.seed)
+    val_sub = balanced_subset(val_df, smoke.eval_examples_per_class, settings.seed)
+    checks: list[dict] = []
+
+    def passed(name: str, detail: str) -> None:
+        checks.append({"check": name, "passed": True, "detail": detail})
+        log.info("smoke check '%s' passed: %s", name, detail)
+
+    tokenizer, model, origin = modeling.load_for_training(model_name, labels, settings.seed)
+    passed("model loads", f"{model_name} from {origin}")
+    batch_size = min(settings.batch_size, len(train_sub))
+    steps_per_epoch = math.ceil(len(train_sub) / batch_size)
+    run_settings = dataclasses.replace(
+        settings, batch_size=batch_size, epochs=max(1, math.ceil(smoke.steps / steps_per_epoch)),
+        early_stopping_patience=10**6, max_minutes=smoke.max_seconds / 60, log_every_steps=1)
+    events: list[tuple[float, str, dict]] = []
+    try:
+        result = loop.train(
+            model, tokenizer, train_sub["text"].tolist(), train_sub["label"].map(index).to_numpy(),
+            val_sub["text"].tolist(), val_sub["label"].map(index).to_numpy(), run_settings, hw,
+            on_metrics=lambda metrics, step: events.append((time.perf_counter(), step, metrics)))
+    except FloatingPointError as err:
+        raise SmokeFailure("loss is finite", f"{err}") from None
+    losses = [m["train_loss"] for _, _, m in events if "train_loss" in m]
+    if not losses or not all(math.isfinite(x) for x in losses):
+        raise SmokeFailure("loss is finite", f"step losses {losses}; lower train.learning_rate or use "
+                                             "compute.precision=fp32.")
+    passed("loss is finite", f"{len(losses)} steps, all finite")
+    ok, first, last = loss_decreases(losses, smoke.min_loss_drop)
+    if not ok:
+        raise SmokeFailure("loss decreases", f"mean loss went from {first:.4f} (first third of {len(losses)} steps) "
+                                             f"to {last:.4f} (last third) on {len(train_sub)} repeated examples, "
+                                             f"less than the {smoke.min_loss_drop:.0%} drop required. "
+                                             "Check train.learning_rate (too low or too high) and that labels match texts.")
+    passed("loss decreases", f"{first:.4f} → {last:.4f}")
+
+    live = modeling.Predictor(model, tokenizer, settings.max_length, hw)
+    val_texts = val_sub["text"].tolist()
+    probs = live.predict_proba(val_texts, settings.eval_batch_size)
+    if not np.isfinite(probs).all() or probs.shape != (len(val_texts), len(labels)):
+        raise SmokeFailure("evaluation runs", f"probabilities of shape {probs.shape} with non-finite values")
+    accuracy = float((probs.argmax(1) == val_sub["label"].map(index).to_numpy()).mean())
+    passed("evaluation runs", f"{len(val_texts)} validation rows, accuracy {accuracy:.2f} (tiny subset: not a score)")
+
+    with tempfile.TemporaryDirectory(prefix="smoke-model-") as folder:
+        modeling.save(model, tokenizer, Path(folder), {"max_length": settings.max_length, "abstain_threshold": None,
+                                                       "labels": labels, "smoke": True})
+        try:
+            loaded = modeling.Predictor.from_dir(folder, hw)
+        except Exception as err:  # anything here means the saved folder is unusable
+            raise SmokeFailure("save and reload", f"{type(err).__name__}: {err}") from None
+        passed("save and reload", "weights, tokenizer and classifier.json")
+        after = loaded.predict_proba(val_texts, settings.eval_batch_size)
+        same, difference = same_predictions(probs, after, smoke.prediction_tolerance)
+        if not same:
+            raise SmokeFailure("identical predictions after reload",
+                               f"largest probability difference {difference:.2e} (tolerance "
+                               f"{smoke.prediction_tolerance:g}) or a different predicted class.")
+        passed("identical predictions after reload", f"max difference {difference:.1e}")
+        problems = label_mapping_problems(labels, loaded)
+        decoded = [p.label for p in loaded.predict(val_texts[:len(labels)])]
+        if problems or any(label not in labels for label in decoded):
+            raise SmokeFailure("label mapping round-trip", "; ".join(problems) or f"decoded labels {decoded}")
+        passed("label mapping round-trip", f"{len(labels)} labels")
+        inference_eps = _inference_throughput(loaded, train_sub["text"].tolist(), settings.eval_batch_size)
+
+    return {
+        "passed": True, "checks": checks, "model": model_name, "model_origin": origin,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "subset": {"train_rows": len(train_sub), "validation_rows": len(val_sub), "classes": len(labels)},
+        "steps": result.steps, "batch_size": batch_size, "losses": [round(x, 5) for x in losses],
+        "train_examples_per_second": _train_throughput(events, batch_size),
+        "inference_examples_per_second": inference_eps,
+        "mean_tokens_per_text": round(float(np.mean([len(x) for x in tokenizer(
+            train_sub["text"].tolist(), truncation=True, max_length=settings.max_length)["input_ids"]])), 1),
+        "seconds": round(time.monotonic() - started, 1), **hw.describe(), "warnings": hw.warnings,
+    }
+
+
+def _train_throughput(events: list[tuple[float, int, dict]], batch_size: int) -> float:
+    """Examples per second from the median step time, leaving out the first step (warm-up) and the
+    gaps that contain a validation pass."""
+    gaps = []
+    for (t0, _, m0), (t1, _, m1) in zip(events, events[1:]):
+        if "train_loss" in m0 and "train_loss" in m1:
+            gaps.append(t1 - t0)
+    if not gaps:
+        return 0.0
+    return round(batch_size / max(statistics.median(gaps[1:] or gaps), 1e-9), 1)
+
+
+def _inference_throughput(predictor: modeling.Predictor, texts: list[str], batch_size: int) -> float:
+    predictor.predict_proba(texts[:8], batch_size)          # warm-up
+    start = time.perf_counter()
+    predictor.predict_proba(texts, batch_size)
+    return round(len(texts) / max(time.perf_counter() - start, 1e-9), 1)
+
+
+# ---- merged from stages.smoke
+"""smoke: train the real model a few steps on a tiny class-balanced subset, evaluate, save, reload,
+compare, and measure throughput - so a broken setup fails in seconds, not after an hour.
+
+Outputs: reports/smoke.json (checks, losses, parameters, train/inference examples per second).
+"""
+import logging
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from hfclf.infra import compute
+from hfclf.data import dataset
+from hfclf.infra.cli import stage
+from hfclf.infra.render import write_json
+from hfclf.train.stage import settings_from
+
+log = logging.getLogger(__name__)
+
+
+@stage("smoke")
+def main(cfg: DictConfig) -> None:
+    processed, reports = Path(cfg.paths.processed), Path(cfg.paths.reports)
+    labels = dataset.read_labels(processed)["labels"]
+    train_df, val_df = dataset.read_split(processed, "train"), dataset.read_split(processed, "validation")
+    hw = compute.select(cfg.compute.device, cfg.compute.precision, cfg.compute.threads)
+    compute.seed_everything(cfg.compute.seed)
+    s = cfg.smoke
+    settings = SmokeSettings(examples_per_class=s.examples_per_class,
+                                   eval_examples_per_class=s.eval_examples_per_class, steps=s.steps,
+                                   min_loss_drop=s.min_loss_drop,
+                                   max_seconds=s.max_seconds, prediction_tolerance=s.prediction_tolerance)
+    (reports / "smoke.json").unlink(missing_ok=True)   # a failed smoke test leaves no stale pass behind
+    report = run(cfg.model.name, labels, train_df, val_df, settings_from(cfg), settings, hw)
+    write_json(reports / "smoke.json", report)
+    log.info("smoke test passed in %.1f s on %s (%s): %.0f train / %.0f inference examples per second",
+             report["seconds"], report["device"], report["precision"], report["train_examples_per_second"],
+             report["inference_examples_per_second"])

@@ -1,0 +1,1 @@
+"""ship: model card, MLflow registry, Hub publishing, prediction and the Gradio demo."""

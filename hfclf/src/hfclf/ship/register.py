@@ -1,0 +1,197 @@
+
+
+# ---- merged from registry
+"""The MLflow model registry: the trained model as an MLflow `pyfunc` model, registered once per model.
+
+`TicketClassifier` wraps `modeling.Predictor` and is logged as a model from code (pyfunc_model.py), so `mlflow.pyfunc.load_model("models:/<name>/<version>")`
+returns a model whose `predict(DataFrame with a "text" column | list of str)` gives one row per
+text: label (UNKNOWN below the abstain threshold), confidence and the top-k as JSON. The package's
+own code travels inside the MLflow model (`code_paths`), so loading it needs no install of this
+project, only its dependencies.
+
+Registering is idempotent: a version of the same run whose weights, classifier.json and code match\nis reused, not duplicated.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import mlflow.pyfunc
+import pandas as pd
+
+log = logging.getLogger(__name__)
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+WEIGHTS = "model.safetensors"
+# The modules the pyfunc model runs (the whole package ships in it; these decide its behaviour).
+CODE_FILES = ("registry.py", "pyfunc_model.py", "modeling.py", "batching.py", "compute.py", "errors.py")
+
+
+class TicketClassifier(mlflow.pyfunc.PythonModel):
+    """pyfunc wrapper over modeling.Predictor: texts in, label / confidence / top-k out."""
+
+    def load_context(self, context) -> None:
+        from hfclf.train.modeling import Predictor
+
+        self.predictor = Predictor.from_dir(context.artifacts["model"])
+
+    def predict(self, context, model_input, params: dict | None = None) -> pd.DataFrame:
+        params = params or {}
+        predictions = self.predictor.predict(texts_from(model_input), top_k=int(params.get("top_k", 3)),
+                                             batch_size=int(params.get("batch_size", 64)))
+        return pd.DataFrame({
+            "label": [p.label for p in predictions],
+            "confidence": [round(p.confidence, 6) for p in predictions],
+            "top_k": [json.dumps([[label, round(score, 6)] for label, score in p.top_k]) for p in predictions],
+        })
+
+
+def texts_from(model_input) -> list[str]:
+    """Accept what pyfunc callers send: a DataFrame with a `text` column (or one column), a list, a str."""
+    if isinstance(model_input, pd.DataFrame):
+        column = "text" if "text" in model_input.columns else model_input.columns[0]
+        return model_input[column].astype(str).tolist()
+    if isinstance(model_input, pd.Series):
+        return model_input.astype(str).tolist()
+    if isinstance(model_input, str):
+        return [model_input]
+    return [str(text) for text in model_input]
+
+
+@dataclass
+class Registered:
+    name: str
+    version: str
+    model_uri: str          # models:/<name>/<version>
+    run_id: str
+    fingerprint: str        # weights + classifier.json + code; an equal one is reused
+    reused: bool            # True when this exact model was already registered
+
+
+def fingerprint(model_dir: Path) -> str:
+    """sha256 over the weights, classifier.json and the code that loads and runs them."""
+    digest = hashlib.sha256()
+    files = [model_dir / WEIGHTS, model_dir / "classifier.json", *(PACKAGE_DIR / name for name in CODE_FILES)]
+    for path in files:
+        digest.update(path.name.encode())
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def signature():
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
+
+    return ModelSignature(
+        inputs=Schema([ColSpec("string")]),  # one column of texts: a list[str] or a DataFrame
+        outputs=Schema([ColSpec("string", "label"), ColSpec("double", "confidence"), ColSpec("string", "top_k")]),
+        params=ParamSchema([ParamSpec("top_k", "long", 3), ParamSpec("batch_size", "long", 64)]))
+
+
+def pip_requirements() -> list[str]:
+    """Pinned to what is installed now; listing them skips MLflow's slow requirement inference."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    pins = []
+    for package in ("mlflow", "torch", "transformers", "tokenizers", "safetensors", "pandas", "numpy", "tqdm"):
+        try:
+            pins.append(f"{package}=={version(package).split('+')[0]}")
+        except PackageNotFoundError:
+            pins.append(package)
+    return pins
+
+
+def find_existing(client, name: str, run_id: str, sha: str):
+    try:
+        versions = client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
+    except Exception:  # the registered model does not exist yet
+        return None
+    for mv in sorted(versions, key=lambda v: int(v.version), reverse=True):
+        if (mv.tags or {}).get("fingerprint") == sha:
+            return mv
+    return None
+
+
+def register(model_dir: Path, name: str, run_id: str, tags: dict[str, str], description: str,
+             artifact_name: str = "model", metrics: dict[str, float] | None = None) -> Registered:
+    """Log `model_dir` as a pyfunc model into the active run and register it as `name` (idempotent);
+    `metrics` are linked to the logged model, `tags` (and the fingerprint) set on the version."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    sha = fingerprint(model_dir)
+    existing = find_existing(client, name, run_id, sha)
+    if existing is not None:
+        log.info("model already registered as %s version %s: reusing it", name, existing.version)
+        return Registered(name, str(existing.version), f"models:/{name}/{existing.version}", run_id, sha, True)
+
+    all_tags = {**tags, "fingerprint": sha}
+    info = mlflow.pyfunc.log_model(
+        name=artifact_name, python_model=str(PACKAGE_DIR / "pyfunc_model.py"), artifacts={"model": str(model_dir)},
+        code_paths=[str(PACKAGE_DIR)], signature=signature(), pip_requirements=pip_requirements(),
+        registered_model_name=name, tags=all_tags, await_registration_for=60)
+    version = str(info.registered_model_version)
+    if metrics:  # shown on the logged model's page in the MLflow UI, next to the registered version
+        mlflow.log_metrics(metrics, model_id=info.model_id)
+    for key, value in all_tags.items():
+        client.set_model_version_tag(name, version, key, value)
+    client.update_model_version(name, version, description=description)
+    log.info("registered %s version %s (%s)", name, version, info.model_uri)
+    return Registered(name, version, f"models:/{name}/{version}", run_id, sha, False)
+
+
+def as_dict(registered: Registered) -> dict:
+    return asdict(registered)
+
+
+# ---- merged from stages.register
+"""register: the trained model into the MLflow model registry, with its test metrics.
+
+Logs models/model as a pyfunc model (registry.TicketClassifier) into the model's MLflow run and
+registers it under `register.name`; re-running on the same weights reuses the version.
+Output: reports/registry.json (name, version, models:/ URI) that `card` and `publish` record.
+"""
+import json
+import logging
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from hfclf.infra import tracking
+from hfclf.infra.cli import stage
+from hfclf.infra.errors import UserError
+from hfclf.infra.render import write_json
+
+log = logging.getLogger(__name__)
+
+
+@stage("register")
+def main(cfg: DictConfig) -> None:
+    model_dir, reports = Path(cfg.paths.model_dir), Path(cfg.paths.reports)
+    metrics_path = reports / "metrics.json"
+    if not metrics_path.exists():
+        raise UserError(f"'{metrics_path}' is missing: run `make evaluate` before registering the model.")
+    if not (model_dir / WEIGHTS).exists():
+        raise UserError(f"'{model_dir / WEIGHTS}' is missing: run `make train` first.")
+    metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
+    meta = json.loads((model_dir / "classifier.json").read_text(encoding="utf-8"))
+    headline = {f"test_{k}": f"{v:.4f}" for k, v in metrics.items() if isinstance(v, float)}
+    tags = {**headline, "git_commit": tracking.git_commit(), "data_fingerprint": str(meta.get("data_fingerprint")),
+            "base_model": str(meta.get("base_model")), "abstain_threshold": str(meta.get("abstain_threshold"))}
+    description = (f"{len(meta.get('labels', []))}-class text classifier fine-tuned from {meta.get('base_model')}; "
+                   + ", ".join(f"{k} {v}" for k, v in headline.items()))
+    with tracking.model_run(cfg, model_dir) as run:
+        numbers = {f"test_{k}": float(v) for k, v in metrics.items() if isinstance(v, float)}
+        result = register(model_dir, cfg.register.name, run.info.run_id, tags, description,
+                                   cfg.register.artifact_name, numbers)
+        import mlflow
+
+        mlflow.set_tags({"registered_model": result.name, "registered_version": result.version})
+    write_json(reports / "registry.json", as_dict(result))
+    log.info("%s %s as %s", "reused" if result.reused else "registered", result.model_uri, result.name)

@@ -1,0 +1,93 @@
+"""Confidence: how well it matches accuracy (expected calibration error, reliability bins) and the
+abstain threshold that buys a target precision, with the coverage it costs.
+
+`choose_threshold` is used twice: by `analyze` to recommend a threshold, and by `train` when
+`train.abstain.target_precision` is set, to save one with the model (classifier.json), so that
+prediction returns UNKNOWN below it.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Sequence
+
+import numpy as np
+
+from hfclf.infra.errors import UserError
+
+
+def reliability(confidence: Sequence[float], correct: Sequence[bool], bins: int = 15) -> list[dict]:
+    """Equal-width confidence bins: rows, mean confidence and accuracy of each non-empty bin."""
+    confidence, correct = np.asarray(confidence, dtype=float), np.asarray(correct, dtype=bool)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
+    rows = []
+    for b in range(bins):
+        inside = which == b
+        if inside.any():
+            rows.append({"low": float(edges[b]), "high": float(edges[b + 1]), "n": int(inside.sum()),
+                         "confidence": float(confidence[inside].mean()), "accuracy": float(correct[inside].mean())})
+    return rows
+
+
+def expected_calibration_error(confidence: Sequence[float], correct: Sequence[bool], bins: int = 15) -> float:
+    """Mean |accuracy - confidence| over the bins, weighted by their share of rows (0 = perfect)."""
+    rows = reliability(confidence, correct, bins)
+    total = sum(r["n"] for r in rows)
+    return float(sum(r["n"] / total * abs(r["accuracy"] - r["confidence"]) for r in rows)) if total else 0.0
+
+
+@dataclass
+class ThresholdChoice:
+    threshold: float | None       # None: the target precision is out of reach at any threshold
+    precision: float              # precision of the predictions kept (confidence >= threshold)
+    coverage: float               # share of rows kept (the rest would be answered UNKNOWN)
+    target_precision: float
+    baseline_precision: float     # precision with no threshold (coverage 1)
+    rows: int
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def choose_threshold(confidence: Sequence[float], correct: Sequence[bool], target_precision: float,
+                     min_rows: int = 1) -> ThresholdChoice:
+    """The lowest confidence threshold whose kept predictions reach `target_precision`.
+
+    Lowest, because every step up costs coverage. Ties are kept together (a threshold never
+    splits rows with the same confidence). Returns threshold None when even the most confident
+    `min_rows` predictions fall short.
+    """
+    if not 0 < target_precision <= 1:
+        raise UserError(f"target precision must be in (0, 1], not {target_precision}.")
+    confidence, correct = np.asarray(confidence, dtype=float), np.asarray(correct, dtype=bool)
+    n = len(confidence)
+    if n == 0:
+        raise UserError("cannot choose an abstain threshold on an empty split.")
+    order = np.argsort(-confidence, kind="stable")
+    conf_sorted, correct_sorted = confidence[order], correct[order]
+    kept = np.arange(1, n + 1)
+    precision = np.cumsum(correct_sorted) / kept
+    # only cut where the next row has a strictly lower confidence
+    boundary = np.append(conf_sorted[1:] < conf_sorted[:-1], True)
+    ok = np.flatnonzero(boundary & (precision >= target_precision) & (kept >= min_rows))
+    base = float(correct.mean())
+    if len(ok) == 0:
+        return ThresholdChoice(None, float(precision[boundary].max()), 0.0, target_precision, base, n)
+    best = ok[-1]                                   # the most rows kept that still meet the target
+    threshold = float(conf_sorted[best]) if best < n - 1 else 0.0
+    return ThresholdChoice(threshold, float(precision[best]), float(kept[best] / n), target_precision, base, n)
+
+
+def apply_threshold(confidence: Sequence[float], correct: Sequence[bool], threshold: float | None) -> dict:
+    """Coverage and precision of the kept predictions at a given threshold (None keeps all)."""
+    confidence, correct = np.asarray(confidence, dtype=float), np.asarray(correct, dtype=bool)
+    kept = confidence >= (threshold or 0.0)
+    return {"coverage": float(kept.mean()) if len(kept) else 0.0,
+            "precision": float(correct[kept].mean()) if kept.any() else float("nan")}
+
+
+def fit_abstain_threshold(predictor, texts: Sequence[str], y: Sequence[int], target_precision: float,
+                          batch_size: int = 256) -> ThresholdChoice:
+    """The threshold for `train.abstain.target_precision`, chosen on the validation split."""
+    probs = predictor.predict_proba(list(texts), batch_size)
+    return choose_threshold(probs.max(1), probs.argmax(1) == np.asarray(y), target_precision)

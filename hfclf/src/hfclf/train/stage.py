@@ -1,0 +1,169 @@
+"""train: fine-tune the base model and record the run in MLflow.
+
+Outputs: models/model/ (weights, tokenizer, label mapping, classifier.json, mlflow_run.json),
+reports/training.{json,md}, reports/figures/training_curves.png.
+"""
+import json
+import logging
+import platform
+from pathlib import Path
+
+import numpy as np
+from omegaconf import DictConfig
+
+from hfclf.train import calibration, distributed, modeling, augment, sweeps, loop
+from hfclf.infra import compute, tracking
+from hfclf.data import dataset
+from hfclf.preflight import plan
+from hfclf.infra.cli import stage
+from hfclf.infra.render import md_table, plot_curves, write_json
+
+log = logging.getLogger(__name__)
+
+
+def settings_from(cfg: DictConfig) -> loop.TrainSettings:
+    t = cfg.train
+    return loop.TrainSettings(
+        epochs=t.epochs, batch_size=t.batch_size, learning_rate=t.learning_rate, weight_decay=t.weight_decay,
+        warmup_ratio=t.warmup_ratio, early_stopping_patience=t.early_stopping_patience,
+        eval_batch_size=t.eval_batch_size, max_length=cfg.model.max_length,
+        freeze_embeddings=cfg.model.freeze_embeddings, max_minutes=cfg.compute.max_minutes,
+        seed=cfg.compute.seed, checkpoint_every_minutes=t.checkpoint_every_minutes,
+        log_every_steps=cfg.tracking.log_every_steps)
+
+
+@stage("train")
+def main(cfg: DictConfig) -> float:
+    """Returns the best validation macro-F1: the objective Hydra sweepers (make sweep) maximise."""
+    import mlflow
+
+    processed, model_dir = Path(cfg.paths.processed), Path(cfg.paths.model_dir)
+    reports = Path(cfg.paths.reports)
+    label_info = dataset.read_labels(processed)
+    labels = label_info["labels"]
+    index = {label: i for i, label in enumerate(labels)}
+    train_df, val_df = dataset.read_split(processed, "train"), dataset.read_split(processed, "validation")
+    # plan.require_approval=true: refuse to start without an approval of this exact plan (preflight/plan.py)
+    preflight = plan.check_before_training(reports, Path("conf"), plan.plan_settings(cfg, label_info["fingerprint"]),
+                                               enforce=not plan.in_multirun())
+    if preflight["matches_config"] is False:
+        log.warning("this run's settings differ from reports/training_plan.md; `make plan` re-plans")
+    ddp = distributed.from_env()  # under torchrun / accelerate launch: this process's rank; rank 0 logs and writes
+    uri = tracking.configure(cfg) if ddp.is_main else None  # an unreachable tracking server fails here, before any compute
+    hw = compute.select(cfg.compute.device, cfg.compute.precision, cfg.compute.threads)
+    ddp.init(hw, cfg.compute.threads)
+    compute.seed_everything(cfg.compute.seed)
+    tokenizer, model, origin = modeling.load_for_training(cfg.model.name, labels, cfg.compute.seed)
+    settings = settings_from(cfg)
+    checkpoint = Path(cfg.train.checkpoint_dir) / "last.pt"
+    run_file = checkpoint.parent / tracking.RUN_FILE
+    resume_id = (json.loads(run_file.read_text())["run_id"]
+                 if cfg.train.resume and checkpoint.exists() and run_file.exists() else None)
+
+    splits = (train_df["text"].tolist(), train_df["label"].map(index).to_numpy(),
+              val_df["text"].tolist(), val_df["label"].map(index).to_numpy())
+    augmenter = augment.augmenter_from(cfg.train.get("augment"), cfg.compute.seed)  # train.augment.*: off by default
+    if not ddp.is_main:  # the other ranks train their shard of the batches, then leave
+        return loop.train(model, tokenizer, *splits, settings, hw, checkpoint_path=checkpoint,
+                              resume=cfg.train.resume, dist=ddp, augment=augmenter).best_val_macro_f1
+
+    losses: list[tuple[int, float]] = []
+
+    def on_metrics(metrics: dict, step: int) -> None:
+        if "train_loss" in metrics:
+            losses.append((step, metrics["train_loss"]))
+        mlflow.log_metrics(metrics, step=step, synchronous=False)
+
+    with mlflow.start_run(run_id=resume_id, run_name=None if resume_id else f"train-{cfg.model.name.split('/')[-1]}",
+                          tags=sweeps.trial_tags()) as run:  # a sweep trial: nested under the sweep's run
+        checkpoint.parent.mkdir(parents=True, exist_ok=True)
+        tracking.save_run_id(checkpoint.parent, run.info.run_id, uri)
+        if not resume_id:
+            mlflow.log_params(tracking.flat_params(cfg, ("data", "model", "train", "compute", "prepare")))
+        mlflow.set_tags({"git_commit": tracking.git_commit(), "data_fingerprint": label_info["fingerprint"],
+                         "device": str(hw.device), "precision": hw.precision, "base_model_origin": origin,
+                         "stage": "train"} | ({"device_fallback": " ".join(hw.warnings)} if hw.warnings else {}))
+        log.info("training on %s (%s, %d threads): %d train / %d validation rows, %d labels",
+                 hw.device, hw.precision, hw.threads, len(train_df), len(val_df), len(labels))
+        def attempt(device: compute.Compute, resume: bool) -> loop.TrainResult:
+            nonlocal tokenizer, model
+            if device is not hw:  # after a GPU out-of-memory: a fresh copy of the model for the CPU
+                tokenizer, model, _ = modeling.load_for_training(cfg.model.name, labels, cfg.compute.seed)
+            return loop.train(model, tokenizer, *splits, settings, device, checkpoint_path=checkpoint,
+                                  resume=resume, on_metrics=on_metrics, dist=ddp, augment=augmenter)
+
+        def on_fallback(message: str, cpu: compute.Compute) -> None:
+            mlflow.set_tags({"device_fallback": message, "device": str(cpu.device), "precision": cpu.precision})
+
+        if ddp.enabled:  # a multi-process run cannot move one rank to the CPU
+            result = attempt(hw, cfg.train.resume)
+        else:
+            result, hw = compute.run_with_cpu_fallback(attempt, hw, cfg.train.resume, checkpoint, on_fallback)
+        mlflow.flush_async_logging()
+        compute.release_memory()  # the optimizer and activations are gone: lower the peak of what follows
+
+        meta = {"base_model": cfg.model.name, "max_length": settings.max_length, "labels": labels,
+                "abstain_threshold": None, "data_fingerprint": label_info["fingerprint"],
+                "trained_with": hw.describe(), "stop_reason": result.stop_reason,
+                "augment": dict(cfg.train.get("augment") or {})}
+        target = (cfg.train.get("abstain") or {}).get("target_precision")
+        if target:  # train.abstain.target_precision: a threshold chosen on validation, saved with the model
+            choice = calibration.fit_abstain_threshold(modeling.Predictor(model, tokenizer, settings.max_length, hw),
+                                                       splits[2], splits[3], target, settings.eval_batch_size)
+            meta |= {"abstain_threshold": choice.threshold, "abstain": choice.as_dict()}
+            log.info("abstain threshold %s: validation precision %.4f at coverage %.4f (target %s)",
+                     choice.threshold, choice.precision, choice.coverage, target)
+        modeling.save(model, tokenizer, model_dir, meta)
+        tracking.save_run_id(model_dir, run.info.run_id, uri)
+        checkpoint.unlink(missing_ok=True)  # finished: the next run starts fresh
+
+        summary = {"run_id": run.info.run_id, **result.as_dict(), **hw.describe(), "processes": ddp.world_size,
+                   "warnings": hw.warnings, "python": platform.python_version(),
+                   "parameters": sum(p.numel() for p in model.parameters()),
+                   "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad)}
+        write_json(reports / "training.json", summary)
+        figure = plot_curves(result.history, losses, Path(cfg.paths.figures) / "training_curves.png")
+        (reports / "training.md").write_text(training_markdown(summary), encoding="utf-8")
+        mlflow.log_metrics({"best_val_macro_f1": result.best_val_macro_f1, "train_seconds": result.train_seconds,
+                            "train_examples_per_second": result.examples_per_second})
+        mlflow.set_tag("stop_reason", result.stop_reason)
+        mlflow.log_figure(figure, "figures/training_curves.png")
+        tracking.log_report_files([reports / "training.md", reports / "training.json",
+                                   reports / "data_profile.md"])
+        log_preflight(reports, Path(cfg.paths.figures), preflight)
+    log.info("saved model to %s (best epoch %d, validation macro-F1 %.4f, %s, %.1f s)", model_dir,
+             result.best_epoch, result.best_val_macro_f1, result.stop_reason, result.train_seconds)
+    return result.best_val_macro_f1
+
+
+def log_preflight(reports: Path, figures: Path, preflight: dict) -> None:
+    """The pre-flight reports (profile, review, smoke, plan, approval) into the model's MLflow run."""
+    import mlflow
+
+    tracking.log_report_files([reports / name for name in (
+        "data_profile.json", "review.md", "review.json", "smoke.json", plan.PLAN_MD, plan.PLAN_JSON,
+        plan.APPROVAL)])
+    tracking.log_report_files([figures / "class_counts.png", figures / "text_lengths.png"], "figures")
+    mlflow.set_tags({f"plan_{key}": str(value) for key, value in preflight.items()})
+    planned = plan.load_plan(reports)
+    if planned:
+        mlflow.log_metric("plan_estimated_minutes", planned["estimate"]["total_minutes"])
+        mlflow.set_tag("review_verdict", planned["data"]["review_verdict"])
+
+
+def training_markdown(s: dict) -> str:
+    stop = {"completed": "ran all epochs", "early_stopping": "stopped early: validation macro-F1 stopped improving",
+            "time_budget": "**stopped at the time budget** (compute.max_minutes)"}[s["stop_reason"]]
+    rows = [(h["epoch"], h["step"], h["val_loss"], h["val_accuracy"], h["val_macro_f1"]) for h in s["history"]]
+    warnings = "\n".join(f"- ⚠️ {w}" for w in s["warnings"]) or "- none"
+    return "\n".join([
+        "# Training", "",
+        f"- device: `{s['device']}` · precision: `{s['precision']}` · threads: {s['threads']}",
+        f"- time: {s['train_seconds']:.1f} s · throughput: {s['examples_per_second']:.0f} examples/s",
+        f"- steps: {s['steps']} · epochs run: {s['epochs_run']} · {stop}",
+        f"- best epoch: {s['best_epoch']} (validation macro-F1 {s['best_val_macro_f1']:.4f})",
+        f"- parameters: {s['parameters']:,} ({s['trainable_parameters']:,} trainable)",
+        f"- MLflow run: `{s['run_id']}`", "",
+        "![training curves](figures/training_curves.png)", "",
+        md_table(["epoch", "step", "val loss", "val accuracy", "val macro-F1"], rows), "",
+        "## Warnings", "", warnings, ""])

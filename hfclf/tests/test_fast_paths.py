@@ -1,0 +1,100 @@
+"""Correctness of the fast paths that make training and prediction quick on a CPU (bench/ in the
+template measures their speed): length-sorted batches, bf16 autocast where the CPU runs it
+natively and the fp32 path where it does not, seeded determinism, and the skipped copy of the
+best weights when the best epoch is the last one. A tiny in-process model; no timing asserted."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from hfclf.infra import compute
+from hfclf.train import modeling, loop
+
+LABELS = ["ACCOUNT", "ORDER", "REFUND"]
+
+
+def fit(tiny_model_dir, tickets, hw: compute.Compute, **overrides):
+    tokenizer, model, _ = modeling.load_for_training(str(tiny_model_dir), LABELS, seed=0)
+    y = tickets["category"].map({l: i for i, l in enumerate(LABELS)}).to_numpy()
+    settings = loop.TrainSettings(**{"epochs": 4, "batch_size": 8, "learning_rate": 1e-2,
+                                         "freeze_embeddings": False, "early_stopping_patience": 4,
+                                         "seed": 0, **overrides})
+    texts = tickets["instruction"].tolist()
+    result = loop.train(model, tokenizer, texts, y, texts, y, settings, hw)
+    return model, tokenizer, result
+
+
+def confident(probs: np.ndarray, margin: float) -> np.ndarray:
+    """Rows whose top two probabilities are at least `margin` apart (a label that rounding cannot flip)."""
+    top2 = np.sort(probs, axis=1)[:, -2:]
+    return (top2[:, 1] - top2[:, 0]) >= margin
+
+
+def test_bf16_batched_prediction_gives_the_labels_of_one_by_one_and_of_fp32(tiny_model_dir, tickets):
+    model, tokenizer, _ = fit(tiny_model_dir, tickets, compute.select("cpu", "fp32", 1))
+    texts = tickets["instruction"].tolist()
+    fp32 = modeling.Predictor(model, tokenizer, 128, compute.select("cpu", "fp32", 1)).predict_proba(texts)
+    fast = modeling.Predictor(model, tokenizer, 128, compute.select("cpu", "bf16", 1))
+    batched = fast.predict_proba(texts, batch_size=16)
+    single = np.vstack([fast.predict_proba([t], batch_size=1) for t in texts])
+    sure = confident(fp32, 0.05)
+    assert sure.mean() > 0.8                                   # the comparison covers most texts
+    assert (batched.argmax(1) == single.argmax(1))[sure].all()
+    assert (batched.argmax(1) == fp32.argmax(1))[sure].all()
+    np.testing.assert_allclose(batched, fp32, atol=0.05)       # bf16 rounding, not a different model
+
+
+def test_same_seed_same_model_under_bf16_autocast(tiny_model_dir, tickets):
+    hw = compute.select("cpu", "bf16", 1)
+    first = fit(tiny_model_dir, tickets, hw, epochs=1)[0]
+    second = fit(tiny_model_dir, tickets, hw, epochs=1)[0]
+    for (name, a), (_, b) in zip(first.state_dict().items(), second.state_dict().items()):
+        assert torch.equal(a, b), name
+
+
+def test_a_cpu_without_native_bf16_trains_and_predicts_in_fp32(tiny_model_dir, tickets, monkeypatch):
+    monkeypatch.setattr(compute, "cpu_has_native_bf16", lambda: False)
+    hw = compute.select("cpu", "auto", 1)
+    assert hw.precision == "fp32" and hw.autocast_dtype is None
+    model, tokenizer, result = fit(tiny_model_dir, tickets, hw)
+    assert result.best_val_macro_f1 > 0.5
+    texts = tickets["instruction"].tolist()[:16]
+    probs = modeling.Predictor(model, tokenizer, 128, hw).predict_proba(texts)
+    with torch.inference_mode():                               # exactly a plain fp32 forward pass
+        encoded = tokenizer(texts, padding=True, return_tensors="pt")
+        plain = torch.softmax(model(**encoded).logits, -1).numpy()
+    np.testing.assert_allclose(probs, plain, atol=1e-5)
+
+
+def test_the_cpu_with_native_bf16_uses_it(monkeypatch):
+    monkeypatch.setattr(compute, "cpu_has_native_bf16", lambda: True)
+    assert compute.select("cpu", "auto", 1).autocast_dtype is torch.bfloat16
+
+
+@pytest.mark.parametrize("epochs, patience", [(1, 1), (3, 3)])
+def test_model_ends_with_the_weights_of_its_best_epoch(tiny_model_dir, tickets, epochs, patience):
+    """The copy of the best weights is skipped when the best epoch is the last: same outcome."""
+    hw = compute.select("cpu", "fp32", 1)
+    model, tokenizer, result = fit(tiny_model_dir, tickets, hw, epochs=epochs, early_stopping_patience=patience)
+    texts = tickets["instruction"].tolist()
+    y = tickets["category"].map({l: i for i, l in enumerate(LABELS)}).to_numpy()
+    pred = modeling.Predictor(model, tokenizer, 128, hw).predict_proba(texts).argmax(1)
+    from hfclf.evaluate.metrics import macro_f1
+
+    assert macro_f1(y, pred, len(LABELS)) == pytest.approx(result.best_val_macro_f1)
+    assert result.best_epoch == 1 + int(np.argmax([h["val_macro_f1"] for h in result.history]))
+
+
+@pytest.mark.parametrize("preset, expected", [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
+def test_openmp_threads_wait_passively_unless_the_user_says_otherwise(preset, expected):
+    """Set by the package before torch loads, so OpenMP threads do not spin on a shared CPU."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"} | ({"OMP_WAIT_POLICY": preset} if preset else {})
+    code = ("import os, {{ cookiecutter.package_name }}, torch; torch.set_num_threads(2); "
+            "x = torch.ones(64, 64); assert float((x @ x).sum()) == 64 ** 3; print(os.environ['OMP_WAIT_POLICY'])")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == expected

@@ -1,0 +1,360 @@
+"""Pre-flight on a tiny model: the data profile's token lengths, review, smoke test, plan and its
+approval, the CPU fallback on GPU out-of-memory, and resuming a training process that was killed.
+
+Every failure mode runs for real and its message is checked. One prepared project (prepare ->
+review -> smoke -> plan on the tiny model) is shared by the module; tests that change it work on
+a copy.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from conftest import PACKAGE, PROJECT, make_tickets, run_stage, stage_env
+
+from hfclf.infra import compute
+from hfclf.train import modeling
+from hfclf.preflight import plan, checks, smoke
+from hfclf.infra.errors import UserError
+
+CHECKS = ["model loads", "loss is finite", "loss decreases", "evaluation runs", "save and reload",
+          "identical predictions after reload", "label mapping round-trip"]
+
+
+def set_conf(project: Path, file: str, **values) -> None:
+    """Write values into conf/<file> (keys dotted), as a user editing the YAML would."""
+    path = project / "conf" / file
+    conf = OmegaConf.load(path)
+    for key, value in values.items():
+        OmegaConf.update(conf, key, value, force_add=True)
+    OmegaConf.save(conf, path)
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory, tiny_model_dir) -> Path:
+    """conf/ set up for the tiny model, then prepare, review, smoke and plan run once."""
+    project = tmp_path_factory.mktemp("preflight")
+    shutil.copytree(PROJECT / "conf", project / "conf")
+    shutil.copy(PROJECT / "dvc.yaml", project / "dvc.yaml")
+    make_tickets().to_csv(project / "tickets.csv", index=False)
+    set_conf(project, "data/default.yaml", source="tickets.csv")
+    set_conf(project, "prepare.yaml", **{"prepare.validation_size": 0.2, "prepare.test_size": 0.2})
+    # a random tiny model learns only with trainable embeddings and a high learning rate
+    set_conf(project, "model/default.yaml", name=str(tiny_model_dir), freeze_embeddings=False)
+    set_conf(project, "train.yaml", **{"train.learning_rate": 1e-2, "train.batch_size": 8, "train.epochs": 2})
+    # one thread: a tiny model gains nothing from more, and on a busy CPU two threads per process thrash
+    set_conf(project, "compute/default.yaml", device="cpu", precision="fp32", threads=1)
+    set_conf(project, "smoke.yaml", **{"smoke.steps": 30})   # the random tiny model needs more steps than MiniLM
+    for stage in ("prepare", "review", "smoke", "plan"):
+        run_stage(project, stage)
+    return project
+
+
+@pytest.fixture()
+def project(prepared, tmp_path) -> Path:
+    """A private copy of the prepared project."""
+    copy = tmp_path / "project"
+    shutil.copytree(prepared, copy)
+    return copy
+
+
+def report(project: Path, name: str) -> dict:
+    return json.loads((project / "reports" / name).read_text())
+
+
+def no_traceback(result: subprocess.CompletedProcess) -> None:
+    assert result.returncode == 2 and "Traceback" not in result.stdout + result.stderr
+
+
+# --------------------------------------------------------------------------- prepare: profile
+
+def test_profile_has_token_percentiles_and_plots(prepared, tiny_model_dir):
+    profile = report(prepared, "data_profile.json")
+    tokens = profile["text_tokens"]
+    assert tokens["tokenizer"] == str(tiny_model_dir) and tokens["tokenized_rows"] == 90
+    assert 3 <= tokens["p50"] <= tokens["p99"] <= tokens["max"] < 40       # short tickets, CLS/SEP included
+    assert tokens["model_max_positions"] == 128 and tokens["longer_than"]["128"] == 0.0
+    assert profile["split"] == {"method": "group", "kept_from_source": []}
+    for figure in ("class_counts.png", "text_lengths.png"):
+        assert (prepared / "reports/figures" / figure).stat().st_size > 5000, figure
+    markdown = (prepared / "reports/data_profile.md").read_text()
+    assert "| tokens |" in markdown and "![text lengths](figures/text_lengths.png)" in markdown
+
+
+# --------------------------------------------------------------------------- review
+
+def test_review_passes_on_the_default_group_split(prepared):
+    result = report(prepared, "review.json")
+    assert result["verdict"] == "pass" and result["leakage"]["max_fraction"] == 0.0
+    assert [p["near_rows"] for p in result["leakage"]["pairs"]] == [0, 0, 0]
+    assert "Verdict: ✅ pass" in (prepared / "reports/review.md").read_text()
+
+
+def test_stratified_split_leaks_and_review_fails_with_the_fix(project):
+    run_stage(project, "prepare", "prepare.split=stratified")
+    failed = run_stage(project, "review", check=False)
+    no_traceback(failed)
+    message = failed.stderr
+    assert "ERROR: review found severe leakage:" in message and "repeat a train text" in message
+    assert "review.max_leakage_fraction=0.01" in message
+    assert "set `split: group` in conf/prepare.yaml" in message and "review.allow_leakage=true" in message
+    assert report(project, "review.json")["verdict"] == "fail"           # the report says why, in full
+    allowed = run_stage(project, "review", "review.allow_leakage=true")
+    assert "severe leakage allowed" in allowed.stdout
+    assert report(project, "review.json")["verdict"] == "leakage allowed"
+
+
+def test_leakage_in_the_datasets_own_splits_points_to_the_source():
+    splits = {"train": pd.DataFrame({"text": ["cancel order 1", "refund please"], "label": ["O", "R"]}),
+              "validation": pd.DataFrame({"text": ["reset my password"], "label": ["A"]}),
+              "test": pd.DataFrame({"text": ["Cancel order 22!"], "label": ["O"]})}
+    result = checks.review(splits, checks.ReviewSettings(similarity_threshold=None), max_length=128)
+    assert result["verdict"] == "fail" and result["leakage"]["pairs"][1]["near_rows"] == 1
+    message = checks.leakage_error(result, {"method": "group", "kept_from_source": ["test"]})
+    assert "the dataset's own test overlap with train" in message and "de-duplicate them at the source" in message
+
+
+def test_review_finds_conflicts_imbalance_lengths_and_personal_data(tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    train = pd.DataFrame({"text": [f"where is my parcel number {i}" for i in range(40)]
+                          + ["hi", "the same words", "contact me at jane.doe@example.com",
+                             "call +44 20 7946 0958 please", "card 4111 1111 1111 1111 was charged twice",
+                             "my account is ACC-1234567", "word " * 200],
+                          "label": ["SHIP"] * 40 + ["OTHER", "A", "OTHER", "OTHER", "PAY", "OTHER", "OTHER"]})
+    splits = {"train": train,
+              "validation": pd.DataFrame({"text": ["The same words!"], "label": ["B"]}),
+              "test": pd.DataFrame({"text": ["totally new"], "label": ["SHIP"]})}
+    settings = checks.ReviewSettings(max_leakage_fraction=1.0, similarity_threshold=None)
+    result = checks.review(splits, settings, max_length=64,
+                           count_tokens=lambda texts: [len(x) for x in tokenizer(texts)["input_ids"]])
+    assert result["label_conflicts"]["texts"] == 1 and result["label_conflicts"]["rows"] == 2
+    assert result["label_conflicts"]["examples"][0]["labels"] == {"A": 1, "B": 1}
+    imbalance = result["imbalance"]
+    assert imbalance["ratio"] == 40.0 and imbalance["severe"] and "PAY" in imbalance["minority_classes"]
+    assert result["lengths"]["short"]["rows"] == 1 and result["lengths"]["long"]["rows"] == 1
+    kinds = result["personal_data"]["kinds"]
+    assert {k: v["rows"] for k, v in kinds.items()} == {"email": 1, "card_number": 1, "phone": 1,
+                                                         "order_or_account_number": 1}
+    markdown = checks.review_markdown(result)
+    assert "jane.doe@example.com" not in markdown and "ja••••" in markdown      # shown masked only
+    assert "4111 1111 1111 1111" not in json.dumps(result)
+    risks = " ".join(result["risks"])
+    assert "carry different labels" in risks and "class imbalance 40.0:1" in risks
+    assert "longer than model.max_length=64 tokens" in risks and "likely personal data" in risks
+
+
+# --------------------------------------------------------------------------- smoke
+
+def test_smoke_report_lists_every_check_and_throughput(prepared):
+    result = report(prepared, "smoke.json")
+    assert result["passed"] and [c["check"] for c in result["checks"]] == CHECKS
+    assert all(c["passed"] for c in result["checks"])
+    assert result["subset"] == {"train_rows": 24, "validation_rows": 6, "classes": 3}   # 8 and 2 per class
+    assert result["steps"] == 30 and all(np.isfinite(result["losses"]))
+    assert result["train_examples_per_second"] > 0 and result["inference_examples_per_second"] > 0
+    assert result["parameters"] >= result["trainable_parameters"] > 0 and result["device"] == "cpu"
+
+
+def test_smoke_fails_when_the_loss_does_not_fall(project):
+    failed = run_stage(project, "smoke", "train.learning_rate=0", check=False)
+    no_traceback(failed)
+    assert "ERROR: smoke check 'loss decreases' failed: mean loss went from" in failed.stderr
+    assert "Check train.learning_rate" in failed.stderr
+    assert not (project / "reports/smoke.json").exists()        # no stale pass left behind
+
+
+def test_smoke_fails_on_a_model_that_gives_non_finite_loss(project, tiny_model_dir, tmp_path):
+    from transformers import BertModel
+
+    broken = tmp_path / "nan-bert"
+    shutil.copytree(tiny_model_dir, broken)                            # the tokenizer stays as it is
+    model = BertModel.from_pretrained(tiny_model_dir)
+    with torch.no_grad():
+        model.encoder.layer[0].output.dense.weight.fill_(float("nan"))  # weights that went bad
+    model.save_pretrained(broken)
+    failed = run_stage(project, "smoke", f"model.name={broken}", check=False)
+    no_traceback(failed)
+    assert "ERROR: smoke check 'loss is finite' failed: training loss became nan at step 0" in failed.stderr
+
+
+def test_reload_and_label_mapping_checks_catch_a_corrupted_model(tiny_model_dir, tmp_path):
+    labels = ["ACCOUNT", "ORDER", "REFUND"]
+    tokenizer, model, _ = modeling.load_for_training(str(tiny_model_dir), labels, seed=0)
+    modeling.save(model, tokenizer, tmp_path / "m", {"max_length": 64, "abstain_threshold": None})
+    config = json.loads((tmp_path / "m/config.json").read_text())
+    config["id2label"] = {"0": "ORDER", "1": "ACCOUNT", "2": "REFUND"}           # a mapping that went wrong
+    (tmp_path / "m/config.json").write_text(json.dumps(config))
+    loaded = modeling.Predictor.from_dir(tmp_path / "m", compute.select("cpu", "fp32", 1))
+    problems = smoke.label_mapping_problems(labels, loaded)
+    assert problems and "id2label is ['ORDER', 'ACCOUNT', 'REFUND']" in problems[0]
+    before = np.array([[0.2, 0.8], [0.6, 0.4]])
+    assert smoke.same_predictions(before, before.copy(), 1e-4) == (True, 0.0)
+    assert smoke.same_predictions(before, before[:, ::-1], 1e-4)[0] is False
+    assert smoke.loss_decreases([2.0, 2.0, 2.0], 0.02)[0] is False and smoke.loss_decreases([2, 1.5, 1.0], 0.02)[0]
+
+
+# --------------------------------------------------------------------------- plan
+
+def compose(project: Path, *overrides: str):
+    from hydra import compose as hydra_compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(project / "conf"), version_base=None):
+        return hydra_compose("plan", overrides=list(overrides))
+
+
+def test_plan_reports_sizes_schedule_estimate_and_risks(prepared, tiny_model_dir):
+    plan = report(prepared, "training_plan.json")
+    rows = report(prepared, "data_profile.json")["rows"]
+    assert plan["data"]["rows"] == rows and plan["training"]["epochs"] == 2
+    assert plan["training"]["steps_per_epoch"] == -(-rows["train"] // 8)
+    assert plan["model"]["parameters"] == report(prepared, "smoke.json")["parameters"]
+    assert plan["model"]["suggested_max_length"] == 32 and plan["model"]["truncated_share"] == 0.0
+    assert plan["estimate"]["fits_budget"] and plan["estimate"]["total_minutes"] > 0
+    assert plan["compute"]["device"] == "cpu" and plan["settings"]["model"] == str(tiny_model_dir)
+    markdown = (prepared / "reports/training_plan.md").read_text()
+    assert plan["plan_sha256"] == plan.digest(markdown)
+    for row in ("| data |", "| model |", "| max_length |", "| schedule |", "| device |", "| estimate |", "| budget |"):
+        assert row in markdown, row
+    assert "## Risks" in markdown
+
+
+def test_plan_flags_a_blown_budget_and_refuses_an_impossible_max_length(prepared):
+    profile, reviewed, smoked = (report(prepared, n) for n in ("data_profile.json", "review.json", "smoke.json"))
+    slow = dict(smoked, train_examples_per_second=0.01)
+    plan = plan.make_plan(compose(prepared, "compute.max_minutes=1"), profile, reviewed, slow, "f")
+    assert not plan["estimate"]["fits_budget"]
+    assert plan["risks"][0].startswith("the estimate (") and "exceeds compute.max_minutes=1" in plan["risks"][0]
+    assert "does not fit" in plan.plan_markdown(plan)
+    with pytest.raises(UserError, match=r"model.max_length=256 is more than .* can take \(128 positions\)"):
+        plan.make_plan(compose(prepared, "model.max_length=256"), profile, reviewed, smoked, "f")
+
+
+def test_plan_without_a_smoke_test_says_what_to_run(project):
+    (project / "reports/smoke.json").unlink()
+    failed = run_stage(project, "plan", check=False)
+    no_traceback(failed)
+    assert "reports/smoke.json' is missing: run `make smoke`" in failed.stderr
+
+
+def test_approval_gate_refuses_until_this_exact_plan_is_approved(project):
+    from mlflow.tracking import MlflowClient
+
+    set_conf(project, "plan.yaml", **{"plan.require_approval": True})
+    refused = run_stage(project, "train", check=False)
+    no_traceback(refused)
+    assert "training needs an approved plan (plan.require_approval=true)" in refused.stderr
+    assert "run `make approve`" in refused.stderr and not (project / "models/model").exists()
+
+    approved = run_stage(project, "approve")
+    assert "# Training plan" in approved.stdout                         # the plan is shown when approving
+    record = report(project, "plan_approval.json")
+    assert record["plan_sha256"] == report(project, "training_plan.json")["plan_sha256"]
+
+    stale = run_stage(project, "train", "train.epochs=5", check=False)   # not the plan that was approved
+    no_traceback(stale)
+    assert "the training plan is stale: epochs=2 in the plan, 5 now" in stale.stderr
+
+    plan_md = project / "reports/training_plan.md"
+    plan_md.write_text(plan_md.read_text() + "- one more risk\n")        # the plan changed after approval
+    changed = run_stage(project, "train", check=False)
+    no_traceback(changed)
+    assert "the training plan changed since it was approved" in changed.stderr
+
+    run_stage(project, "approve")
+    run_stage(project, "train")
+    assert (project / "models/model/model.safetensors").exists()
+    run_id = json.loads((project / "models/model/mlflow_run.json").read_text())["run_id"]
+    client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    tags = client.get_run(run_id).data.tags
+    assert tags["plan_approved"] == "True" and tags["plan_approval_required"] == "True"
+    assert tags["review_verdict"] == "pass"
+    logged = {a.path for a in client.list_artifacts(run_id, "reports")}
+    assert logged >= {"reports/data_profile.md", "reports/review.md", "reports/review.json", "reports/smoke.json",
+                      "reports/training_plan.md", "reports/training_plan.json", "reports/plan_approval.json"}
+    figures = {a.path for a in client.list_artifacts(run_id, "figures")}
+    assert {"figures/class_counts.png", "figures/text_lengths.png"} <= figures
+
+
+# --------------------------------------------------------------------------- compute control
+
+def test_gpu_out_of_memory_falls_back_to_cpu_loudly_and_resumes(tmp_path):
+    """No GPU here: the CUDA attempt raises the real torch.OutOfMemoryError a GPU would raise."""
+    checkpoint = tmp_path / "last.pt"
+    gpu = compute.Compute(torch.device("cuda"), "bf16", 2)
+    attempts, told = [], []
+
+    def attempt(hw, resume):
+        attempts.append((hw.device.type, resume))
+        if hw.device.type == "cuda":
+            checkpoint.write_bytes(b"written by the GPU attempt")
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return "trained"
+
+    result, used = compute.run_with_cpu_fallback(attempt, gpu, False, checkpoint,
+                                                 lambda message, cpu: told.append(message))
+    assert result == "trained" and used.device.type == "cpu"
+    assert attempts == [("cuda", False), ("cpu", True)]              # the CPU run resumes the GPU's checkpoint
+    assert told == used.warnings[-1:]
+    assert told[0].startswith("CUDA ran out of memory during training (CUDA out of memory. Tried to allocate")
+    assert "falling back to the CPU, resuming from the last checkpoint" in told[0]
+
+    def broken(hw, resume):
+        raise ValueError("not a memory problem")
+    with pytest.raises(ValueError):
+        compute.run_with_cpu_fallback(broken, gpu, False, None, lambda *a: None)
+
+    def cpu_oom(hw, resume):
+        raise torch.OutOfMemoryError("out of memory")
+    with pytest.raises(torch.OutOfMemoryError):                       # nowhere left to fall back to
+        compute.run_with_cpu_fallback(cpu_oom, compute.select("cpu", "fp32", 1), False, None, lambda *a: None)
+
+
+def test_killed_training_resumes_from_its_last_checkpoint(project):
+    """SIGKILL a real training process once it has checkpointed, then resume it to a finished model."""
+    from mlflow.tracking import MlflowClient
+
+    overrides = ["train.epochs=30", "train.early_stopping_patience=1000", "train.checkpoint_every_minutes=0.01"]
+    checkpoint = project / "models/checkpoints/last.pt"
+    proc = subprocess.Popen([sys.executable, "-m", f"{PACKAGE}.stages.train",
+                             f"tracking.uri=sqlite:///{project / 'mlflow.db'}", *overrides],
+                            cwd=project, env=stage_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 180
+        while not checkpoint.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert proc.poll() is None, "training ended before it could be killed"
+        assert checkpoint.exists(), "no checkpoint within 180 s"
+        os.kill(proc.pid, signal.SIGKILL)
+        assert proc.wait(timeout=30) == -signal.SIGKILL
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert not (project / "models/model").exists()                   # killed: no model yet
+    killed_at = torch.load(checkpoint, map_location="cpu", weights_only=False)["state"]["step"]
+    killed_run = json.loads((project / "models/checkpoints/mlflow_run.json").read_text())["run_id"]
+    assert killed_at > 0
+
+    run_stage(project, "train", *overrides, "train.resume=true")
+    summary = report(project, "training.json")
+    steps_per_epoch = report(project, "training_plan.json")["training"]["steps_per_epoch"]
+    assert summary["resumed_from_step"] == killed_at and summary["steps"] == 30 * steps_per_epoch
+    assert summary["stop_reason"] == "completed" and len(summary["history"]) == 30
+    assert (project / "models/model/model.safetensors").exists() and not checkpoint.exists()
+    assert summary["run_id"] == killed_run                             # the same MLflow run, continued
+    client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    assert client.get_run(killed_run).info.status == "FINISHED"

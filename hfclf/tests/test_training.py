@@ -1,0 +1,125 @@
+"""The training loop and prediction on a tiny in-process model: learning, determinism, reload,
+time budget, resume, and the device/precision choices it runs under."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from hfclf.infra import compute
+from hfclf.train import modeling, loop
+from hfclf.infra.errors import UserError
+from hfclf.evaluate.metrics import macro_f1
+
+LABELS = ["ACCOUNT", "ORDER", "REFUND"]
+
+
+def fit(tiny_model_dir, tickets, **overrides):
+    tokenizer, model, _ = modeling.load_for_training(str(tiny_model_dir), LABELS, seed=0)
+    y = tickets["category"].map({l: i for i, l in enumerate(LABELS)}).to_numpy()
+    # a random tiny model learns only with trainable embeddings and a high learning rate
+    settings = loop.TrainSettings(**{"epochs": 4, "batch_size": 8, "learning_rate": 1e-2,
+                                         "freeze_embeddings": False,
+                                         "warmup_ratio": 0.1, "early_stopping_patience": 4,
+                                         "log_every_steps": 2, "seed": 0, **overrides})
+    hw = compute.select("cpu", "fp32", 1)
+    logged = []
+    result = loop.train(model, tokenizer, tickets["instruction"].tolist(), y, tickets["instruction"].tolist(),
+                            y, settings, hw, on_metrics=lambda m, s: logged.append((s, m)))
+    return model, tokenizer, result, logged
+
+
+def test_loss_falls_and_the_model_learns(tiny_model_dir, tickets):
+    model, tokenizer, result, logged = fit(tiny_model_dir, tickets)
+    losses = [m["train_loss"] for _, m in logged if "train_loss" in m]
+    assert all(np.isfinite(losses)) and losses[-1] < losses[0] * 0.7
+    assert result.best_val_macro_f1 > 0.5 and result.stop_reason == "completed"
+    assert [h["epoch"] for h in result.history] == [1.0, 2.0, 3.0, 4.0]
+
+
+def test_same_seed_same_model(tiny_model_dir, tickets):
+    first = fit(tiny_model_dir, tickets, epochs=1)[0]
+    second = fit(tiny_model_dir, tickets, epochs=1)[0]
+    for (name, a), (_, b) in zip(first.state_dict().items(), second.state_dict().items()):
+        assert torch.equal(a, b), name
+
+
+def test_saved_model_reloads_with_identical_predictions(tiny_model_dir, tickets, tmp_path):
+    model, tokenizer, _, _ = fit(tiny_model_dir, tickets, epochs=2)
+    live = modeling.Predictor(model, tokenizer, 128, compute.select("cpu", "fp32", 1))
+    modeling.save(model, tokenizer, tmp_path / "m", {"max_length": 128, "abstain_threshold": None})
+    loaded = modeling.Predictor.from_dir(tmp_path / "m", compute.select("cpu", "fp32", 1))
+    texts = tickets["instruction"].tolist()
+    np.testing.assert_allclose(live.predict_proba(texts), loaded.predict_proba(texts), atol=1e-6)
+    assert loaded.labels == LABELS                       # label mapping survives the round trip
+
+
+def test_length_sorted_batches_match_one_by_one_prediction(tiny_model_dir, tickets):
+    model, tokenizer, _, _ = fit(tiny_model_dir, tickets, epochs=1)
+    predictor = modeling.Predictor(model, tokenizer, 128, compute.select("cpu", "fp32", 1))
+    texts = tickets["instruction"].tolist()[:20]
+    batched = predictor.predict_proba(texts, batch_size=7)
+    single = np.vstack([predictor.predict_proba([t], batch_size=1) for t in texts])
+    np.testing.assert_allclose(batched, single, atol=1e-5)
+
+
+def test_abstain_threshold_returns_unknown(tiny_model_dir, tickets):
+    model, tokenizer, _, _ = fit(tiny_model_dir, tickets, epochs=1)
+    predictor = modeling.Predictor(model, tokenizer, 128, compute.select("cpu", "fp32", 1), threshold=1.01)
+    prediction = predictor.predict(["where is my order"])[0]
+    assert prediction.label == modeling.UNKNOWN and len(prediction.top_k) == 3
+
+
+def test_time_budget_stops_cleanly_and_keeps_a_model(tiny_model_dir, tickets):
+    _, _, result, _ = fit(tiny_model_dir, tickets, epochs=50, max_minutes=0.0)
+    assert result.stop_reason == "time_budget" and result.steps == 1
+    assert len(result.history) == 1                      # the partial epoch was still validated
+
+
+def test_resume_continues_from_the_checkpoint(tiny_model_dir, tickets, tmp_path):
+    y = tickets["category"].map({l: i for i, l in enumerate(LABELS)}).to_numpy()
+    texts = tickets["instruction"].tolist()
+    hw = compute.select("cpu", "fp32", 1)
+    settings = loop.TrainSettings(epochs=3, batch_size=8, learning_rate=3e-3, early_stopping_patience=3,
+                                      seed=0)
+    checkpoint = tmp_path / "ckpt" / "last.pt"
+    tok, straight, _ = modeling.load_for_training(str(tiny_model_dir), LABELS, seed=0)
+    # an uninterrupted run leaves the checkpoint of its 2nd epoch (step 24 of 36) behind
+    full = loop.train(straight, tok, texts, y, texts, y, settings, hw, checkpoint_path=checkpoint)
+    assert checkpoint.exists() and full.steps == 36
+    tok, resumed_model, _ = modeling.load_for_training(str(tiny_model_dir), LABELS, seed=0)
+    resumed = loop.train(resumed_model, tok, texts, y, texts, y, settings, hw, checkpoint_path=checkpoint,
+                             resume=True)
+    assert resumed.resumed_from_step == 24 and resumed.steps == 36
+    assert [h["epoch"] for h in resumed.history] == [1.0, 2.0, 3.0]
+    for (name, a), (_, b) in zip(straight.state_dict().items(), resumed_model.state_dict().items()):
+        assert torch.allclose(a, b, atol=1e-6), name    # resuming ends where the straight run ended
+
+
+def test_missing_gpu_falls_back_to_cpu_with_a_warning(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    hw = compute.select("cuda", "auto", 1)
+    assert hw.device.type == "cpu" and "falling back to CPU" in hw.warnings[0]
+
+
+def test_precision_follows_the_cpu(monkeypatch):
+    monkeypatch.setattr(compute, "cpu_has_native_bf16", lambda: False)
+    assert compute.select("cpu", "auto", 1).precision == "fp32"
+    monkeypatch.setattr(compute, "cpu_has_native_bf16", lambda: True)
+    assert compute.select("cpu", "auto", 1).precision == "bf16"
+    with pytest.raises(UserError, match="compute.device must be one of"):
+        compute.select("tpu", "auto", 1)
+
+
+def test_numpy_macro_f1_matches_sklearn():
+    from sklearn.metrics import f1_score
+
+    rng = np.random.default_rng(0)
+    y, p = rng.integers(0, 5, 200), rng.integers(0, 6, 200)
+    assert macro_f1(y, p, 6) == pytest.approx(f1_score(y, p, average="macro"))
+
+
+def test_unknown_model_error_says_what_was_tried(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(UserError, match=r"model 'nobody/no-such-model' could not be found. Tried: local folder"):
+        modeling.resolve_model("nobody/no-such-model")

@@ -1,1 +1,0 @@
-"""One thin entry point per DVC stage: `python -m <package>.stages.<stage> [key=value ...]`."""
