@@ -21,21 +21,23 @@ export VIRTUAL_ENV := $(abspath $(VENV))
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-16s %s\n", $$1, $$2}'
 
-install: ## create .venv (or use the active venv), install PyTorch ($(TORCH)), then requirements.txt
+install: ## create .venv (or use the active venv), install PyTorch ($(TORCH)), then requirements.txt (the hfclf library editable + test tools)
 	@test -x $(BIN)/python || python3 -m venv $(VENV)
 	python -m pip install -q --upgrade pip
 	python -m pip install -q $(TORCH)
 	python -m pip install -q -r requirements.txt
 
-example: ## bake the default project into build/ and run its whole pipeline; DATA=path/to/local.csv (else the Hub dataset)
+example: ## bake the default project into build/ and run its whole pipeline with this checkout's library; DATA=path/to/local.csv (else the Hub dataset)
 	@rm -rf $(EXAMPLE)
 	cookiecutter . --no-input --output-dir $(EXAMPLE_DIR) $(if $(DATA),dataset=$(abspath $(DATA)))
-	$(MAKE) -C $(EXAMPLE) install all
+	$(MAKE) -C $(EXAMPLE) all   # this venv already holds the library (editable, from ./hfclf) that the project pins
 
-test: ## run every test: the template's (bake, run what was baked) and, inside them, the generated project's
+test: ## every test: the hfclf library's (once), then the template's (bake, run what was baked, the project's own test inside)
+	cd hfclf && python -m pytest -q -p no:cacheprovider tests
 	python -m pytest -q tests
 
-test-fast: ## the template tests that do not train a model
+test-fast: ## the library's and the template's tests that do not train a real model
+	cd hfclf && python -m pytest -q -p no:cacheprovider tests -m "not slow"
 	python -m pytest -q tests -m "not slow"
 
 bench: ## yardstick (plain Trainer) vs the baked project's train stage, alternating, category + intent; REPEATS=1

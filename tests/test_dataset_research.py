@@ -2,7 +2,7 @@
 then DVC sees the data config change and `prepare` really reads the pinned Hub dataset.
 
 The Hugging Face Hub cannot be reached from where these tests run. Each test starts the baked
-project's own stand-in, `tests/fake_hub.py` (an HTTP server on 127.0.0.1 answering the Hub API
+library's stand-in, `hfclf/tests/fake_hub.py` (an HTTP server on 127.0.0.1 answering the Hub API
 calls huggingface_hub and datasets make, with the Hub's response shapes), and points `HF_ENDPOINT`
 at it; the make targets run as subprocesses because huggingface_hub reads HF_ENDPOINT at import.
 """
@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import bake, run
+from conftest import ROOT, bake, run
 
 
 def fake_hub_module(project: Path):
-    spec = importlib.util.spec_from_file_location("baked_fake_hub", project / "tests" / "fake_hub.py")
+    spec = importlib.util.spec_from_file_location("library_fake_hub", ROOT / "hfclf" / "tests" / "fake_hub.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

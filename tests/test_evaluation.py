@@ -84,7 +84,7 @@ def test_a_bad_challenge_file_fails_clearly_and_destroys_nothing(trained_project
     kept = {name: (reports / name).read_bytes() for name in ("metrics.json", "evaluation.md", "failure_analysis.md")}
     (trained_project / "data/challenge/hard.csv").write_text("text,label\nrefnd my mony,REFUNDS\n")
     try:
-        result = run(["python", "-m", "support_ticket_classifier.stages.analyze",
+        result = run(["hfclf", "analyze",
                       "analyze.challenge.path=data/challenge/hard.csv"], trained_project, check=False)
     finally:
         (trained_project / "data/challenge/hard.csv").unlink()

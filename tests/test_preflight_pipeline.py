@@ -65,9 +65,8 @@ def test_a_stratified_split_of_bitext_leaks_and_review_stops_it(trained_project,
     for name in ("conf", "data/raw", "src"):
         shutil.copytree(trained_project / name, copy / name)
     shutil.copy(trained_project / "dvc.yaml", copy / "dvc.yaml")
-    module = "support_ticket_classifier.stages"
-    run(["python", "-m", f"{module}.prepare", "prepare.split=stratified"], copy)
-    failed = run(["python", "-m", f"{module}.review"], copy, check=False)
+    run(["hfclf", "prepare", "prepare.split=stratified"], copy)
+    failed = run(["hfclf", "review"], copy, check=False)
     assert failed.returncode == 2 and "Traceback" not in failed.stderr
     assert "review found severe leakage" in failed.stderr and "set `split: group` in conf/prepare.yaml" in failed.stderr
     leak = read(copy, "review.json")["leakage"]

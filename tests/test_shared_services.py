@@ -50,11 +50,10 @@ def mlflow_server(project_copy, tmp_path):
 
 
 def test_train_and_evaluate_log_to_a_tracking_server(project_copy, mlflow_server):
-    package = next(p.name for p in (project_copy / "src").iterdir() if (p / "stages").is_dir())
     # a short run is enough here: the point is where it is recorded, not how good it is
-    run(["python", "-m", f"{package}.stages.train", "compute.max_minutes=0.05"], project_copy,
+    run(["hfclf", "train", "compute.max_minutes=0.05"], project_copy,
         MLFLOW_TRACKING_URI=mlflow_server)
-    run(["python", "-m", f"{package}.stages.evaluate"], project_copy, MLFLOW_TRACKING_URI=mlflow_server)
+    run(["hfclf", "evaluate"], project_copy, MLFLOW_TRACKING_URI=mlflow_server)
     saved = json.loads((project_copy / "models/model/mlflow_run.json").read_text())
     assert saved["tracking_uri"] == mlflow_server
 
