@@ -1,7 +1,7 @@
-"""The inference benchmark: the project's `Predictor` against `transformers.pipeline(
-"text-classification")` on the same trained model and the same texts.
+"""The inference benchmark: hfclf's `Predictor` (what a baked project's evaluate, predict and demo
+use) against `transformers.pipeline("text-classification")` on the same trained model and texts.
 
-    python bench/predict.py --model-dir <project>/models/model --src <project>/src [--csv FILE]
+    python bench/predict.py --model-dir <project>/models/model [--csv FILE]
 
 Reports batch throughput (texts/s) of
 - `pipeline("text-classification", model=...)` called on the list of texts as a user writes it
@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import time
 from pathlib import Path
 
@@ -37,13 +36,11 @@ def timed(fn, repeats: int = 1):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model-dir", type=Path, required=True)
-    parser.add_argument("--src", type=Path, required=True, help="the baked project's src/ folder")
     parser.add_argument("--csv", type=Path, default=CSV)
     parser.add_argument("--text-column", default="instruction")
     parser.add_argument("--single", type=int, default=200, help="texts for the single-text latency")
     parser.add_argument("--out", type=Path, default=None, help="write the figures as JSON here")
     args = parser.parse_args()
-    sys.path.insert(0, str(args.src))
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
     import pandas as pd
@@ -51,7 +48,8 @@ def main() -> None:
     from transformers import pipeline
     from transformers.utils import logging as hf_logging
 
-    from support_ticket_classifier import compute, modeling
+    from hfclf.infra import compute
+    from hfclf.train import modeling
 
     hf_logging.set_verbosity_error()
     texts = pd.read_csv(args.csv)[args.text_column].dropna().astype(str).tolist()

@@ -42,7 +42,8 @@ SAME_OMP_POLICY = True
 
 
 def env_for(project: Path | None = None) -> dict[str, str]:
-    """The environment of a baked project as `make install` leaves it, offline."""
+    """The environment of a baked project as `make install` leaves it, offline: `hfclf` (the stages'
+    command) from this interpreter's environment, where the template's requirements installed it."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PYTEST_"))}
     env.update({"PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
                 "VIRTUAL_ENV": sys.prefix, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
@@ -50,7 +51,7 @@ def env_for(project: Path | None = None) -> dict[str, str]:
                 "HF_HUB_DISABLE_TELEMETRY": "1", "TOKENIZERS_PARALLELISM": "false"})
     if SAME_OMP_POLICY:  # the project sets this itself; give the yardstick the same, or a busy CPU punishes it 10x
         env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    if project is not None:
+    if project is not None:  # the project's own code (src/<package>/), as `make install` makes it importable
         env["PYTHONPATH"] = str(project / "src")
     return env
 
@@ -221,7 +222,7 @@ def main() -> None:
         first = projects[args.labels[0]]
         inference = subprocess.run(
             [sys.executable, str(ROOT / "bench" / "predict.py"), "--model-dir", str(first / "models" / "model"),
-             "--src", str(first / "src"), "--csv", str(args.csv), "--out", str(args.out / "inference.json")],
+             "--csv", str(args.csv), "--out", str(args.out / "inference.json")],
             env=env_for(first), check=True, capture_output=True, text=True).stdout.strip()
         inference = f"\n{inference.replace('Inference on', f'Inference ({args.labels[0]} model) on')}\n"
     text = "\n".join([

@@ -6,6 +6,7 @@ PYTHONPATH and this interpreter's bin/ on PATH, exactly as `make install` would.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -21,6 +22,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 BITEXT_CSV = SHARED / "data" / "bitext" / "customer_support_sample.csv"
+# Bitext's language-variation tags (its README): dataset knowledge, so it lives here, not in the template
+BITEXT_TAGS = {"B": "basic syntax", "C": "coordinated", "E": "abbreviations", "I": "interrogative", "K": "keyword mode",
+               "L": "semantic variation", "M": "morphological variation", "N": "negation", "P": "politeness",
+               "Q": "colloquial", "W": "offensive", "Z": "errors and typos"}
 
 
 @pytest.fixture(scope="session")
@@ -124,6 +129,8 @@ def trained_project(tmp_path_factory, bitext_csv) -> Path:
     project = Path(cookiecutter(str(ROOT), no_input=True, output_dir=str(out),
                                 extra_context={"dataset": str(bitext_csv)}))
     set_param(project / "conf" / "train.yaml", "epochs", "1")
+    # what a Bitext user would add: its `tags` column holds letter codes, sliced one letter at a time
+    set_param(project / "conf" / "analyze.yaml", "flag_columns", "{tags: " + json.dumps(BITEXT_TAGS) + "}")
     run(["git", "commit", "-qam", "one epoch for tests", "--allow-empty"], project,  # epochs may already be 1
         GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@example.com", GIT_COMMITTER_NAME="t",
         GIT_COMMITTER_EMAIL="t@example.com")

@@ -14,7 +14,7 @@ from conftest import bake, run
 EXPECTED = ["Makefile", "README.md", "pyproject.toml", "dvc.yaml", ".gitignore", "conf/shared.yaml",
             "conf/prepare.yaml", "conf/train.yaml", "conf/evaluate.yaml", "conf/data/default.yaml",
             "conf/model/default.yaml", "conf/compute/default.yaml", "conf/tracking/default.yaml",
-            "conf/paths/default.yaml", "tests/conftest.py"]
+            "conf/paths/default.yaml", ".cruft.json", "src/support_ticket_classifier/__init__.py"]
 
 
 def rendered_text(project: Path):
@@ -31,9 +31,9 @@ def test_defaults_bake_a_complete_project(cookies):
     assert project.name == "support-ticket-classifier"
     for name in EXPECTED:
         assert (project / name).is_file(), name
-    package = project / "src" / "support_ticket_classifier"
-    for stage in ("prepare", "train", "evaluate"):
-        assert (package / "stages" / f"{stage}.py").is_file()
+    # the pipeline's code is the pinned library, not a copy: the package holds only the user's code
+    assert not (project / "src" / "support_ticket_classifier" / "stages").exists()
+    assert 'dependencies = ["hfclf==0.2.0"]' in (project / "pyproject.toml").read_text()
     for path, text in rendered_text(project):
         assert "{{" not in text and "{%" not in text, f"unrendered Jinja in {path}"
     data_conf = (project / "conf/data/default.yaml").read_text()
@@ -51,8 +51,8 @@ def test_custom_answers_flow_into_names(cookies):
     project = bake(cookies, project_name="Churn Radar", text_column="body", label_column="reason",
                    dataset="acme/tickets", hub_repo_id="acme/churn-radar", license="mit")
     assert project.name == "churn-radar"
-    assert (project / "src" / "churn_radar" / "stages" / "train.py").is_file()
-    assert "python -m churn_radar.stages.train" in (project / "dvc.yaml").read_text()
+    assert (project / "src" / "churn_radar" / "__init__.py").is_file()
+    assert "cmd: hfclf train" in (project / "dvc.yaml").read_text()
     conf = (project / "conf/data/default.yaml").read_text()
     assert 'text_column: "body"' in conf and 'label_column: "reason"' in conf
     assert 'name = "churn-radar"' in (project / "pyproject.toml").read_text()
@@ -157,8 +157,11 @@ def test_root_requirements_cover_the_generated_projects_dependencies(cookies):
     project = bake(cookies)
     deps = tomllib.loads((project / "pyproject.toml").read_text())["project"]["dependencies"]
     root = Path(__file__).resolve().parents[1]
-    ours = {line.split(">")[0].split("=")[0].strip().lower().replace("_", "-")
-            for line in (root / "requirements.txt").read_text().splitlines() if line and not line.startswith("#")}
+    lines = [line for line in (root / "requirements.txt").read_text().splitlines()
+             if line and not line.startswith("#")]
+    ours = {line.split(">")[0].split("=")[0].strip().lower().replace("_", "-") for line in lines}
+    if any(line.startswith("-e ./hfclf") for line in lines):
+        ours.add("hfclf")   # the library, editable from this checkout
     for dep in deps:
         name = dep.split(">")[0].split("=")[0].split("[")[0].strip().lower().replace("_", "-")
         assert name in ours or name == "torch", f"{name} is missing from requirements.txt"
@@ -166,7 +169,7 @@ def test_root_requirements_cover_the_generated_projects_dependencies(cookies):
 
 def test_offline_hub_dataset_stops_at_once_saying_to_pass_a_local_file(cookies):
     project = bake(cookies)   # default answers: the Hub dataset
-    result = run(["python", "-m", "support_ticket_classifier.stages.prepare"], project, check=False)
+    result = run(["hfclf", "prepare"], project, check=False)
     assert result.returncode == 2
     assert "bitext/Bitext-customer-support-llm-chatbot-training-dataset" in result.stderr
     assert "make example DATA=path/to/data.csv" in result.stderr and "Traceback" not in result.stderr
@@ -178,4 +181,61 @@ def test_root_example_target_bakes_with_the_given_data(tmp_path):
     plan = subprocess.run(["make", "-n", "example", "DATA=../shared/data/bitext/customer_support_sample.csv",
                            f"EXAMPLE_DIR={tmp_path}"], cwd=root, capture_output=True, text=True).stdout
     assert f"dataset={(root / '../shared/data/bitext/customer_support_sample.csv').resolve()}" in plan
-    assert "install all" in plan
+    assert re.search(r"-C \S+support-ticket-classifier (install )?all\b", plan), plan
+
+
+def test_cruft_json_records_the_template_checkout_and_commit(cookies):
+    """A plain cookiecutter bake writes what `cruft create` would: `make install` and `make update` read it."""
+    import json
+
+    project = bake(cookies)
+    state = json.loads((project / ".cruft.json").read_text())
+    root = Path(__file__).resolve().parents[1]
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True).stdout.strip()
+    assert (state["template"], state["commit"], state["directory"]) == (str(root), head, None)
+    context = state["context"]["cookiecutter"]
+    assert context["_hfclf_version"] == "0.2.0" and context["_commit"] == head
+    assert not {"_repo_dir", "_output_dir", "_checkout"} & set(context)
+    tracked = subprocess.run(["git", "ls-files"], cwd=project, capture_output=True, text=True).stdout.split()
+    assert ".cruft.json" in tracked
+
+
+def test_cruft_create_bakes_a_clean_first_commit_holding_its_cruft_json(tmp_path):
+    """`cruft create` writes .cruft.json after the hooks; the hook already committed the same bytes.
+    (cruft clones the template, so this bakes the checkout's last commit.)"""
+    template = tmp_path / "template"
+    subprocess.run(["git", "clone", "-q", str(Path(__file__).resolve().parents[1]), str(template)], check=True)
+    if not (template / "hfclf" / "src" / "hfclf" / "bake.py").is_file():
+        pytest.skip("the checkout's last commit predates hfclf.bake")
+    result = subprocess.run(["cruft", "create", "--no-input", str(template), "--output-dir", str(tmp_path / "out")],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    project = tmp_path / "out" / "support-ticket-classifier"
+    status = subprocess.run(["git", "status", "--porcelain"], cwd=project, capture_output=True, text=True)
+    assert status.stdout.strip() == "", status.stdout   # cruft rewrote identical content
+
+
+HOSTILE_AUTHOR = "Zoë \"Z\" O'Neil \\ ''' {x}"
+HOSTILE_DESCRIPTION = "Labels \"tickets\" \\ ''' for ACME"
+
+
+def test_answers_with_quotes_and_backslashes_are_data(cookies):
+    import tomllib
+
+    project = bake(cookies, project_name="O'Brien's Radar", project_slug="obrien-radar", author_name=HOSTILE_AUTHOR,
+                   description=HOSTILE_DESCRIPTION)
+    meta = tomllib.loads((project / "pyproject.toml").read_text())["project"]
+    assert meta["authors"][0]["name"] == HOSTILE_AUTHOR
+    assert meta["description"] == HOSTILE_DESCRIPTION
+
+
+@pytest.mark.parametrize("answers, variable", [
+    ({"project_name": "two\nlines"}, "project_name"),
+    ({"text_column": 'say "hi"'}, "text_column"),
+    ({"project_name": "back\\slash"}, "project_name"),
+])
+def test_answers_that_cannot_be_rendered_safely_get_a_named_error(cookies, capfd, answers, variable):
+    result = cookies.bake(extra_context=answers)
+    assert result.exit_code != 0
+    err = capfd.readouterr().err
+    assert f"ERROR: {variable}:" in err and "SyntaxError" not in err, err

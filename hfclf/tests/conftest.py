@@ -1,9 +1,15 @@
-"""Fixtures for the project's own fast tests: a tiny BERT built in-process (no download, no
-pretrained weights), a small synthetic ticket dataset, and a runner for stage entry points.
+"""Fixtures for the library's own tests: a tiny BERT built in-process (no download, no pretrained
+weights), a small synthetic ticket dataset, one project baked from the template (once per session)
+and a runner for `hfclf <stage>` in a copy of that project's conf/ and dvc.yaml.
+
+The tests run from the library (`cd hfclf && pytest tests`), not from inside a baked project: the
+project files a stage needs (conf/, dvc.yaml, data/out_of_scope, data/challenge) come from a real
+bake of the template this library ships with.
 """
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,8 +18,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-PROJECT = Path(__file__).resolve().parents[1]
-PACKAGE = "{{ cookiecutter.package_name }}"
+LIBRARY = Path(__file__).resolve().parents[1]          # hfclf/ (pyproject.toml, src/, tests/)
+TEMPLATE_ROOT = LIBRARY.parent                           # the cookiecutter template (cookiecutter.json)
+PROJECT_FILES = ("conf", "dvc.yaml", "data/out_of_scope", "data/challenge")
 TOPICS = {
     "ORDER": ["cancel my order", "where is my order", "change the order i placed", "order never arrived"],
     "REFUND": ["i want my money back", "refund for the broken item", "status of my refund", "refund policy please"],
@@ -39,6 +46,45 @@ def tickets() -> pd.DataFrame:
 
 
 @pytest.fixture(scope="session")
+def baked_project(tmp_path_factory) -> Path:
+    """The template baked once, non-interactively, on a small local CSV (git + DVC initialised by
+    its hooks). Tests copy files out of it; none writes into it."""
+    from cookiecutter.main import cookiecutter
+
+    root = tmp_path_factory.mktemp("bake")
+    dataset = root / "tickets.csv"
+    make_tickets()[["instruction", "category"]].to_csv(dataset, index=False)
+    env = {"DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
+           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com"}
+    saved = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)
+    try:
+        project = Path(cookiecutter(str(TEMPLATE_ROOT), no_input=True, output_dir=str(root / "out"),
+                                    extra_context={"dataset": str(dataset)}))
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    assert (project / "conf").is_dir() and (project / "dvc.yaml").is_file(), project
+    return project
+
+
+def copy_project(baked: Path, target: Path) -> Path:
+    """Copy the baked project's conf/, dvc.yaml and probe data into `target` (created if missing)."""
+    target.mkdir(parents=True, exist_ok=True)
+    for name in PROJECT_FILES:
+        source = baked / name
+        if source.is_dir():
+            shutil.copytree(source, target / name)
+        elif source.is_file():
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(source, target / name)
+    return target
+
+
+@pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A 2-layer, 32-wide BERT with the real MiniLM tokenizer, saved like a Hub model folder."""
     import torch
@@ -57,27 +103,29 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 
 
 def stage_env(**extra: str) -> dict[str, str]:
+    """The environment of a stage subprocess: offline, no telemetry, no inherited MLflow settings.
+    `hfclf` is imported from the installed (editable) library, never from a project's src/."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    env.update(PYTHONPATH=f"{PROJECT / 'src'}{os.pathsep}{env.get('PYTHONPATH', '')}", HF_HUB_OFFLINE="1",
-               GRADIO_ANALYTICS_ENABLED="False", DVC_NO_ANALYTICS="1", TOKENIZERS_PARALLELISM="false")
+    env.update(HF_HUB_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False", DVC_NO_ANALYTICS="1",
+               TOKENIZERS_PARALLELISM="false")
     env.update(extra)
     return env
 
 
-@pytest.fixture()
-def workdir(tmp_path) -> Path:
-    """A copy of this project's conf/ and dvc.yaml in a temp folder: stages run there, not here."""
-    import shutil
+def hfclf_command(command: str, *args: str) -> list[str]:
+    """`hfclf <command> args...` run by this interpreter (no dependence on PATH)."""
+    return [sys.executable, "-m", "hfclf", command, *args]
 
-    shutil.copytree(PROJECT / "conf", tmp_path / "conf")
-    shutil.copy(PROJECT / "dvc.yaml", tmp_path / "dvc.yaml")
-    return tmp_path
+
+@pytest.fixture()
+def workdir(baked_project, tmp_path) -> Path:
+    """A copy of the baked project's conf/, dvc.yaml and probe data in a temp folder: stages run there."""
+    return copy_project(baked_project, tmp_path)
 
 
 def run_stage(workdir: Path, stage: str, *overrides: str, check: bool = True) -> subprocess.CompletedProcess:
-    """Run `python -m <package>.stages.<stage> overrides...` in workdir; fail loudly if asked."""
-    result = subprocess.run([sys.executable, "-m", f"{PACKAGE}.stages.{stage}",
-                             f"tracking.uri=sqlite:///{workdir / 'mlflow.db'}", *overrides],
+    """Run `hfclf <stage> overrides...` in workdir (MLflow in workdir/mlflow.db); fail loudly if asked."""
+    result = subprocess.run(hfclf_command(stage, f"tracking.uri=sqlite:///{workdir / 'mlflow.db'}", *overrides),
                             cwd=workdir, env=stage_env(), capture_output=True, text=True, timeout=600)
     if check and result.returncode != 0:
         pytest.fail(f"stage {stage} exited {result.returncode}\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")

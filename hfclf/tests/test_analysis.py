@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import PROJECT, run_stage
+from conftest import run_stage
 from hfclf.analyze import failures, improvements
 from hfclf.evaluate import baselines, bootstrap, metrics
 from hfclf.train import calibration, modeling, augment, loop
@@ -19,8 +19,13 @@ from hfclf.data import probes
 from hfclf.infra.errors import UserError
 
 LABELS = ["ACCOUNT", "ORDER", "REFUND"]
-OUT_OF_SCOPE = PROJECT / "data" / "out_of_scope" / "default.txt"
 TEXT = "Hello, I would like to cancel my order from yesterday please!"
+
+
+@pytest.fixture(scope="module")
+def out_of_scope(baked_project):
+    """The out-of-scope probe file a baked project ships with."""
+    return baked_project / "data" / "out_of_scope" / "default.txt"
 
 
 # --------------------------------------------------------------------------- perturbations
@@ -46,11 +51,11 @@ def test_perturbations_do_what_they_say():
 
 def test_augmenter_perturbs_a_fraction_afresh_each_epoch():
     texts = [f"please cancel my order number {i} today" for i in range(400)]
-    augment = augment.augmenter(["typos"], rate=0.1, fraction=0.5, seed=1)
-    epoch0, epoch1 = augment(texts, 0), augment(texts, 1)
+    draw = augment.augmenter(["typos"], rate=0.1, fraction=0.5, seed=1)
+    epoch0, epoch1 = draw(texts, 0), draw(texts, 1)
     changed = np.mean([a != b for a, b in zip(epoch0, texts)])
     assert 0.4 < changed < 0.6
-    assert epoch0 == augment(texts, 0) and epoch0 != epoch1
+    assert epoch0 == draw(texts, 0) and epoch0 != epoch1
     assert augment.augmenter_from({"typos": False, "rate": 0.1}, 0) is None
     with pytest.raises(UserError, match=r"train.augment has unknown perturbation\(s\) \['typo'\]"):
         augment.augmenter(["typo"], 0.1, 0.5, 0)
@@ -109,6 +114,33 @@ def test_threshold_is_the_lowest_that_reaches_the_target_precision():
         calibration.choose_threshold(conf, correct, 1.5)
 
 
+def test_fit_abstain_threshold_on_a_constructed_validation_set():
+    """Ten validation rows with known confidences and correctness; the expected threshold, precision
+    and coverage are worked out by hand, not with the code under test."""
+    top = [0.95, 0.92, 0.90, 0.85, 0.80, 0.75, 0.70, 0.65, 0.60, 0.55]
+    predicted = [0, 1, 2, 0, 1, 2, 0, 1, 2, 0]
+    probs = np.array([[c if j == k else (1 - c) / 2 for j in range(3)] for c, k in zip(top, predicted)])
+    right = [True, True, True, True, False, True, True, False, True, False]
+    y = np.array([k if ok else (k + 1) % 3 for k, ok in zip(predicted, right)])
+
+    class FixedPredictor:
+        def predict_proba(self, texts, batch_size=256):
+            assert len(texts) == len(probs)
+            return probs
+
+    texts = [f"t{i}" for i in range(10)]
+    # kept at 0.95..0.85: 4/4; at 0.80: 4/5; at 0.75: 5/6; at 0.70: 6/7; at 0.65: 6/8; at 0.60: 7/9; all: 7/10
+    choice = calibration.fit_abstain_threshold(FixedPredictor(), texts, y, target_precision=0.8)
+    assert choice.threshold == pytest.approx(0.70) and choice.coverage == pytest.approx(0.7)
+    assert choice.precision == pytest.approx(6 / 7) and choice.baseline_precision == pytest.approx(0.7)
+    strict = calibration.fit_abstain_threshold(FixedPredictor(), texts, y, target_precision=0.9)
+    assert strict.threshold == pytest.approx(0.85) and strict.coverage == pytest.approx(0.4) and strict.precision == 1.0
+    loose = calibration.fit_abstain_threshold(FixedPredictor(), texts, y, target_precision=0.7)
+    assert loose.threshold == 0.0 and loose.coverage == 1.0                # everything kept already reaches 0.7
+    kept = calibration.apply_threshold(probs.max(1), probs.argmax(1) == y, choice.threshold)
+    assert kept == {"coverage": pytest.approx(0.7), "precision": pytest.approx(6 / 7)}
+
+
 # --------------------------------------------------------------------------- baselines
 
 def test_baselines_train_on_train_and_score_the_test_rows(tickets, tiny_model_dir):
@@ -163,8 +195,8 @@ def test_slices_flag_the_weak_slice_and_split_flag_letters():
 
 # --------------------------------------------------------------------------- probe files
 
-def test_out_of_scope_files_read_and_bad_ones_explained(tmp_path):
-    texts = probes.read_out_of_scope(OUT_OF_SCOPE, "instruction")
+def test_out_of_scope_files_read_and_bad_ones_explained(tmp_path, out_of_scope):
+    texts = probes.read_out_of_scope(out_of_scope, "instruction")
     assert len(texts) >= 50 and not any(t.startswith("#") for t in texts)
     (tmp_path / "oos.csv").write_text("body\nwhat is the weather\n")
     with pytest.raises(UserError, match=r"oos.csv' has no text column \('text' or 'instruction'\). Its columns are: body"):
@@ -196,10 +228,10 @@ def test_challenge_files_need_text_label_and_known_labels(tmp_path):
         probes.read_challenge(tmp_path / "blank.csv", "instruction", "category", LABELS)
 
 
-def test_out_of_scope_texts_become_an_unknown_class_in_every_split(tickets):
+def test_out_of_scope_texts_become_an_unknown_class_in_every_split(tickets, out_of_scope):
     frames = {name: tickets.rename(columns={"instruction": "text", "category": "label"}).iloc[i::3]
               for i, name in enumerate(("train", "validation", "test"))}
-    texts = probes.read_out_of_scope(OUT_OF_SCOPE, "instruction")
+    texts = probes.read_out_of_scope(out_of_scope, "instruction")
     out = probes.add_out_of_scope(frames, texts, 0.1, 0.1, seed=0)
     counts = {name: int((f["label"] == probes.UNKNOWN).sum()) for name, f in out.items()}
     assert sum(counts.values()) == len(set(texts)) and min(counts.values()) >= 1
@@ -251,22 +283,22 @@ def test_augmentation_redraws_training_texts_each_epoch(tiny_model_dir, tickets)
     calls = []
     typos = augment.augmenter(["typos"], 0.2, 1.0, seed=0)
 
-    def augment(batch, epoch):
+    def counting(batch, epoch):
         calls.append(epoch)
         return typos(batch, epoch)
     settings = loop.TrainSettings(epochs=2, batch_size=16, learning_rate=1e-2, freeze_embeddings=False,
                                       early_stopping_patience=2, seed=0)
     result = loop.train(model, tokenizer, texts, y, texts, y, settings, compute.select("cpu", "fp32", 1),
-                            augment=augment)
+                            augment=counting)
     assert calls == [0, 1] and result.steps == 2 * int(np.ceil(len(texts) / 16))
 
 
-def test_pipeline_with_switches_on_and_bad_probe_files(workdir, tickets, tiny_model_dir, tmp_path):
+def test_pipeline_with_switches_on_and_bad_probe_files(workdir, tickets, tiny_model_dir, tmp_path, out_of_scope):
     """prepare with an UNKNOWN class, train with typo augmentation and a saved abstain threshold,
     evaluate with baselines, analyze with a challenge set; then bad probe files fail cleanly."""
     tickets.to_csv(workdir / "tickets.csv", index=False)
     oos = workdir / "oos.txt"
-    oos.write_text("\n".join(probes.read_out_of_scope(OUT_OF_SCOPE, "instruction")[:30]), encoding="utf-8")
+    oos.write_text("\n".join(probes.read_out_of_scope(out_of_scope, "instruction")[:30]), encoding="utf-8")
     run_stage(workdir, "prepare", "data.source=tickets.csv", f"data.out_of_scope={oos}",
               "prepare.validation_size=0.2", "prepare.test_size=0.2", "prepare.split=stratified")
     labels = json.loads((workdir / "data/processed/labels.json").read_text())["labels"]
@@ -277,11 +309,36 @@ def test_pipeline_with_switches_on_and_bad_probe_files(workdir, tickets, tiny_mo
     meta = json.loads((workdir / "models/model/classifier.json").read_text())
     assert meta["augment"]["typos"] is True
     assert meta["abstain"]["target_precision"] == 0.9 and meta["abstain_threshold"] == meta["abstain"]["threshold"]
+    # the saved threshold, recomputed independently on the validation split it was chosen on: the
+    # lowest confidence whose kept predictions reach precision 0.9, with the coverage and precision saved
     predictor = modeling.Predictor.from_dir(workdir / "models/model")
-    if meta["abstain_threshold"]:
-        assert predictor.threshold == meta["abstain_threshold"]
-        assert predictor.predict(["zzz"])[0].label == "UNKNOWN" or predictor.predict(["zzz"])[0].confidence >= \
-            meta["abstain_threshold"]
+    assert predictor.threshold == meta["abstain_threshold"]
+    validation = pd.read_parquet(workdir / "data/processed/validation.parquet")
+    probs = predictor.predict_proba(validation["text"].tolist())
+    conf = probs.max(1).astype(float)
+    correct = np.array([predictor.labels[i] for i in probs.argmax(1)]) == validation["label"].to_numpy()
+    eps = 1e-5                                   # the stage batched differently: tiny float differences
+    kept_at = {t: conf >= t - eps for t in sorted(set(np.round(conf, 6)), reverse=True)}
+    reaching = [t for t, kept in kept_at.items() if correct[kept].mean() >= 0.9]
+    threshold = meta["abstain_threshold"]
+    if not reaching:
+        assert threshold is None and meta["abstain"]["coverage"] == 0.0
+    else:
+        lowest = min(reaching)
+        if lowest == min(kept_at):               # every row kept: no threshold needed
+            assert threshold == 0.0
+        else:
+            assert threshold == pytest.approx(lowest, abs=eps)
+        kept = conf >= threshold - eps
+        assert meta["abstain"]["coverage"] == pytest.approx(kept.mean())
+        assert meta["abstain"]["precision"] == pytest.approx(correct[kept].mean()) and correct[kept].mean() >= 0.9
+        assert meta["abstain"]["baseline_precision"] == pytest.approx(correct.mean())
+        below = [t for t in kept_at if t < lowest]
+        assert not below or correct[kept_at[max(below)]].mean() < 0.9    # one step lower misses the target
+        # prediction says UNKNOWN exactly below the threshold
+        said = np.array([p.label for p in predictor.predict(validation["text"].tolist())])
+        clear = np.abs(conf - threshold) > eps
+        assert ((said == "UNKNOWN") == (conf < threshold))[clear].all()
 
     run_stage(workdir, "evaluate", "evaluate.bootstrap.samples=200")
     metrics_json = json.loads((workdir / "reports/metrics.json").read_text())
@@ -295,7 +352,7 @@ def test_pipeline_with_switches_on_and_bad_probe_files(workdir, tickets, tiny_mo
     challenge = workdir / "challenge.csv"
     pd.DataFrame({"text": ["refnd my mony", "pasword reset plz"], "label": ["REFUND", "ACCOUNT"]}).to_csv(
         challenge, index=False)
-    files = f"analyze.out_of_scope.files=[{OUT_OF_SCOPE}]"
+    files = f"analyze.out_of_scope.files=[{out_of_scope}]"
     run_stage(workdir, "analyze", files, f"analyze.challenge.path={challenge}", "analyze.slices.min_rows=3")
     report = (workdir / "reports/failure_analysis.md").read_text()
     for section in ("## Confidence and calibration", "## Slices", "## Robustness", "## Out of scope",

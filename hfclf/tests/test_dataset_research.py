@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import PACKAGE, stage_env
+from conftest import hfclf_command, stage_env
 from fake_hub import BITEXT, BITEXT_FILE, CHATS, MULTI, TICKETS, FakeHub
 
 
@@ -27,9 +27,9 @@ def hub():
 
 
 def run(workdir: Path, command: str, *overrides: str, endpoint: str, **env: str) -> subprocess.CompletedProcess:
-    """`python -m <package>.stages.<command> overrides...` with the Hub at `endpoint` (online by default)."""
+    """`hfclf <command> overrides...` with the Hub at `endpoint` (online by default)."""
     env = stage_env(HF_ENDPOINT=endpoint, HF_HUB_OFFLINE=env.pop("HF_HUB_OFFLINE", "0"), **env)
-    return subprocess.run([sys.executable, "-m", f"{PACKAGE}.stages.{command}", *overrides], cwd=workdir, env=env,
+    return subprocess.run(hfclf_command(command, *overrides), cwd=workdir, env=env,
                           capture_output=True, text=True, timeout=120)
 
 
@@ -38,7 +38,7 @@ def api_requests(hub: FakeHub) -> list[str]:
 
 
 def test_find_datasets_lists_candidates_with_metadata_and_flags(workdir, hub):
-    result = run(workdir, "find_datasets", 'find_datasets.query="customer support"', endpoint=hub.url)
+    result = run(workdir, "find-datasets", 'find_datasets.query="customer support"', endpoint=hub.url)
     assert result.returncode == 0, result.stderr
 
     listing = api_requests(hub)[0]
@@ -76,7 +76,7 @@ def test_find_datasets_lists_candidates_with_metadata_and_flags(workdir, hub):
 
 
 def test_task_filter_and_exact_card_metadata(workdir, hub):
-    result = run(workdir, "find_datasets", "find_datasets.query=support", "find_datasets.task=text-classification",
+    result = run(workdir, "find-datasets", "find_datasets.query=support", "find_datasets.task=text-classification",
                  "find_datasets.limit=5", endpoint=hub.url)
     assert result.returncode == 0, result.stderr
     assert "filter=task_categories%3Atext-classification" in api_requests(hub)[0]
@@ -92,7 +92,7 @@ def test_task_filter_and_exact_card_metadata(workdir, hub):
 
 
 def test_no_match_says_so(workdir, hub):
-    result = run(workdir, "find_datasets", 'find_datasets.query="quantum tickets"', endpoint=hub.url)
+    result = run(workdir, "find-datasets", 'find_datasets.query="quantum tickets"', endpoint=hub.url)
     assert result.returncode == 0 and 'matches "quantum tickets"' in result.stdout
     assert "No dataset matched" in (workdir / "reports/dataset_candidates.md").read_text()
 
@@ -100,19 +100,20 @@ def test_no_match_says_so(workdir, hub):
 def test_use_dataset_pins_the_commit_and_columns_keeping_comments(workdir, hub):
     config = workdir / "conf/data/default.yaml"
     before = config.read_text()
-    result = run(workdir, "use_dataset", f"use_dataset.id={BITEXT}", "use_dataset.label_column=category",
+    result = run(workdir, "use-dataset", f"use_dataset.id={BITEXT}", "use_dataset.label_column=category",
                  endpoint=hub.url)
     assert result.returncode == 0, result.stderr
     values = yaml.safe_load(config.read_text())
-    assert values == {"source": BITEXT, "revision": "01" * 20, "subset": None,
-                      "text_column": "instruction", "label_column": "category", "out_of_scope": None}
+    pinned = {"source": BITEXT, "revision": "01" * 20, "subset": None,
+              "text_column": "instruction", "label_column": "category"}
+    assert values == yaml.safe_load(before) | pinned and values["out_of_scope"] is None   # other keys kept
     comments = lambda text: [line.partition("#")[2] for line in text.splitlines()]  # noqa: E731
     assert comments(config.read_text()) == comments(before)
     assert "make all" in result.stdout
 
 
 def test_use_dataset_with_text_column_subset_and_revision(workdir, hub):
-    result = run(workdir, "use_dataset", f"use_dataset.id={MULTI}", "use_dataset.label_column=intent",
+    result = run(workdir, "use-dataset", f"use_dataset.id={MULTI}", "use_dataset.label_column=intent",
                  "use_dataset.text_column=utterance", "use_dataset.subset=fr", f"use_dataset.revision={'04' * 20}",
                  endpoint=hub.url)
     assert result.returncode == 0, result.stderr
@@ -139,7 +140,7 @@ def test_use_dataset_with_text_column_subset_and_revision(workdir, hub):
 def test_use_dataset_refuses_with_one_line_naming_the_problem(workdir, hub, overrides, message):
     config = workdir / "conf/data/default.yaml"
     before = config.read_text()
-    result = run(workdir, "use_dataset", *overrides, endpoint=hub.url)
+    result = run(workdir, "use-dataset", *overrides, endpoint=hub.url)
     assert result.returncode == 2
     assert message in result.stderr
     assert "Traceback" not in result.stderr + result.stdout
@@ -147,8 +148,8 @@ def test_use_dataset_refuses_with_one_line_naming_the_problem(workdir, hub, over
 
 
 @pytest.mark.parametrize("command, overrides", [
-    ("find_datasets", ['find_datasets.query="customer support"']),
-    ("use_dataset", [f"use_dataset.id={BITEXT}", "use_dataset.label_column=category"]),
+    ("find-datasets", ['find_datasets.query="customer support"']),
+    ("use-dataset", [f"use_dataset.id={BITEXT}", "use_dataset.label_column=category"]),
 ])
 def test_offline_fails_at_once_without_asking_the_hub(workdir, hub, command, overrides):
     result = run(workdir, command, *overrides, endpoint=hub.url, HF_HUB_OFFLINE="1")
@@ -166,8 +167,8 @@ def _free_port() -> int:
 
 
 @pytest.mark.parametrize("command, overrides", [
-    ("find_datasets", ['find_datasets.query="customer support"']),
-    ("use_dataset", [f"use_dataset.id={BITEXT}", "use_dataset.label_column=category"]),
+    ("find-datasets", ['find_datasets.query="customer support"']),
+    ("use-dataset", [f"use_dataset.id={BITEXT}", "use_dataset.label_column=category"]),
 ])
 def test_unreachable_hub_is_one_message_and_no_retries(workdir, command, overrides):
     endpoint = f"http://127.0.0.1:{_free_port()}"   # nothing listens there: connection refused
@@ -185,7 +186,7 @@ def test_a_hub_that_never_answers_times_out(workdir):
     listener.listen(8)   # the kernel completes the handshakes; nobody ever reads or answers
     try:
         endpoint = f"http://127.0.0.1:{listener.getsockname()[1]}"
-        result = run(workdir, "find_datasets", "find_datasets.query=support", "research.timeout_seconds=1",
+        result = run(workdir, "find-datasets", "find_datasets.query=support", "research.timeout_seconds=1",
                      endpoint=endpoint)
     finally:
         listener.close()

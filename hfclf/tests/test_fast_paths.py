@@ -94,7 +94,7 @@ def test_openmp_threads_wait_passively_unless_the_user_says_otherwise(preset, ex
     import sys
 
     env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"} | ({"OMP_WAIT_POLICY": preset} if preset else {})
-    code = ("import os, {{ cookiecutter.package_name }}, torch; torch.set_num_threads(2); "
+    code = ("import os, hfclf, torch; torch.set_num_threads(2); "
             "x = torch.ones(64, 64); assert float((x @ x).sum()) == 64 ** 3; print(os.environ['OMP_WAIT_POLICY'])")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == expected

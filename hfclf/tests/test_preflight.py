@@ -22,7 +22,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from conftest import PACKAGE, PROJECT, make_tickets, run_stage, stage_env
+from conftest import copy_project, hfclf_command, make_tickets, run_stage, stage_env
 
 from hfclf.infra import compute
 from hfclf.train import modeling
@@ -43,11 +43,9 @@ def set_conf(project: Path, file: str, **values) -> None:
 
 
 @pytest.fixture(scope="module")
-def prepared(tmp_path_factory, tiny_model_dir) -> Path:
+def prepared(tmp_path_factory, tiny_model_dir, baked_project) -> Path:
     """conf/ set up for the tiny model, then prepare, review, smoke and plan run once."""
-    project = tmp_path_factory.mktemp("preflight")
-    shutil.copytree(PROJECT / "conf", project / "conf")
-    shutil.copy(PROJECT / "dvc.yaml", project / "dvc.yaml")
+    project = copy_project(baked_project, tmp_path_factory.mktemp("preflight"))
     make_tickets().to_csv(project / "tickets.csv", index=False)
     set_conf(project, "data/default.yaml", source="tickets.csv")
     set_conf(project, "prepare.yaml", **{"prepare.validation_size": 0.2, "prepare.test_size": 0.2})
@@ -217,16 +215,16 @@ def compose(project: Path, *overrides: str):
 
 
 def test_plan_reports_sizes_schedule_estimate_and_risks(prepared, tiny_model_dir):
-    plan = report(prepared, "training_plan.json")
+    made = report(prepared, "training_plan.json")
     rows = report(prepared, "data_profile.json")["rows"]
-    assert plan["data"]["rows"] == rows and plan["training"]["epochs"] == 2
-    assert plan["training"]["steps_per_epoch"] == -(-rows["train"] // 8)
-    assert plan["model"]["parameters"] == report(prepared, "smoke.json")["parameters"]
-    assert plan["model"]["suggested_max_length"] == 32 and plan["model"]["truncated_share"] == 0.0
-    assert plan["estimate"]["fits_budget"] and plan["estimate"]["total_minutes"] > 0
-    assert plan["compute"]["device"] == "cpu" and plan["settings"]["model"] == str(tiny_model_dir)
+    assert made["data"]["rows"] == rows and made["training"]["epochs"] == 2
+    assert made["training"]["steps_per_epoch"] == -(-rows["train"] // 8)
+    assert made["model"]["parameters"] == report(prepared, "smoke.json")["parameters"]
+    assert made["model"]["suggested_max_length"] == 32 and made["model"]["truncated_share"] == 0.0
+    assert made["estimate"]["fits_budget"] and made["estimate"]["total_minutes"] > 0
+    assert made["compute"]["device"] == "cpu" and made["settings"]["model"] == str(tiny_model_dir)
     markdown = (prepared / "reports/training_plan.md").read_text()
-    assert plan["plan_sha256"] == plan.digest(markdown)
+    assert made["plan_sha256"] == plan.digest(markdown)
     for row in ("| data |", "| model |", "| max_length |", "| schedule |", "| device |", "| estimate |", "| budget |"):
         assert row in markdown, row
     assert "## Risks" in markdown
@@ -235,10 +233,10 @@ def test_plan_reports_sizes_schedule_estimate_and_risks(prepared, tiny_model_dir
 def test_plan_flags_a_blown_budget_and_refuses_an_impossible_max_length(prepared):
     profile, reviewed, smoked = (report(prepared, n) for n in ("data_profile.json", "review.json", "smoke.json"))
     slow = dict(smoked, train_examples_per_second=0.01)
-    plan = plan.make_plan(compose(prepared, "compute.max_minutes=1"), profile, reviewed, slow, "f")
-    assert not plan["estimate"]["fits_budget"]
-    assert plan["risks"][0].startswith("the estimate (") and "exceeds compute.max_minutes=1" in plan["risks"][0]
-    assert "does not fit" in plan.plan_markdown(plan)
+    made = plan.make_plan(compose(prepared, "compute.max_minutes=1"), profile, reviewed, slow, "f")
+    assert not made["estimate"]["fits_budget"]
+    assert made["risks"][0].startswith("the estimate (") and "exceeds compute.max_minutes=1" in made["risks"][0]
+    assert "does not fit" in plan.plan_markdown(made)
     with pytest.raises(UserError, match=r"model.max_length=256 is more than .* can take \(128 positions\)"):
         plan.make_plan(compose(prepared, "model.max_length=256"), profile, reviewed, smoked, "f")
 
@@ -329,8 +327,7 @@ def test_killed_training_resumes_from_its_last_checkpoint(project):
 
     overrides = ["train.epochs=30", "train.early_stopping_patience=1000", "train.checkpoint_every_minutes=0.01"]
     checkpoint = project / "models/checkpoints/last.pt"
-    proc = subprocess.Popen([sys.executable, "-m", f"{PACKAGE}.stages.train",
-                             f"tracking.uri=sqlite:///{project / 'mlflow.db'}", *overrides],
+    proc = subprocess.Popen(hfclf_command("train", f"tracking.uri=sqlite:///{project / 'mlflow.db'}", *overrides),
                             cwd=project, env=stage_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 180

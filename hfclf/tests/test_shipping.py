@@ -13,9 +13,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import PACKAGE, PROJECT, make_tickets, run_stage, stage_env
+from conftest import copy_project, hfclf_command, make_tickets, run_stage, stage_env
 from hub_upload_server import FakeHubUploads
-from hfclf.ship import card, demo, predict, publish
+from hfclf.ship import bundle, card, demo, hub_metadata, publish, space
 from hfclf.train import modeling
 from hfclf.ship import register as registry_module
 from hfclf.infra.errors import UserError
@@ -26,11 +26,9 @@ EXPECTED_FILES = {"README.md", "classifier.json", "config.json", "confusion_matr
 
 
 @pytest.fixture(scope="module")
-def shipped(tmp_path_factory, tiny_model_dir) -> Path:
+def shipped(tmp_path_factory, tiny_model_dir, baked_project) -> Path:
     """A project folder whose prepare → train → evaluate → register → card ran on the tiny model."""
-    root = tmp_path_factory.mktemp("shipped")
-    shutil.copytree(PROJECT / "conf", root / "conf")
-    shutil.copy(PROJECT / "dvc.yaml", root / "dvc.yaml")
+    root = copy_project(baked_project, tmp_path_factory.mktemp("shipped"))
     make_tickets(40).to_csv(root / "tickets.csv", index=False)
     run_stage(root, "prepare", "data.source=tickets.csv", "prepare.validation_size=0.2", "prepare.test_size=0.2")
     run_stage(root, "train", f"model.name={tiny_model_dir}", "model.freeze_embeddings=false", "train.epochs=3",
@@ -41,16 +39,16 @@ def shipped(tmp_path_factory, tiny_model_dir) -> Path:
     return root
 
 
-def run_module(root: Path, module: str, *args: str, check: bool = True, **env: str) -> subprocess.CompletedProcess:
-    """`python -m <package>.<module> args` in root, with MLflow on root's sqlite store and no stored HF token."""
+def run_command(root: Path, command: str, *args: str, check: bool = True, **env: str) -> subprocess.CompletedProcess:
+    """`hfclf <command> args` in root, with MLflow on root's sqlite store and no stored HF token."""
     environment = stage_env(MLFLOW_TRACKING_URI=f"sqlite:///{root / 'mlflow.db'}", HF_HOME=str(root / ".hf-home"), **env)
     for name in ("HF_TOKEN", "HUB_REPO", "HUB_SPACE"):
         if name not in env:
             environment.pop(name, None)
-    result = subprocess.run([sys.executable, "-m", f"{PACKAGE}.{module}", *args], cwd=root, env=environment,
+    result = subprocess.run(hfclf_command(command, *args), cwd=root, env=environment,
                             capture_output=True, text=True, timeout=300)
     if check and result.returncode != 0:
-        pytest.fail(f"{module} exited {result.returncode}\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
+        pytest.fail(f"{command} exited {result.returncode}\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
     return result
 
 
@@ -62,7 +60,7 @@ def test_card_metadata_validates_and_states_the_real_metrics(shipped):
     folder = shipped / "dist/model"
     assert {p.name for p in folder.iterdir()} == EXPECTED_FILES
     model_card = ModelCard.load(folder / "README.md")
-    assert card.validate(model_card) == []
+    assert hub_metadata.validate(model_card) == []
     data = model_card.data
     assert data.pipeline_tag == "text-classification" and data.license == "apache-2.0"
     assert data.base_model is None          # a local folder is not a Hub id: left out rather than invalid
@@ -88,8 +86,8 @@ def test_card_metadata_validates_and_states_the_real_metrics(shipped):
 
 def test_card_usage_snippet_runs_against_the_staged_folder(shipped, capsys):
     folder = shipped / "dist/model"
-    snippet = card.extract_snippet((folder / "README.md").read_text())
-    runnable = card.retarget(snippet, str(folder))          # the Hub id, replaced by the staged folder
+    snippet = bundle.extract_snippet((folder / "README.md").read_text())
+    runnable = bundle.retarget(snippet, str(folder))          # the Hub id, replaced by the staged folder
     assert runnable != snippet
     exec(compile(runnable, "model-card-snippet", "exec"), {})
     lines = capsys.readouterr().out.strip().splitlines()
@@ -113,7 +111,7 @@ def test_card_uses_baselines_and_failure_analysis_when_they_exist(shipped, tmp_p
     settings = {**OmegaConf.to_container(OmegaConf.load(shipped / "conf/card.yaml")["card"]),
                 "dataset": "acme/tickets", "text_column": "text", "label_column": "label"}
     built = card.build(inputs, settings, "acme/ticket-router")
-    assert card.validate(built) == []
+    assert hub_metadata.validate(built) == []
     assert built.data.datasets == ["acme/tickets"]
     text = built.content
     assert "### Baselines (same split)" in text and "| tf-idf + logistic regression | 0.9000 | 0.8900 |" in text
@@ -145,7 +143,7 @@ def test_registered_model_loads_with_pyfunc_and_returns_labels(shipped):
 # --------------------------------------------------------------------------- publish
 
 def test_publish_without_repo_or_token_prints_the_exact_plan(shipped):
-    result = run_module(shipped, "publish")
+    result = run_command(shipped, "publish")
     out = result.stdout
     assert "DRY RUN - nothing will be uploaded." in out and "no target repo" in out
     assert "visibility: private" in out and "token: none found" in out
@@ -161,7 +159,7 @@ def test_publish_uploads_model_and_space_in_one_commit_each_then_is_a_no_op_and_
     with FakeHubUploads(TOKEN) as hub:
         env = {"HF_ENDPOINT": hub.url, "HF_TOKEN": TOKEN, "HUB_REPO": "acme/ticket-router",
                "HUB_SPACE": "acme/ticket-router-demo", "HF_HUB_OFFLINE": "0", "HF_HUB_DISABLE_XET": "1"}
-        first = run_module(shipped, "publish", **env)
+        first = run_command(shipped, "publish", **env)
         assert "PUBLISHING to the Hugging Face Hub." in first.stdout and "model acme/ticket-router: uploaded" in first.stdout
         repo = hub.repo("acme/ticket-router")
         assert repo.private and len(repo.commits) == 1
@@ -176,13 +174,13 @@ def test_publish_uploads_model_and_space_in_one_commit_each_then_is_a_no_op_and_
         space = hub.repo("acme/ticket-router-demo", "space")
         assert "space repo: acme/ticket-router-demo" in first.stdout
         assert space.sdk == "gradio" and len(space.commits) == 1
-        assert {"app.py", "requirements.txt", "README.md", "demo.json", f"{PACKAGE}/demo.py"} <= set(space.files)
+        assert {"app.py", "requirements.txt", "README.md", "demo.json", "hfclf/ship/demo.py"} <= set(space.files)
         assert b'MODEL_REPO = "acme/ticket-router"' in space.files["app.py"]
         assert b"sdk: gradio" in space.files["README.md"]
         record = json.loads((shipped / "reports/publish.json").read_text())
         assert [r["commit"] for r in record["pushed"]] == [repo.commits[0]["oid"], space.commits[0]["oid"]]
 
-        second = run_module(shipped, "publish", **env)
+        second = run_command(shipped, "publish", **env)
         assert second.stdout.count("already up to date (no new commit)") == 2
         assert len(repo.commits) == 1 and len(space.commits) == 1
         public = ("/_lfs/", "/api/agent-harnesses")     # presigned-style object PUTs; huggingface_hub's registry fetch
@@ -226,7 +224,7 @@ def test_publish_failures_are_one_clear_line_and_delete_nothing(shipped, monkeyp
         base = {"HF_ENDPOINT": hub.url, "HF_HUB_OFFLINE": "0", "HF_HUB_DISABLE_XET": "1"}
         for env, words in [({"HUB_REPO": "acme/forbidden-repo", "HF_TOKEN": TOKEN}, "HTTP 403"),   # an HTTP error
                            ({"HUB_REPO": "acme/ticket-router"}, "no Hugging Face token")]:
-            result = run_module(shipped, "publish", check=False, **{**base, **env})
+            result = run_command(shipped, "publish", check=False, **{**base, **env})
             errors = [line for line in result.stderr.splitlines() if line.startswith("ERROR:")]
             assert result.returncode == 2 and len(errors) == 1 and words in errors[0], (env, result.stderr[-2000:])
             assert "Traceback" not in result.stderr and TOKEN not in result.stdout + result.stderr
@@ -246,7 +244,7 @@ def test_publish_failures_are_one_clear_line_and_delete_nothing(shipped, monkeyp
 # --------------------------------------------------------------------------- predict CLI
 
 def test_predict_cli_labels_texts(shipped):
-    result = run_module(shipped, "predict", "--json", "where is my order", "i want my money back")
+    result = run_command(shipped, "predict", "--json", "where is my order", "i want my money back")
     rows = [json.loads(line) for line in result.stdout.strip().splitlines()]
     assert [r["text"] for r in rows] == ["where is my order", "i want my money back"]
     assert all(r["label"] in {"ACCOUNT", "ORDER", "REFUND"} and len(r["top_k"]) == 3 for r in rows)

@@ -1,11 +1,15 @@
-"""reports/failure_analysis.md and its plots (matplotlib, headless), from analysis.py's results."""
+"""reports/failure_analysis.md and its plots, from the results of failures.py.
+
+The report's own text and plots live here, next to the analysis they describe; the shared
+helpers they build on (md_table, pct, pyplot, save_figure) are infra/render.py's.
+"""
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
 
-from hfclf.infra.render import _pyplot, md_table
+from hfclf.infra.render import md_table, pct as _pct, pyplot, save_figure
 
 FIGURES = {
     "confidence": "confidence_histogram.png",
@@ -17,15 +21,11 @@ FIGURES = {
 
 
 def _save(fig, path: Path):
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")   # long slice labels stay inside the image
-    _pyplot().close(fig)
-    return fig
+    return save_figure(fig, path, bbox_inches="tight")   # long slice labels stay inside the image
 
 
 def plot_confidence(conf: np.ndarray, correct: np.ndarray, path: Path):
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 3.6))
     bins = np.linspace(0, 1, 26)
     ax.hist(conf[correct], bins=bins, alpha=0.7, label=f"correct ({int(correct.sum())})", color="tab:blue")
@@ -39,7 +39,7 @@ def plot_confidence(conf: np.ndarray, correct: np.ndarray, path: Path):
 
 
 def plot_reliability(bins: list[dict], ece: float, path: Path):
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(4.8, 4.4))
     ax.plot([0, 1], [0, 1], "--", color="grey", label="perfect calibration")
     centres = [(b["low"] + b["high"]) / 2 for b in bins]
@@ -59,7 +59,7 @@ def plot_reliability(bins: list[dict], ece: float, path: Path):
 
 
 def plot_slices(slices: list[dict], overall: float, path: Path):
-    plt = _pyplot()
+    plt = pyplot()
     shown = slices[:60]
     fig, ax = plt.subplots(figsize=(7, max(2.5, 0.22 * len(shown) + 1)))
     y = np.arange(len(shown))
@@ -80,7 +80,7 @@ def plot_slices(slices: list[dict], overall: float, path: Path):
 
 
 def plot_robustness(robust: dict, path: Path):
-    plt = _pyplot()
+    plt = pyplot()
     rows = robust["perturbations"]
     names = ["clean"] + [r["perturbation"] for r in rows]
     values = [robust["clean_accuracy"]] + [r["accuracy"] for r in rows]
@@ -96,7 +96,7 @@ def plot_robustness(robust: dict, path: Path):
 
 
 def plot_out_of_scope(test_conf: np.ndarray, oos: dict[str, np.ndarray], threshold: float | None, path: Path):
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 3.6))
     bins = np.linspace(0, 1, 26)
     ax.hist(test_conf, bins=bins, density=True, alpha=0.5, label="test split (in scope)", color="tab:blue")
@@ -112,22 +112,18 @@ def plot_out_of_scope(test_conf: np.ndarray, oos: dict[str, np.ndarray], thresho
 
 
 def plot_all(result: dict, conf: np.ndarray, correct: np.ndarray, oos_conf: dict[str, np.ndarray],
-             folder: Path) -> dict:
-    """Every figure of failure_analysis.md into `folder` (file names: FIGURES); returns the figures."""
+             paths: dict[str, Path]) -> dict:
+    """Every figure of failure_analysis.md, to `paths` (FIGURES key -> file); returns the figures."""
     slices = sorted(result["slices"], key=lambda s: (not s["flagged"], s["accuracy"]))
     return {
-        "confidence": plot_confidence(conf, correct, folder / FIGURES["confidence"]),
+        "confidence": plot_confidence(conf, correct, paths["confidence"]),
         "reliability": plot_reliability(result["confidence"]["reliability"], result["confidence"]["ece"],
-                                        folder / FIGURES["reliability"]),
-        "slices": plot_slices(slices, result["confidence"]["accuracy"], folder / FIGURES["slices"]),
-        "robustness": plot_robustness(result["robustness"], folder / FIGURES["robustness"]),
+                                        paths["reliability"]),
+        "slices": plot_slices(slices, result["confidence"]["accuracy"], paths["slices"]),
+        "robustness": plot_robustness(result["robustness"], paths["robustness"]),
         "out_of_scope": plot_out_of_scope(conf, oos_conf, result["out_of_scope"]["recommended"]["threshold"],
-                                          folder / FIGURES["out_of_scope"]),
+                                          paths["out_of_scope"]),
     }
-
-
-def _pct(value) -> str:
-    return "—" if value is None or (isinstance(value, float) and np.isnan(value)) else f"{value * 100:.1f}%"
 
 
 def _short(text: str, n: int = 90) -> str:

@@ -11,6 +11,7 @@ ready) that failure_report.py turns into Markdown and plots and improvements.py 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -19,8 +20,19 @@ import pandas as pd
 
 from hfclf.train import calibration, augment
 from hfclf.infra.errors import UserError
+from hfclf.infra.files import atomic_file
 
 PROB_PREFIX = "prob:"
+
+
+@dataclass
+class SliceSettings:
+    """conf/analyze.yaml's `analyze.slices`."""
+    length_buckets: int = 4                # text-length slices: word-count quantiles
+    min_rows: int = 10                     # smaller slices are not reported
+    max_values: int = 30                   # an extra column is sliced by value up to this many values
+    flag_below: float = 0.05               # flag a slice this far (absolute) under the overall accuracy
+    flag_columns: dict = field(default_factory=dict)   # column -> {letter: meaning}
 CORE_COLUMNS = ("text", "actual", "predicted", "confidence")
 
 
@@ -36,10 +48,8 @@ def save_predictions(path: Path, test: pd.DataFrame, labels: list[str], probs: n
             frame[column] = test[column].to_numpy()
     for i, label in enumerate(labels):
         frame[f"{PROB_PREFIX}{label}"] = probs[:, i]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    frame.to_parquet(partial, index=False)
-    partial.replace(path)
+    with atomic_file(path) as tmp:
+        frame.to_parquet(tmp, index=False)
 
 
 def load_predictions(path: Path) -> tuple[pd.DataFrame, np.ndarray, list[str]]:
@@ -96,7 +106,7 @@ def _slice(kind: str, name: str, mask: np.ndarray, correct: np.ndarray, overall:
             "drop_points": (overall - accuracy) * 100, "flagged": accuracy < overall - flag_below}
 
 
-def slices(frame: pd.DataFrame, correct: np.ndarray, settings) -> list[dict]:
+def slices(frame: pd.DataFrame, correct: np.ndarray, settings: SliceSettings) -> list[dict]:
     """Accuracy per length bucket and per value (or flag letter) of the extra columns.
 
     A slice is flagged when its accuracy is more than `settings.flag_below` under the overall

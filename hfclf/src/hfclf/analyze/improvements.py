@@ -18,6 +18,16 @@ AUGMENT_SWITCH = {"typos": "typos", "casing": "casing", "punctuation": "punctuat
 
 
 @dataclass
+class Limits:
+    """conf/analyze.yaml's `analyze.improvements`: above these a change is suggested."""
+    min_drop_points: float = 2.0               # robustness / challenge accuracy drop, in points
+    max_ece: float = 0.05                      # expected calibration error
+    max_out_of_scope_confident: float = 0.2    # share of off-topic texts with confidence > 0.5
+    min_out_of_scope_rejected: float = 0.8     # share of off-topic texts a threshold should reject
+    min_margin_points: float = 1.0             # macro-F1 margin over the best baseline
+
+
+@dataclass
 class Suggestion:
     finding: str          # the number that triggered it
     action: str           # what to do
@@ -37,7 +47,7 @@ class Suggestion:
         return asdict(self) | {"command": self.command}
 
 
-def suggest(analysis: dict, evaluation: dict, augment: dict, limits, target_precision: float,
+def suggest(analysis: dict, evaluation: dict, augment: dict, limits: Limits, target_precision: float,
             model_meta: dict) -> list[Suggestion]:
     """`augment` is the train.augment section the model was trained with (saved in classifier.json)."""
     out: list[Suggestion] = []
@@ -126,7 +136,7 @@ def suggest(analysis: dict, evaluation: dict, augment: dict, limits, target_prec
     return list(unique.values())
 
 
-def markdown(suggestions: list[Suggestion], limits) -> str:
+def markdown(suggestions: list[Suggestion], limits: Limits) -> str:
     lines = ["# Improvements", "",
              "Suggestions derived from [evaluation.md](evaluation.md) and [failure_analysis.md](failure_analysis.md), "
              "most important first. Each names the config switch that implements it; the command tries it as a "

@@ -8,8 +8,6 @@ file, say) leaves no half-written report and never touches evaluate's outputs.
 """
 import json
 import logging
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -20,8 +18,10 @@ from hfclf.infra import compute, tracking
 from hfclf.data import dataset, probes
 from hfclf.infra.cli import stage
 from hfclf.infra.errors import UserError
-from hfclf.train.modeling import Predictor
+from hfclf.infra.files import staged_files
 from hfclf.infra.render import write_json
+from hfclf.infra.settings import from_section
+from hfclf.train.modeling import Predictor
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +31,8 @@ def main(cfg: DictConfig) -> None:
     import mlflow
 
     a = cfg.analyze
+    slicing = from_section(failures.SliceSettings, a.slices, "analyze.slices")
+    limits = from_section(improvements.Limits, a.improvements, "analyze.improvements")
     processed, model_dir = Path(cfg.paths.processed), Path(cfg.paths.model_dir)
     reports, figures = Path(cfg.paths.reports), Path(cfg.paths.figures)
     frame, probs, labels = failures.load_predictions(reports / "predictions.parquet")
@@ -55,10 +57,10 @@ def main(cfg: DictConfig) -> None:
     rows = failures.sample_rows(len(frame), a.robustness.max_rows, cfg.compute.seed)
     result = {
         "model": f"{predictor.meta.get('base_model') or model_dir} (fine-tuned)",
-        "settings": {"flag_below": a.slices.flag_below, "min_rows": a.slices.min_rows, "challenge": a.challenge.path},
+        "settings": {"flag_below": slicing.flag_below, "min_rows": slicing.min_rows, "challenge": a.challenge.path},
         "confidence": failures.confidence(conf, correct, a.calibration_bins),
         "hard_examples": failures.hard_examples(frame, correct, a.hard_examples),
-        "slices": failures.slices(frame, correct, a.slices),
+        "slices": failures.slices(frame, correct, slicing),
         "robustness": failures.robustness(
             predictor, frame["text"].iloc[rows].tolist(), y_true[rows], probs[rows].argmax(1),
             list(a.robustness.perturbations), OmegaConf.to_container(a.robustness), cfg.compute.seed, a.batch_size),
@@ -69,30 +71,19 @@ def main(cfg: DictConfig) -> None:
         else None,
     }
     oos_conf = result["out_of_scope"].pop("confidences")
-    suggestions = improvements.suggest(result, evaluation, predictor.meta.get("augment") or {}, a.improvements,
+    suggestions = improvements.suggest(result, evaluation, predictor.meta.get("augment") or {}, limits,
                                        a.out_of_scope.target_precision, predictor.meta)
     summary = summary_metrics(result)
     result["suggestions"] = [s.as_dict() for s in suggestions]
 
-    reports.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".analyze-", dir=reports))
-    try:
-        figs = failure_report.plot_all(result, conf, correct, oos_conf, staging)
-        (staging / "md").write_text(failure_report.markdown(result), encoding="utf-8")
-        (staging / "improvements").write_text(improvements.markdown(suggestions, a.improvements), encoding="utf-8")
-        write_json(staging / "json", result)
-        write_json(staging / "summary", summary)
-        figures.mkdir(parents=True, exist_ok=True)
-        for key, name in failure_report.FIGURES.items():
-            os.replace(staging / name, figures / name)
-        os.replace(staging / "json", reports / "failure_analysis.json")
-        os.replace(staging / "summary", reports / "analysis_metrics.json")
-        os.replace(staging / "improvements", reports / "improvements.md")
-        os.replace(staging / "md", reports / "failure_analysis.md")
-    finally:
-        for leftover in staging.iterdir():
-            leftover.unlink()
-        staging.rmdir()
+    with staged_files(reports) as staged:   # all reports and figures, or none
+        figs = failure_report.plot_all(result, conf, correct, oos_conf,
+                                       {key: staged(figures / name) for key, name in failure_report.FIGURES.items()})
+        write_json(staged(reports / "failure_analysis.json"), result)
+        write_json(staged(reports / "analysis_metrics.json"), summary)
+        staged(reports / "improvements.md").write_text(improvements.markdown(suggestions, limits),
+                                                       encoding="utf-8")
+        staged(reports / "failure_analysis.md").write_text(failure_report.markdown(result), encoding="utf-8")
 
     with tracking.model_run(cfg, model_dir):
         mlflow.log_metrics({f"analysis_{k}": v for k, v in summary.items() if v is not None})

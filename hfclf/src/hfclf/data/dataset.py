@@ -54,6 +54,31 @@ def load_source(source: str, revision: str | None = None, subset: str | None = N
     return _read_hub(source, revision, subset)
 
 
+def load_custom(loader, dotted: str, source: str) -> LoadedData:
+    """Read `source` with the user's loader (data.loader): one DataFrame, or DataFrames by split name."""
+    result = loader(source)
+    frames = result if isinstance(result, dict) else {"all": result}
+    bad = [name for name, frame in frames.items() if not isinstance(frame, pd.DataFrame)]
+    if bad or not frames:
+        raise UserError(f"data.loader={dotted!r} returned {type(result).__name__}"
+                        + (f" (split {bad[0]!r} is a {type(frames[bad[0]]).__name__})" if bad else "")
+                        + ": it must return a pandas DataFrame, or a dict of DataFrames by split name.")
+    return LoadedData({str(name): frame for name, frame in frames.items()},
+                      {"type": "custom", "loader": dotted, "path": source})
+
+
+def clean_with(cleaner, dotted: str, data: LoadedData) -> LoadedData:
+    """Apply the user's cleaning step (data.clean) to every loaded frame."""
+    frames = {}
+    for name, frame in data.frames.items():
+        cleaned = cleaner(frame)
+        if not isinstance(cleaned, pd.DataFrame):
+            raise UserError(f"data.clean={dotted!r} returned {type(cleaned).__name__} for split {name!r}: "
+                            "it must return a pandas DataFrame.")
+        frames[name] = cleaned
+    return LoadedData(frames, {**data.origin, "clean": dotted})
+
+
 def read_file(path: Path) -> pd.DataFrame:
     kind = FILE_READERS.get(path.suffix.lower())
     if kind is None:

@@ -12,6 +12,7 @@ from omegaconf import DictConfig
 from hfclf.data import dataset, probes, profiling
 from hfclf.infra.cli import stage
 from hfclf.infra.render import write_json
+from hfclf.pipeline import user_hook
 
 log = logging.getLogger(__name__)
 
@@ -20,7 +21,12 @@ log = logging.getLogger(__name__)
 def main(cfg: DictConfig) -> None:
     source = cfg.data.source
     log.info("reading %s", source)
-    loaded = dataset.load_source(source, cfg.data.revision, cfg.data.subset)
+    loader_path, clean_path = cfg.data.get("loader"), cfg.data.get("clean")   # your code: src/<package>/data.py
+    loader, cleaner = user_hook(loader_path, "data.loader"), user_hook(clean_path, "data.clean")
+    loaded = (dataset.load_custom(loader, loader_path, source) if loader
+              else dataset.load_source(source, cfg.data.revision, cfg.data.subset))
+    if cleaner:
+        loaded = dataset.clean_with(cleaner, clean_path, loaded)
     frames, cleaning = dataset.validate(loaded, cfg.data.text_column, cfg.data.label_column, source,
                                      cfg.prepare.min_examples_per_class)
     out_of_scope = cfg.data.get("out_of_scope")

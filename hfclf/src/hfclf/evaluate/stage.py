@@ -9,13 +9,12 @@ import logging
 import re
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 
 from hfclf.analyze import failures
 from hfclf.evaluate import baselines, bootstrap, metrics
-from hfclf.infra import compute, tracking
+from hfclf.infra import compute, files, tracking
 from hfclf.data import dataset
 from hfclf.infra.cli import stage
 from hfclf.infra.errors import UserError
@@ -69,14 +68,14 @@ def main(cfg: DictConfig) -> None:
     write_json(reports / "per_class.json", scores["per_class"])
     predictions = pd.DataFrame({"text": test["text"], "actual": test["label"],
                                 "predicted": [labels[i] for i in y_pred], "confidence": probs.max(1).round(4)})
-    predictions.to_csv(reports / "predictions.csv", index=False)
+    with files.atomic_file(reports / "predictions.csv") as tmp:
+        predictions.to_csv(tmp, index=False)
     failures.save_predictions(reports / "predictions.parquet", test, labels, probs)
     counts_fig = plot_confusion(matrix, labels, figures / "confusion_matrix.png", False, "Confusion matrix (counts)")
     norm_fig = plot_confusion(matrix, labels, figures / "confusion_matrix_normalized.png", True,
                               "Confusion matrix (row-normalised: recall per class)")
     confused = metrics.top_confusions(matrix, labels)
-    (reports / "evaluation.md").write_text(evaluation_markdown(scores, confused, predictions, comparison),
-                                           encoding="utf-8")
+    files.write_text(reports / "evaluation.md", evaluation_markdown(scores, confused, predictions, comparison))
 
     with tracking.model_run(cfg, model_dir):
         mlflow.log_metrics({f"test_{k}": v for k, v in headline.items() if isinstance(v, float)})

@@ -25,11 +25,38 @@ def project_root(start: Path | None = None) -> Path:
                     "(the one with conf/ and dvc.yaml).")
 
 
+def pinned_version(root: Path) -> str | None:
+    """[tool.hfclf] version from the project's pyproject.toml: the library version its dvc.yaml and
+    conf/ were made for (None when the project pins none)."""
+    import tomllib
+
+    path = root / "pyproject.toml"
+    if not path.is_file():
+        return None
+    try:
+        pin = tomllib.loads(path.read_text(encoding="utf-8")).get("tool", {}).get("hfclf", {}).get("version")
+    except tomllib.TOMLDecodeError as err:
+        raise UserError(f"'{path}' is not valid TOML ({err}): cannot read the pinned hfclf version.") from None
+    return None if pin is None else str(pin)
+
+
+def check_version(root: Path) -> None:
+    """Refuse to run a project under another library version than the one it pins: its dvc.lock
+    records results of the pinned version, and DVC re-runs stages when the pin moves, not when
+    the installed library does."""
+    from hfclf import __version__
+
+    pin = pinned_version(root)
+    if pin is not None and pin != __version__:
+        raise UserError(f"this project pins hfclf {pin}, installed {__version__}: run `make install`")
+
+
 def stage(config_name: str) -> Callable[[Callable[[DictConfig], object]], Callable[[], None]]:
     """Make `fn(cfg)` a Hydra entry point using conf/<config_name>.yaml.
 
     Relative paths in the config are resolved against the project root, which becomes the
-    working directory, so `python -m pkg.stages.x` works from any sub-folder too.
+    working directory, so `python -m pkg.stages.x` works from any sub-folder too. A project that
+    pins another hfclf version ([tool.hfclf] version in pyproject.toml) is refused before any work.
     """
     def decorate(fn: Callable[[DictConfig], object]) -> Callable[[], None]:
         @functools.wraps(fn)
@@ -38,6 +65,7 @@ def stage(config_name: str) -> Callable[[Callable[[DictConfig], object]], Callab
 
             try:
                 root = project_root()
+                check_version(root)       # before any work: the pinned library, or nothing
             except UserError as err:
                 sys.stderr.write(f"ERROR: {err}\n")
                 sys.exit(2)

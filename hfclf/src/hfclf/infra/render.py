@@ -1,16 +1,27 @@
-"""Writing results people read: Markdown tables, JSON files and plots (matplotlib, headless)."""
+"""Rendering results people read - the shared helpers, in one place: JSON files, Markdown
+(tables, percentages) and plots (matplotlib, headless), plus the two plots more than one stage draws
+(confusion matrix, training curves).
+
+The rule: what more than one report uses lives here; a report's own text builder or plot (the
+review, the failure analysis, the model card, the dataset shortlist ...) stays next to the data it
+describes, in that phase's module, and builds on these helpers - never a private copy of them.
+Files are written atomically (infra/files.py).
+"""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
 
+from hfclf.infra import files
+
 
 def write_json(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=2, default=_jsonable) + "\n", encoding="utf-8")
+    """`payload` as indented JSON (numpy numbers, arrays and paths too), written atomically."""
+    files.write_text(path, json.dumps(payload, indent=2, default=_jsonable) + "\n")
 
 
 def _jsonable(value):
@@ -33,7 +44,15 @@ def md_table(header: Sequence[str], rows: Iterable[Sequence]) -> str:
     return "\n".join(lines)
 
 
-def _pyplot():
+def pct(value, missing: str = "—") -> str:
+    """A share as a percentage with one decimal (0.1234 -> "12.3%"); `missing` for None / NaN."""
+    if value is None or (isinstance(value, (float, np.floating)) and math.isnan(value)):
+        return missing
+    return f"{100 * float(value):.1f}%"
+
+
+def pyplot():
+    """matplotlib.pyplot on the headless Agg backend (stages run on servers and in CI)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -41,9 +60,21 @@ def _pyplot():
     return plt
 
 
+_pyplot = pyplot   # the name data/profiling.py imports
+
+
+def save_figure(fig, path: Path, dpi: int = 110, **savefig):
+    """Lay out, save (atomically, format from the file name) and close `fig`; returns it for MLflow."""
+    fig.tight_layout()
+    with files.atomic_file(path) as tmp:
+        fig.savefig(tmp, dpi=dpi, format=path.suffix.lstrip(".") or None, **savefig)
+    pyplot().close(fig)
+    return fig
+
+
 def plot_confusion(matrix: np.ndarray, labels: list[str], path: Path, normalize: bool, title: str):
     """Save a confusion-matrix heatmap (counts or row-normalised) and return the figure."""
-    plt = _pyplot()
+    plt = pyplot()
     values = matrix.astype(float)
     if normalize:
         values = np.divide(values, values.sum(1, keepdims=True), out=np.zeros_like(values),
@@ -65,16 +96,12 @@ def plot_confusion(matrix: np.ndarray, labels: list[str], path: Path, normalize:
                     text = f"{values[i, j]:.2f}" if normalize else str(int(values[i, j]))
                     ax.text(j, i, text, ha="center", va="center", fontsize=6,
                             color="white" if values[i, j] > threshold else "black")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return fig
+    return save_figure(fig, path, dpi=120)
 
 
 def plot_curves(history: list[dict], losses: list[tuple[int, float]], path: Path):
     """Training loss by step and validation macro-F1 / loss by epoch, side by side."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
     if losses:
         steps, values = zip(*losses)
@@ -89,8 +116,4 @@ def plot_curves(history: list[dict], losses: list[tuple[int, float]], path: Path
     right.set_xlabel("epoch")
     right.set_title("validation")
     right.legend()
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return fig
+    return save_figure(fig, path)

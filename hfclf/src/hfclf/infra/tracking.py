@@ -87,6 +87,11 @@ def load_run_id(model_dir: Path) -> str:
     return json.loads(path.read_text(encoding="utf-8"))["run_id"]
 
 
+def _missing_run(cfg: DictConfig, model_dir: Path, run_id: str, err: Exception) -> UserError:
+    return UserError(f"MLflow run {run_id} of '{model_dir}' is not in the store at {tracking_uri(cfg)} "
+                     f"({str(err).splitlines()[0]}). Re-run `make train` with this store.")
+
+
 @contextlib.contextmanager
 def model_run(cfg: DictConfig, model_dir: Path) -> Iterator:
     """Reopen the trained model's MLflow run (for evaluate, analyze, card ...)."""
@@ -97,10 +102,21 @@ def model_run(cfg: DictConfig, model_dir: Path) -> Iterator:
     try:
         run = mlflow.start_run(run_id=run_id)
     except Exception as err:
-        raise UserError(f"MLflow run {run_id} of '{model_dir}' is not in the store at {tracking_uri(cfg)} "
-                        f"({str(err).splitlines()[0]}). Re-run `make train` with this store.") from None
+        raise _missing_run(cfg, model_dir, run_id, err) from None
     with run:
         yield run
+
+
+def run_params(cfg: DictConfig, model_dir: Path) -> tuple[str, dict[str, str]]:
+    """(run id, params) of the trained model's MLflow run, without reopening it."""
+    import mlflow
+
+    configure(cfg)
+    run_id = load_run_id(model_dir)
+    try:
+        return run_id, mlflow.MlflowClient().get_run(run_id).data.params
+    except Exception as err:
+        raise _missing_run(cfg, model_dir, run_id, err) from None
 
 
 def log_report_files(paths: list[Path], artifact_path: str = "reports") -> None:

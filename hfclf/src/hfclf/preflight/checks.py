@@ -4,13 +4,14 @@
   spacing - data.normalise_text) also occurs in an earlier split; severe leakage fails `review`;
 - close paraphrases across splits (character n-gram cosine), reported, not failed on;
 - the same text with different labels, class imbalance, very short and truncated texts;
-- likely personal data (emails, phone, card and order/account numbers), counted and shown masked.
+- likely personal data (emails, phone, card and order/account numbers), counted and shown masked
+  (personal_data.py).
 
-Everything is computed from the splits alone; the stage decides what fails.
+Everything is computed from the splits alone; the stage (review.py) decides what fails. The
+report's text (`review_markdown`, `leakage_error`) stays here, next to the findings it words.
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Callable
 
@@ -19,6 +20,7 @@ import pandas as pd
 
 from hfclf.data.dataset import SPLITS, normalise_text
 from hfclf.infra.render import md_table
+from hfclf.preflight.personal_data import personal_data
 
 # (earlier split, later split): a later split's row that repeats a text of the earlier one leaks.
 PAIRS = (("train", "validation"), ("train", "test"), ("validation", "test"))
@@ -157,69 +159,6 @@ def lengths(splits: dict[str, pd.DataFrame], settings: ReviewSettings, max_lengt
                      "examples": [t[:160] + "…" for t in long_texts.head(settings.examples)]}}
 
 
-# --------------------------------------------------------------------------- personal data
-
-EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
-CARD = re.compile(r"(?<![\d-])(?:\d[ -]?){12,18}\d(?![\d-])")
-PHONE = re.compile(r"(?<![\w+])(?:\+\d{1,3}[ .-]?)?(?:\(\d{2,4}\)[ .-]?)?\d{2,4}[ .-]\d{2,4}[ .-]\d{2,5}(?!\w)"
-                   r"|(?<![\w+])\+\d{8,15}(?!\w)")
-NUMBER = re.compile(r"(?<![\w])(?:#?\d{6,}|[A-Za-z]{2,5}[-_]?\d{5,})(?!\w)")
-PATTERNS = {"email": EMAIL, "card_number": CARD, "phone": PHONE, "order_or_account_number": NUMBER}
-
-
-def _luhn(digits: str) -> bool:
-    total = 0
-    for i, ch in enumerate(reversed(digits)):
-        d = int(ch) * (2 if i % 2 else 1)
-        total += d - 9 if d > 9 else d
-    return total % 10 == 0
-
-
-def mask(value: str) -> str:
-    """Keep the first and last two characters, so the report itself leaks nothing."""
-    return value[:2] + "•" * max(len(value) - 4, 1) + value[-2:] if len(value) > 4 else "•" * len(value)
-
-
-def find_personal_data(text: str) -> dict[str, list[str]]:
-    """Matches per kind; each span is claimed by the first kind that matches it (email before number ...)."""
-    found: dict[str, list[str]] = {}
-    rest = text
-    for kind, pattern in PATTERNS.items():
-        hits = []
-        for match in pattern.finditer(rest):
-            value = match.group(0)
-            if kind == "card_number" and not _luhn(re.sub(r"\D", "", value)):
-                continue
-            hits.append(value)
-        for value in hits:
-            rest = rest.replace(value, " ")
-        if hits:
-            found[kind] = hits
-    return found
-
-
-def personal_data(splits: dict[str, pd.DataFrame], settings: ReviewSettings) -> dict:
-    everything = pd.concat([splits[s]["text"] for s in SPLITS], ignore_index=True)
-    # cheap pre-filter: every pattern needs an @ or at least six digits
-    candidates = everything[everything.str.contains("@", regex=False) | (everything.str.count(r"\d") >= 6)]
-    kinds = {kind: {"rows": 0, "examples": []} for kind in PATTERNS}
-    any_rows = 0
-    for text in candidates:
-        found = find_personal_data(text)
-        any_rows += bool(found)
-        for kind, values in found.items():
-            kinds[kind]["rows"] += 1
-            if len(kinds[kind]["examples"]) < settings.examples:
-                masked = text
-                for value in values:
-                    masked = masked.replace(value, mask(value))
-                kinds[kind]["examples"].append(masked)
-    n = max(len(everything), 1)
-    for info in kinds.values():
-        info["fraction"] = round(info["rows"] / n, 4)
-    return {"rows": any_rows, "fraction": round(any_rows / n, 4), "kinds": kinds}
-
-
 # --------------------------------------------------------------------------- the whole review
 
 def review(splits: dict[str, pd.DataFrame], settings: ReviewSettings, max_length: int,
@@ -302,7 +241,7 @@ def review_markdown(r: dict) -> str:
     verdict = {"pass": "✅ pass", "fail": "❌ **fail: severe leakage**",
                "leakage allowed": "⚠️ severe leakage, allowed by review.allow_leakage"}[r["verdict"]]
     lines = ["# Pre-training review", "", f"Verdict: {verdict}", "",
-             f"Rows: " + " · ".join(f"{k} {v}" for k, v in r["rows"].items()), "", "## Risks", ""]
+             "Rows: " + " · ".join(f"{k} {v}" for k, v in r["rows"].items()), "", "## Risks", ""]
     lines += [f"- {risk}" for risk in r["risks"]] or ["- none found"]
     lines += ["", "## Leakage across splits", "",
               "A row leaks when its text also occurs in the other split, exactly or after normalising case, "

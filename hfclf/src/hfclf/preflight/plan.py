@@ -169,6 +169,26 @@ def approval_required(conf_dir: Path) -> bool:
         else False
 
 
+def gate(reports: Path, settings: dict) -> dict:
+    """What train waits for (reports/gates/plan.json): the settings train must run with, their digest,
+    and whether the plan on disk is approved - no estimates or measured throughput, so re-planning
+    after a new smoke test writes the same bytes (unless the approval no longer matches the plan)."""
+    from hfclf.pipeline import gate_digest
+
+    approval_path, plan_md = reports / APPROVAL, reports / PLAN_MD
+    approval = json.loads(approval_path.read_text(encoding="utf-8")) if approval_path.exists() else {}
+    approved = plan_md.exists() and approval.get("plan_sha256") == digest(plan_md.read_text(encoding="utf-8"))
+    return {"settings": settings, "settings_sha256": gate_digest(settings), "approved": bool(approved)}
+
+
+def write_gate(reports: Path, settings: dict) -> Path:
+    from hfclf.pipeline import write_gate as write
+
+    path = reports / "gates" / "plan.json"   # pipeline.PLAN_GATE
+    write(path, gate(reports, settings))
+    return path
+
+
 def load_plan(reports: Path) -> dict | None:
     path = reports / PLAN_JSON
     return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
@@ -225,7 +245,8 @@ def check_before_training(reports: Path, conf_dir: Path, current: dict, enforce:
 """plan: the training plan - sizes, model, max_length, schedule, device, estimated time against the
 budget, and the risks found by review - made before any real compute is spent.
 
-Outputs: reports/training_plan.{md,json}. `make approve` records approval of this exact plan.
+Outputs: reports/training_plan.{md,json} and reports/gates/plan.json (settings + approval state, no
+estimates: train's gate). `make approve` records approval of this exact plan and refreshes the gate.
 """
 import json
 import logging
@@ -258,8 +279,10 @@ def main(cfg: DictConfig) -> None:
     plan = make_plan(cfg, profile, review, smoke, fingerprint)
     markdown = plan_markdown(plan)
     plan["plan_sha256"] = digest(markdown)
+    (reports / "gates" / "plan.json").unlink(missing_ok=True)   # no gate from an older plan while this one is written
     (reports / PLAN_MD).write_text(markdown, encoding="utf-8")
     write_json(reports / PLAN_JSON, plan)
+    write_gate(reports, plan["settings"])
     for risk in plan["risks"]:
         log.warning("risk: %s", risk)
     e = plan["estimate"]

@@ -12,8 +12,10 @@ from omegaconf import DictConfig
 from hfclf.data import dataset
 from hfclf.preflight import checks
 from hfclf.infra.cli import stage
+from hfclf.infra import files
 from hfclf.infra.errors import UserError
 from hfclf.infra.render import write_json
+from hfclf.infra.settings import from_section
 
 log = logging.getLogger(__name__)
 
@@ -36,17 +38,11 @@ def main(cfg: DictConfig) -> None:
     splits = {name: dataset.read_split(processed, name) for name in dataset.SPLITS}
     profile_path = reports / "data_profile.json"
     split_info = json.loads(profile_path.read_text(encoding="utf-8")).get("split", {}) if profile_path.exists() else {}
-    r = cfg.review
-    settings = checks.ReviewSettings(
-        max_leakage_fraction=r.max_leakage_fraction, allow_leakage=r.allow_leakage,
-        similarity_threshold=r.similarity_threshold, similarity_sample=r.similarity_sample,
-        similarity_risk_share=r.similarity_risk_share,
-        imbalance_ratio=r.imbalance_ratio, minority_share=r.minority_share, short_words=r.short_words,
-        length_risk_share=r.length_risk_share, examples=r.examples, seed=cfg.compute.seed)
+    settings = from_section(checks.ReviewSettings, cfg.review, "review", seed=cfg.compute.seed)
     result = checks.review(splits, settings, cfg.model.max_length, token_counter(cfg.model.name))
     result["split"] = split_info
     write_json(reports / "review.json", result)
-    (reports / "review.md").write_text(checks.review_markdown(result), encoding="utf-8")
+    files.write_text(reports / "review.md", checks.review_markdown(result))
     for risk in result["risks"]:
         log.warning("risk: %s", risk)
     if result["verdict"] == "fail":

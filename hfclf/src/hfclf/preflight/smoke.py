@@ -79,7 +79,7 @@ def label_mapping_problems(labels: list[str], loaded: modeling.Predictor) -> lis
 
 
 def run(model_name: str, labels: list[str], train_df: pd.DataFrame, val_df: pd.DataFrame,
-        settings: loop.TrainSettings, smoke: SmokeSettings, hw: Compute) -> dict:
+        settings: loop.TrainSettings, smoke: SmokeSettings, hw: Compute, builder: str | None = None) -> dict:
     """Run every check; return the report (raise SmokeFailure at the first failed check)."""
     started = time.monotonic()
     index = {label: i for i, label in enumerate(labels)}
@@ -91,7 +91,7 @@ def run(model_name: str, labels: list[str], train_df: pd.DataFrame, val_df: pd.D
         checks.append({"check": name, "passed": True, "detail": detail})
         log.info("smoke check '%s' passed: %s", name, detail)
 
-    tokenizer, model, origin = modeling.load_for_training(model_name, labels, settings.seed)
+    tokenizer, model, origin = modeling.load_for_training(model_name, labels, settings.seed, builder)
     passed("model loads", f"{model_name} from {origin}")
     batch_size = min(settings.batch_size, len(train_sub))
     steps_per_epoch = math.ceil(len(train_sub) / batch_size)
@@ -186,7 +186,8 @@ def _inference_throughput(predictor: modeling.Predictor, texts: list[str], batch
 """smoke: train the real model a few steps on a tiny class-balanced subset, evaluate, save, reload,
 compare, and measure throughput - so a broken setup fails in seconds, not after an hour.
 
-Outputs: reports/smoke.json (checks, losses, parameters, train/inference examples per second).
+Outputs: reports/smoke.json (checks, losses, parameters, train/inference examples per second; the
+plan reads it) and reports/gates/smoke.json (passed + the checks, no timings: train's gate).
 """
 import logging
 from pathlib import Path
@@ -198,8 +199,16 @@ from hfclf.data import dataset
 from hfclf.infra.cli import stage
 from hfclf.infra.render import write_json
 from hfclf.train.stage import settings_from
+from hfclf import pipeline
 
 log = logging.getLogger(__name__)
+
+
+def gate(report: dict) -> dict:
+    """What train waits for (reports/gates/smoke.json): that the smoke test passed, and which checks
+    it ran - no losses, timings or throughput, so a re-run that passes again writes the same bytes
+    and leaves a trained model up to date."""
+    return {"passed": bool(report["passed"]), "checks": [c["check"] for c in report["checks"] if c["passed"]]}
 
 
 @stage("smoke")
@@ -214,9 +223,12 @@ def main(cfg: DictConfig) -> None:
                                    eval_examples_per_class=s.eval_examples_per_class, steps=s.steps,
                                    min_loss_drop=s.min_loss_drop,
                                    max_seconds=s.max_seconds, prediction_tolerance=s.prediction_tolerance)
-    (reports / "smoke.json").unlink(missing_ok=True)   # a failed smoke test leaves no stale pass behind
-    report = run(cfg.model.name, labels, train_df, val_df, settings_from(cfg), settings, hw)
+    gate_path = reports / "gates" / "smoke.json"   # pipeline.SMOKE_GATE
+    for stale in (reports / "smoke.json", gate_path):   # a failed smoke test leaves no stale pass behind
+        stale.unlink(missing_ok=True)
+    report = run(cfg.model.name, labels, train_df, val_df, settings_from(cfg), settings, hw, cfg.model.get("builder"))
     write_json(reports / "smoke.json", report)
+    pipeline.write_gate(gate_path, gate(report))
     log.info("smoke test passed in %.1f s on %s (%s): %.0f train / %.0f inference examples per second",
              report["seconds"], report["device"], report["precision"], report["train_examples_per_second"],
              report["inference_examples_per_second"])

@@ -9,7 +9,9 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from hfclf.research import hub, datasets
+from hfclf.research import hub, shortlist
+from hfclf.research.candidates import find as find_candidates
+from hfclf.infra import files
 from hfclf.infra.cli import stage
 from hfclf.infra.errors import UserError
 from hfclf.infra.render import md_table, write_json
@@ -26,12 +28,11 @@ def main(cfg: DictConfig) -> None:
                         "(or set find_datasets.query).")
     hub.require_online("find-datasets")
     api = hub.connect(cfg.research.timeout_seconds)
-    candidates = datasets.find(api, query, opts.task, opts.sort, int(opts.limit), cfg.research)
+    candidates = find_candidates(api, query, opts.task, opts.sort, int(opts.limit), cfg.research)
 
     reports = Path(cfg.paths.reports)
-    reports.mkdir(parents=True, exist_ok=True)
-    (reports / "dataset_candidates.md").write_text(
-        datasets.markdown(candidates, query, opts.task, opts.sort, hub.endpoint()), encoding="utf-8")
+    files.write_text(reports / "dataset_candidates.md",
+                     shortlist.markdown(candidates, query, opts.task, opts.sort, hub.endpoint()))
     write_json(reports / "dataset_candidates.json", {
         "query": query, "task": opts.task, "sort": opts.sort, "limit": int(opts.limit), "endpoint": hub.endpoint(),
         "searched_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -41,7 +42,7 @@ def main(cfg: DictConfig) -> None:
         print(f'No dataset on {hub.endpoint()} matches "{query}"{f" with task {opts.task}" if opts.task else ""}: '
               "try fewer or other words.")
         return
-    print(md_table(datasets.TABLE_HEADER, datasets.table_rows(candidates)))
+    print(md_table(shortlist.TABLE_HEADER, shortlist.table_rows(candidates)))
     print(f"\n{len(candidates)} candidates -> {reports / 'dataset_candidates.md'} (columns, splits, flags, "
           "and the `make use-dataset` line for each)")
     flagged = sum(1 for c in candidates if c.flags)

@@ -9,7 +9,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from hfclf.infra import config_edit
-from hfclf.research import hub, datasets
+from hfclf.research import candidates, hub
 from hfclf.infra.cli import stage
 from hfclf.infra.errors import UserError
 
@@ -26,13 +26,13 @@ def main(cfg: DictConfig) -> None:
     hub.require_online("use-dataset")
     api = hub.connect(cfg.research.timeout_seconds)
     info = hub.dataset_info(api, repo_id, opts.revision, timeout=cfg.research.timeout_seconds)
-    cand = datasets.describe(info, cfg.research, subset=opts.subset)
+    cand = candidates.describe(info, cfg.research, subset=opts.subset)
     subset = check_subset(cand, opts.subset)
     if not cand.columns:
-        peek = datasets.file_to_peek(info)
+        peek = candidates.file_to_peek(info)
         if peek:
             head = hub.read_head(repo_id, info.sha, peek, cfg.research.peek_bytes, cfg.research.timeout_seconds)
-            cand = datasets.describe(info, cfg.research, subset=subset, head=(peek, head))
+            cand = candidates.describe(info, cfg.research, subset=subset, head=(peek, head))
     text = str(opts.text_column or "").strip() or None
     if cand.columns:
         text = text or (cfg.data.text_column if cfg.data.text_column in cand.columns else cand.text_column)
@@ -61,7 +61,7 @@ def main(cfg: DictConfig) -> None:
           f"Commit {path} to keep the choice.")
 
 
-def check_subset(cand: datasets.Candidate, subset: str | None) -> str | None:
+def check_subset(cand: candidates.Candidate, subset: str | None) -> str | None:
     if subset and cand.subsets and subset not in cand.subsets:
         raise UserError(f"dataset '{cand.id}' has no subset '{subset}'; its subsets are: {', '.join(cand.subsets)}.")
     if not subset and len(cand.subsets) > 1 and "default" not in cand.subsets:
@@ -70,6 +70,6 @@ def check_subset(cand: datasets.Candidate, subset: str | None) -> str | None:
     return subset or cand.subset
 
 
-def _classes(cand: datasets.Candidate, label: str) -> str:
+def _classes(cand: candidates.Candidate, label: str) -> str:
     n = cand.classes.get(label)
     return f" ({n} classes)" if n and cand.columns.get(label) == "class_label" else ""

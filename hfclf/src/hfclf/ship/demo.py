@@ -8,7 +8,7 @@
 
 Safe by default: binds 127.0.0.1, caps the text length and the CSV size, reads only files that
 Gradio itself received as uploads (never a path a caller names), and keeps no state but the
-feedback CSV. `build_app` takes plain values so the Hub Space (publishing.py) runs the same app.
+feedback CSV. `build_app` takes plain values so the Hub Space (space.py) runs the same app.
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ import pandas as pd
 
 from hfclf.infra.errors import UserError
 from hfclf.train.modeling import UNKNOWN, Predictor
-from hfclf.ship.predict import with_predictions
+from hfclf.ship.predict import text_column, with_predictions
 
 log = logging.getLogger(__name__)
 
@@ -99,12 +99,10 @@ class Demo:
             frame = pd.read_csv(source, dtype=str, keep_default_na=False)
         except Exception as err:
             raise ValueError(f"The file could not be read as CSV: {str(err).splitlines()[0]}") from None
-        column = next((c for c in self.settings["text_columns"] if c in frame.columns), None)
+        column = text_column(list(frame.columns), self.settings["text_columns"])
         if column is None:
-            if len(frame.columns) != 1:
-                raise ValueError(f"No text column: expected one of {', '.join(self.settings['text_columns'])} "
-                                 f"(the file has {', '.join(map(str, frame.columns))}).")
-            column = frame.columns[0]
+            raise ValueError(f"No text column: expected one of {', '.join(self.settings['text_columns'])} "
+                             f"(the file has {', '.join(map(str, frame.columns))}).")
         if len(frame) > self.settings["max_batch_rows"]:
             raise ValueError(f"The file has {len(frame)} rows; the demo takes at most "
                              f"{self.settings['max_batch_rows']} (demo.max_batch_rows).")

@@ -1,82 +1,75 @@
-"""Label texts with the trained model, from the command line.
+"""predict: label texts with the trained model (`hfclf predict`, `make predict`).
 
-    hfclf predict "my parcel never arrived" "I want a refund"
-    hfclf predict --input tickets.csv --output predictions.csv
-    hfclf predict --json "where is my order?"
+    make predict TICKET="my parcel never arrived"                  # one text
+    TICKET="where is my order?" hfclf predict predict.json=true     # the same, as a JSON line
+    hfclf predict predict.input=tickets.csv predict.output=predictions.csv
 
-Each text gets its label - `UNKNOWN` when the top confidence is below the model's abstain
-threshold (classifier.json) - the confidence and the top-k labels. Files are predicted in batches
-with a progress bar; the output CSV is the input plus `predicted_label`, `confidence` and `top_k` (JSON) columns.
-Defaults come from conf/predict.yaml when run inside the project.
+The one text comes from the environment variable TICKET (conf/predict.yaml reads it:
+`text: ${oc.env:TICKET,null}`), so a ticket's quotes, `=` or `$` never pass through a shell or
+Hydra's override grammar. Each text gets its label - `UNKNOWN` when the top confidence is below the
+model's abstain threshold (classifier.json) - the confidence and the top-k labels, printed on
+stdout (log lines go to stderr). A file (CSV, or TSV by its extension) is predicted in batches
+with a progress bar; the output CSV is the input plus `predicted_label`, `confidence` and `top_k`
+(JSON) columns, written atomically. Relative paths are the project root's, like every hfclf command's.
+
+Only light imports at module level: the demo and the Hugging Face Space reuse `with_predictions`.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from hfclf.infra.errors import UserError
 
-FALLBACK = {"model_dir": "models/model", "top_k": 3, "batch_size": 64, "device": "auto", "text_columns": ["text"]}
+
+@dataclass
+class PredictSettings:
+    """conf/predict.yaml's `predict` section."""
+    model_dir: str = "models/model"
+    text: str | None = None                # one text (TICKET in the environment)
+    input: str | None = None               # a CSV / TSV file with a text column
+    output: str | None = None              # where to write the labelled file (needs input; default: print)
+    text_column: str | None = None         # the input's text column (default: the first of text_columns)
+    json: bool = False                     # print one JSON object per text
+    top_k: int = 3
+    batch_size: int = 64
+    device: str = "auto"
+    text_columns: list[str] = field(default_factory=lambda: ["text"])
 
 
-def defaults() -> dict:
-    """conf/predict.yaml's `predict` section when inside the project, else built-in fallbacks."""
-    from hfclf.infra.cli import project_root
-
-    try:
-        root = project_root()
-    except UserError:
-        return dict(FALLBACK)
-    from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
-
-    with initialize_config_dir(config_dir=str(root / "conf"), version_base=None):
-        cfg = compose(config_name="predict")
-    values = OmegaConf.to_container(cfg.predict, resolve=True)
-    values["model_dir"] = str(root / values["model_dir"])
-    return values
+def check(s: PredictSettings) -> None:
+    if s.text is not None and s.input:
+        raise UserError("give either one text (TICKET=... / predict.text) or a file (predict.input=...), not both.")
+    if s.text is None and not s.input:
+        raise UserError('nothing to label: run `make predict TICKET="my parcel never arrived"` or '
+                        "`hfclf predict predict.input=tickets.csv [predict.output=predictions.csv]`.")
+    if s.output and not s.input:
+        raise UserError("predict.output needs predict.input (a single text is printed).")
+    if s.top_k < 1:
+        raise UserError(f"predict.top_k must be at least 1 (it is {s.top_k}).")
 
 
-def parse_args(argv: list[str] | None, base: dict) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="hfclf predict",
-                                     description="Label texts with the trained classifier.")
-    parser.add_argument("texts", nargs="*", help="texts to label (quote each one)")
-    parser.add_argument("--input", type=Path, help="CSV file with a text column to label")
-    parser.add_argument("--output", type=Path, help="where to write the labelled CSV (default: print a table)")
-    parser.add_argument("--text-column", help=f"column of --input holding the text (default: first of {base['text_columns']})")
-    parser.add_argument("--model", default=base["model_dir"], help=f"trained model folder (default: {base['model_dir']})")
-    parser.add_argument("--top-k", type=int, default=base["top_k"], help="labels reported per text")
-    parser.add_argument("--batch-size", type=int, default=base["batch_size"])
-    parser.add_argument("--device", default=base["device"], help="auto | cpu | cuda | mps")
-    parser.add_argument("--json", action="store_true", help="print one JSON object per text")
-    args = parser.parse_args(argv)
-    if bool(args.texts) == bool(args.input):
-        parser.error("give either texts or --input FILE (not both)")
-    if args.output and not args.input:
-        parser.error("--output needs --input")
-    if args.top_k < 1:
-        parser.error("--top-k must be at least 1")
-    return args
+def text_column(columns: list[str], candidates: list[str]) -> str | None:
+    """The column holding the texts: the first of `candidates` present, else the only column; None if neither."""
+    found = next((c for c in candidates if c in columns), None)
+    return columns[0] if found is None and len(columns) == 1 else found
 
 
 def read_input(path: Path, column: str | None, candidates: list[str]):
     import pandas as pd
 
     if not path.is_file():
-        raise UserError(f"--input '{path}' does not exist.")
+        raise UserError(f"predict.input '{path}' does not exist.")
     try:
         frame = pd.read_csv(path, dtype=str, keep_default_na=False, sep="\t" if path.suffix == ".tsv" else ",")
     except Exception as err:
-        raise UserError(f"--input '{path}' could not be read as CSV: {str(err).splitlines()[0]}") from None
-    if column is None:
-        column = next((c for c in candidates if c in frame.columns), None)
-        if column is None and len(frame.columns) == 1:
-            column = frame.columns[0]
+        raise UserError(f"predict.input '{path}' could not be read as CSV: {str(err).splitlines()[0]}") from None
+    column = column or text_column(list(frame.columns), candidates)
     if column not in frame.columns:
-        raise UserError(f"--input '{path}' has no text column {column or ' / '.join(candidates)!r}; its columns are: "
-                        f"{', '.join(map(str, frame.columns))}. Pass --text-column NAME.")
+        raise UserError(f"predict.input '{path}' has no text column {column or ' / '.join(candidates)!r}; its "
+                        f"columns are: {', '.join(map(str, frame.columns))}. Pass predict.text_column=NAME.")
     return frame, column
 
 
@@ -89,43 +82,58 @@ def with_predictions(frame, predictions):
     return frame
 
 
-def run(argv: list[str] | None = None) -> int:
+def run(s: PredictSettings) -> None:
+    """Label `s.text` or the rows of `s.input`; print them, or write `s.output`."""
     from hfclf.infra import compute
+    from hfclf.infra.files import atomic_file
     from hfclf.train.modeling import Predictor
 
-    base = defaults()
-    args = parse_args(argv, base)
-    frame, column = read_input(args.input, args.text_column, base["text_columns"]) if args.input else (None, None)
-    hw = compute.select(args.device, "fp32", "auto")
-    predictor = Predictor.from_dir(Path(args.model), hw)
-    texts = frame[column].tolist() if frame is not None else args.texts
-    predictions = predictor.predict(texts, top_k=args.top_k, batch_size=args.batch_size, progress=frame is not None)
-    if args.output:
+    check(s)
+    frame, column = read_input(Path(s.input), s.text_column, list(s.text_columns)) if s.input else (None, None)
+    predictor = Predictor.from_dir(Path(s.model_dir), compute.select(s.device, "fp32", "auto"))
+    texts = frame[column].tolist() if frame is not None else [s.text]
+    predictions = predictor.predict(texts, top_k=s.top_k, batch_size=s.batch_size, progress=frame is not None)
+    if s.output:
         frame = with_predictions(frame, predictions)
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.output.with_name(args.output.name + ".tmp")
-        frame.to_csv(tmp, index=False)
-        tmp.replace(args.output)
+        with atomic_file(Path(s.output)) as tmp:
+            frame.to_csv(tmp, index=False)
         counts = frame["predicted_label"].value_counts()
-        print(f"wrote {len(frame)} predictions to {args.output} ("
+        print(f"wrote {len(frame)} predictions to {s.output} ("
               + ", ".join(f"{label} {n}" for label, n in counts.items()) + ")", file=sys.stderr)
-        return 0
+        return
     for text, p in zip(texts, predictions):
-        if args.json:
+        if s.json:
             print(json.dumps({"text": text, "label": p.label, "confidence": round(p.confidence, 4),
                               "top_k": [[label, round(score, 4)] for label, score in p.top_k]}))
         else:
             others = "  ".join(f"{label} {score:.3f}" for label, score in p.top_k)
             print(f"{p.label:<20} {p.confidence:.3f}  [{others}]  {text[:80]}")
-    return 0
 
 
-def main(argv: list[str] | None = None) -> None:
+def _logs_to_stderr() -> None:
+    """Results are stdout's (a JSON line per text can be piped); warnings go to stderr, info is dropped."""
     import logging
 
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
-    try:
-        sys.exit(run(argv))
-    except UserError as err:
-        sys.stderr.write(f"ERROR: {err}\n")
-        sys.exit(2)
+    root = logging.getLogger()
+    root.setLevel(logging.WARNING)
+    for handler in root.handlers:
+        if isinstance(handler, logging.StreamHandler) and getattr(handler, "stream", None) is sys.stdout:
+            handler.setStream(sys.stderr)
+
+
+def main() -> None:
+    """`hfclf predict [predict.key=value ...]`: a Hydra entry point over conf/predict.yaml."""
+    from omegaconf import DictConfig
+
+    from hfclf.infra.cli import stage
+    from hfclf.infra.settings import from_section
+
+    @stage("predict")
+    def predict(cfg: DictConfig) -> None:
+        _logs_to_stderr()
+        settings = from_section(PredictSettings, cfg.predict, "predict")
+        if settings.text is not None and not settings.text.strip():
+            settings.text = None   # TICKET="" is no text
+        run(settings)
+
+    predict()

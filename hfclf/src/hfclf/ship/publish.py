@@ -1,32 +1,36 @@
+"""publish: dist/model/ (and optionally the demo as a Space, space.py) to the Hugging Face Hub -
+never by surprise.
 
-
-# ---- merged from publishing
-"""Publishing dist/model/ (and optionally a demo Space) to the Hugging Face Hub - never by surprise.
+    make publish                                  # dry run: repo id, visibility, every file and its size
+    make publish HUB_REPO=my-org/ticket-router    # + HF_TOKEN (or `hf auth login`): create repo, upload, one commit
+    make publish HUB_REPO=... HUB_SPACE=my-org/ticket-router-demo   # also the Gradio demo as a Space
 
 `plan` says exactly what would happen: repo id, visibility, every file and its size. Without a
 repo id or a token that plan is all there is (a dry run). With both, `push` creates the repo if
 needed and uploads the folder in **one** commit whose message names the git commit; files the
 Hub already has unchanged are skipped, so a re-run is a no-op. Nothing local is ever deleted.
 
-The token is only handed to huggingface_hub: it is never printed, logged, written to a report,
-an MLflow tag or the card, and it is masked out of any error message.
+A real push is recorded in reports/publish.json and on the model's MLflow run and registered
+version (repo, commit). The token is only handed to huggingface_hub: it is never printed, logged,
+written to a report, an MLflow tag or the card, and it is masked out of any error message.
 """
 from __future__ import annotations
 
 import json
 import logging
 import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hfclf.ship import card
+from omegaconf import DictConfig, OmegaConf
+
+from hfclf.infra import files, tracking
+from hfclf.infra.cli import stage
 from hfclf.infra.errors import UserError
-from hfclf.infra.files import staged_folder
+from hfclf.infra.render import write_json
+from hfclf.ship import bundle, space
 
 log = logging.getLogger(__name__)
-
-SPACE_MODULES = ("__init__.py", "errors.py", "compute.py", "batching.py", "modeling.py", "predict.py", "demo.py")
 
 
 @dataclass
@@ -92,14 +96,12 @@ def human(size: int) -> str:
 
 def retarget_card(folder: Path, repo_id: str) -> bool:
     """Make the staged card's usage snippet name `repo_id` (written atomically); True if it changed."""
-    readme = folder / card.CARD_FILE
+    readme = folder / bundle.CARD_FILE
     text = readme.read_text(encoding="utf-8")
-    new = card.retarget(text, repo_id)
+    new = bundle.retarget(text, repo_id)
     if new == text:
         return False
-    tmp = readme.with_suffix(".md.tmp")
-    tmp.write_text(new, encoding="utf-8")
-    tmp.replace(readme)
+    files.write_text(readme, new)
     return True
 
 
@@ -107,8 +109,8 @@ def build_plan(model_dir: Path, repo_id: str | None, private: bool, space_id: st
                space_dir: Path, git_commit: str, registry: dict | None, model_name: str, force_dry_run: bool,
                space_builder=None) -> Plan:
     """Stage what would be uploaded (card retargeted, Space generated) and describe it."""
-    if not (model_dir / card.CARD_FILE).exists() or not (model_dir / "model.safetensors").exists():
-        raise UserError(f"'{model_dir}' is not a staged model (no {card.CARD_FILE} / model.safetensors): "
+    if not (model_dir / bundle.CARD_FILE).exists() or not (model_dir / "model.safetensors").exists():
+        raise UserError(f"'{model_dir}' is not a staged model (no {bundle.CARD_FILE} / model.safetensors): "
                         "run `make card` first.")
     token, source = resolve_token()
     if repo_id:
@@ -215,80 +217,6 @@ def push(plan: Plan) -> list[dict]:
     return results
 
 
-# --------------------------------------------------------------------------- the demo Space
-
-def build_space(space_dir: Path, model_repo: str, package_dir: Path, package: str, demo_settings: dict,
-                examples: list[list[str]], title: str, license_: str) -> None:
-    """Generate the Space folder: app.py, requirements.txt, README.md (Space metadata), the package's
-    inference and demo modules, and the examples; written in a temporary folder, then swapped in."""
-    import gradio
-
-    with staged_folder(space_dir) as tmp:
-        (tmp / package).mkdir()
-        for name in SPACE_MODULES:
-            shutil.copy2(package_dir / name, tmp / package / name)
-        settings = {**demo_settings, "host": "0.0.0.0", "port": 7860, "flagging_dir": "flagged"}
-        (tmp / "demo.json").write_text(json.dumps({"settings": settings, "examples": examples}, indent=2),
-                                       encoding="utf-8")
-        (tmp / "app.py").write_text(SPACE_APP.format(package=package, model_repo=model_repo, title=title),
-                                    encoding="utf-8")
-        from importlib.metadata import version
-
-        pins = [f"gradio=={gradio.__version__}", f"transformers=={version('transformers')}",
-                f"torch=={version('torch').split('+')[0]}", "huggingface_hub", "pandas", "numpy", "tqdm"]
-        (tmp / "requirements.txt").write_text("\n".join(pins) + "\n", encoding="utf-8")
-        (tmp / "README.md").write_text("\n".join([
-            "---", f"title: {title}", "emoji: 🏷️", "colorFrom: blue", "colorTo: gray", "sdk: gradio",
-            f"sdk_version: {gradio.__version__}", "app_file: app.py", "pinned: false", f"license: {license_}",
-            "models:", f"- {model_repo}", "---", "",
-            f"# {title}", "", f"Demo of [`{model_repo}`](https://huggingface.co/{model_repo}): type a support "
-            "ticket, get the top labels with their confidence (`UNKNOWN` below the abstain threshold).",
-            "A private model repo needs an `HF_TOKEN` secret in this Space's settings.", ""]), encoding="utf-8")
-
-
-SPACE_APP = '''"""Gradio Space for {title}: downloads the model from the Hub and serves the project's demo."""
-import json
-from pathlib import Path
-
-from huggingface_hub import snapshot_download
-
-from {package}.demo import build_app
-from {package}.modeling import Predictor
-
-MODEL_REPO = "{model_repo}"
-
-config = json.loads(Path(__file__).with_name("demo.json").read_text(encoding="utf-8"))
-predictor = Predictor.from_dir(snapshot_download(MODEL_REPO))
-demo = build_app(predictor, config["settings"], config["examples"])
-'''
-
-
-# ---- merged from publish
-"""`hfclf publish` (or `make publish`): print the upload plan, push only
-with a target repo and a token.
-
-    make publish                                  # dry run: repo id, visibility, every file and its size
-    make publish HUB_REPO=my-org/ticket-router    # + HF_TOKEN (or `hf auth login`): create repo, upload, one commit
-    make publish HUB_REPO=... HUB_SPACE=my-org/ticket-router-demo   # also the Gradio demo as a Space
-
-A real push is recorded in reports/publish.json and on the model's MLflow run and registered
-version (repo, commit) - never the token.
-"""
-import json
-import logging
-import os
-from pathlib import Path
-
-from omegaconf import DictConfig, OmegaConf
-
-from hfclf.infra import tracking
-from hfclf.infra.cli import stage
-from hfclf.infra.errors import UserError
-from hfclf.infra.render import write_json
-
-log = logging.getLogger(__name__)
-
-
 def record(cfg: DictConfig, results: list[dict], registry: dict | None) -> None:
     import mlflow
     from mlflow import MlflowClient
@@ -320,8 +248,8 @@ def main(cfg: DictConfig) -> None:
         from hfclf.ship import demo  # gradio: imported only when a Space is asked for
 
         examples = demo.examples_from(reports / "predictions.csv", demo_settings["examples"])
-        build_space(space_dir, model_repo, Path(__file__).parent, __package__,
-                               demo_settings, examples, card_settings.model_name, card_settings.license)
+        space.build_space(space_dir, model_repo, demo_settings, examples, card_settings.model_name,
+                          card_settings.license)
 
     plan = build_plan(
         Path(cfg.publish.model_dir), repo_id, cfg.hub_repo.private, space_id, cfg.hub_repo.space_private,

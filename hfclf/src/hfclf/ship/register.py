@@ -1,64 +1,36 @@
+"""register: the trained model into the MLflow model registry, with its test metrics.
 
+Logs models/model as an MLflow pyfunc model (serving.TicketClassifier, built from code by
+pyfunc_model.py) into the model's MLflow run and registers it under `register.name`. The library
+code the model runs (bundle.INFERENCE_MODULES, as `hfclf/...`) travels inside the MLflow model
+(`code_paths`), so loading it needs no install of hfclf, only its dependencies.
 
-# ---- merged from registry
-"""The MLflow model registry: the trained model as an MLflow `pyfunc` model, registered once per model.
-
-`TicketClassifier` wraps `modeling.Predictor` and is logged as a model from code (pyfunc_model.py), so `mlflow.pyfunc.load_model("models:/<name>/<version>")`
-returns a model whose `predict(DataFrame with a "text" column | list of str)` gives one row per
-text: label (UNKNOWN below the abstain threshold), confidence and the top-k as JSON. The package's
-own code travels inside the MLflow model (`code_paths`), so loading it needs no install of this
-project, only its dependencies.
-
-Registering is idempotent: a version of the same run whose weights, classifier.json and code match\nis reused, not duplicated.
+Registering is idempotent: a version of the same run whose weights, classifier.json and code
+match is reused, not duplicated. Output: reports/registry.json (name, version, models:/ URI)
+that `card` and `publish` record.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
+import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import mlflow.pyfunc
-import pandas as pd
+from omegaconf import DictConfig
+
+from hfclf.infra import tracking
+from hfclf.infra.cli import stage
+from hfclf.infra.errors import UserError
+from hfclf.infra.render import write_json
+from hfclf.ship import bundle
 
 log = logging.getLogger(__name__)
 
-PACKAGE_DIR = Path(__file__).resolve().parent
 WEIGHTS = "model.safetensors"
-# The modules the pyfunc model runs (the whole package ships in it; these decide its behaviour).
-CODE_FILES = ("registry.py", "pyfunc_model.py", "modeling.py", "batching.py", "compute.py", "errors.py")
-
-
-class TicketClassifier(mlflow.pyfunc.PythonModel):
-    """pyfunc wrapper over modeling.Predictor: texts in, label / confidence / top-k out."""
-
-    def load_context(self, context) -> None:
-        from hfclf.train.modeling import Predictor
-
-        self.predictor = Predictor.from_dir(context.artifacts["model"])
-
-    def predict(self, context, model_input, params: dict | None = None) -> pd.DataFrame:
-        params = params or {}
-        predictions = self.predictor.predict(texts_from(model_input), top_k=int(params.get("top_k", 3)),
-                                             batch_size=int(params.get("batch_size", 64)))
-        return pd.DataFrame({
-            "label": [p.label for p in predictions],
-            "confidence": [round(p.confidence, 6) for p in predictions],
-            "top_k": [json.dumps([[label, round(score, 6)] for label, score in p.top_k]) for p in predictions],
-        })
-
-
-def texts_from(model_input) -> list[str]:
-    """Accept what pyfunc callers send: a DataFrame with a `text` column (or one column), a list, a str."""
-    if isinstance(model_input, pd.DataFrame):
-        column = "text" if "text" in model_input.columns else model_input.columns[0]
-        return model_input[column].astype(str).tolist()
-    if isinstance(model_input, pd.Series):
-        return model_input.astype(str).tolist()
-    if isinstance(model_input, str):
-        return [model_input]
-    return [str(text) for text in model_input]
+# The library modules the pyfunc model runs, as paths inside hfclf/ (they are all it ships).
+CODE_FILES = (*bundle.INFERENCE_MODULES, "ship/serving.py", "ship/pyfunc_model.py")
 
 
 @dataclass
@@ -74,7 +46,7 @@ class Registered:
 def fingerprint(model_dir: Path) -> str:
     """sha256 over the weights, classifier.json and the code that loads and runs them."""
     digest = hashlib.sha256()
-    files = [model_dir / WEIGHTS, model_dir / "classifier.json", *(PACKAGE_DIR / name for name in CODE_FILES)]
+    files = [model_dir / WEIGHTS, model_dir / "classifier.json", *(bundle.LIBRARY_DIR / name for name in CODE_FILES)]
     for path in files:
         digest.update(path.name.encode())
         with open(path, "rb") as handle:
@@ -122,6 +94,7 @@ def register(model_dir: Path, name: str, run_id: str, tags: dict[str, str], desc
     """Log `model_dir` as a pyfunc model into the active run and register it as `name` (idempotent);
     `metrics` are linked to the logged model, `tags` (and the fingerprint) set on the version."""
     import mlflow
+    import mlflow.pyfunc
     from mlflow import MlflowClient
 
     client = MlflowClient()
@@ -132,10 +105,13 @@ def register(model_dir: Path, name: str, run_id: str, tags: dict[str, str], desc
         return Registered(name, str(existing.version), f"models:/{name}/{existing.version}", run_id, sha, True)
 
     all_tags = {**tags, "fingerprint": sha}
-    info = mlflow.pyfunc.log_model(
-        name=artifact_name, python_model=str(PACKAGE_DIR / "pyfunc_model.py"), artifacts={"model": str(model_dir)},
-        code_paths=[str(PACKAGE_DIR)], signature=signature(), pip_requirements=pip_requirements(),
-        registered_model_name=name, tags=all_tags, await_registration_for=60)
+    with tempfile.TemporaryDirectory() as code:   # hfclf/ with only the modules the model runs
+        library = bundle.copy_library(CODE_FILES, Path(code))
+        info = mlflow.pyfunc.log_model(
+            name=artifact_name, python_model=str(library / "ship" / "pyfunc_model.py"),
+            artifacts={"model": str(model_dir)}, code_paths=[str(library)], signature=signature(),
+            pip_requirements=pip_requirements(), registered_model_name=name, tags=all_tags,
+            await_registration_for=60)
     version = str(info.registered_model_version)
     if metrics:  # shown on the logged model's page in the MLflow UI, next to the registered version
         mlflow.log_metrics(metrics, model_id=info.model_id)
@@ -150,26 +126,7 @@ def as_dict(registered: Registered) -> dict:
     return asdict(registered)
 
 
-# ---- merged from stages.register
-"""register: the trained model into the MLflow model registry, with its test metrics.
-
-Logs models/model as a pyfunc model (registry.TicketClassifier) into the model's MLflow run and
-registers it under `register.name`; re-running on the same weights reuses the version.
-Output: reports/registry.json (name, version, models:/ URI) that `card` and `publish` record.
-"""
-import json
-import logging
-from pathlib import Path
-
-from omegaconf import DictConfig
-
-from hfclf.infra import tracking
-from hfclf.infra.cli import stage
-from hfclf.infra.errors import UserError
-from hfclf.infra.render import write_json
-
-log = logging.getLogger(__name__)
-
+# --------------------------------------------------------------------------- the stage
 
 @stage("register")
 def main(cfg: DictConfig) -> None:

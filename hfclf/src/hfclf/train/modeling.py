@@ -67,21 +67,35 @@ def resolve_model(name: str) -> tuple[str, str]:
                     "or connect to the Hub once so the model is cached.")
 
 
-def load_for_training(name: str, labels: list[str], seed: int = 42):
-    """Tokenizer and a sequence-classification model with a fresh head for `labels`, seeded."""
+def load_for_training(name: str, labels: list[str], seed: int = 42, builder: str | None = None):
+    """Tokenizer and a sequence-classification model with a fresh head for `labels`, seeded.
+
+    `builder` (model.builder): the dotted path of the user's own `build(folder, labels)`, which
+    returns the model instead of the standard head on `name`; the tokenizer still comes from `name`.
+    """
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
+    from hfclf.pipeline import user_hook
+
+    build = user_hook(builder, "model.builder")   # fails before any loading when the path does not import
     folder, origin = resolve_model(name)
-    log.info("base model %s from %s (%s)", name, origin, folder)
+    log.info("base model %s from %s (%s)%s", name, origin, folder, f", built by {builder}" if build else "")
     tokenizer = AutoTokenizer.from_pretrained(folder)
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # the "newly initialized classifier" notice is expected here
     torch.manual_seed(seed)           # the new head's initialisation is part of the run's seed
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(
-            folder, num_labels=len(labels), id2label=dict(enumerate(labels)),
-            label2id={label: i for i, label in enumerate(labels)})
+        if build:
+            model = build(folder, list(labels))
+            outputs = getattr(getattr(model, "config", None), "num_labels", None)
+            if outputs != len(labels):
+                raise UserError(f"model.builder={builder!r} returned a model with {outputs} outputs for "
+                                f"{len(labels)} labels: build it with num_labels=len(labels).")
+        else:
+            model = AutoModelForSequenceClassification.from_pretrained(
+                folder, num_labels=len(labels), id2label=dict(enumerate(labels)),
+                label2id={label: i for i, label in enumerate(labels)})
     finally:
         hf_logging.set_verbosity(verbosity)
     return tokenizer, model, origin

@@ -53,7 +53,8 @@ def main(cfg: DictConfig) -> float:
     hw = compute.select(cfg.compute.device, cfg.compute.precision, cfg.compute.threads)
     ddp.init(hw, cfg.compute.threads)
     compute.seed_everything(cfg.compute.seed)
-    tokenizer, model, origin = modeling.load_for_training(cfg.model.name, labels, cfg.compute.seed)
+    tokenizer, model, origin = modeling.load_for_training(cfg.model.name, labels, cfg.compute.seed,
+                                                          cfg.model.get("builder"))
     settings = settings_from(cfg)
     checkpoint = Path(cfg.train.checkpoint_dir) / "last.pt"
     run_file = checkpoint.parent / tracking.RUN_FILE
@@ -88,7 +89,8 @@ def main(cfg: DictConfig) -> float:
         def attempt(device: compute.Compute, resume: bool) -> loop.TrainResult:
             nonlocal tokenizer, model
             if device is not hw:  # after a GPU out-of-memory: a fresh copy of the model for the CPU
-                tokenizer, model, _ = modeling.load_for_training(cfg.model.name, labels, cfg.compute.seed)
+                tokenizer, model, _ = modeling.load_for_training(cfg.model.name, labels, cfg.compute.seed,
+                                                          cfg.model.get("builder"))
             return loop.train(model, tokenizer, *splits, settings, device, checkpoint_path=checkpoint,
                                   resume=resume, on_metrics=on_metrics, dist=ddp, augment=augmenter)
 

@@ -5,26 +5,25 @@ clusters) runs the trials. This module owns what Hydra does not:
 - `SweepTracker`, a Hydra callback: one MLflow parent run per sweep, every trial's run nested
   under it; at the end the best trial's values go to `sweeps/best_params.yaml` and a summary table.
 - `trial_tags()`, which the train stage puts on its run to nest it.
-- `promote()` (`make promote`): the best values written into conf/, comments kept, so the next
-  `dvc repro` trains the winner as the pipeline's model.
+- `promote()` (`hfclf promote [promote.file=...]`, `make promote`): the best values written into
+  conf/ (infra/config_edit.py keeps the comments), so the next `dvc repro` trains the winner.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import logging
-import os
-import re
 import shutil
-import sys
 from pathlib import Path
 from typing import Any
 
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
-from hfclf.infra import config_edit
+from hfclf.infra import files
+from hfclf.infra.cli import stage
+from hfclf.infra.config_edit import render, set_in_file
 from hfclf.infra.errors import UserError
+from hfclf.infra.render import md_table
 
 log = logging.getLogger(__name__)
 
@@ -130,10 +129,9 @@ class SweepTracker(Callback):
         text = best_params_text(values, best.data.metrics[OBJECTIVE], sweep_dir, len(scored), len(trials),
                                 parent, best.info.run_id)
         for path in (sweep_dir / "best_params.yaml", self.best_file):
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text, encoding="utf-8")
+            files.write_text(path, text)
         summary = sweep_dir / "summary.md"
-        summary.write_text(summary_markdown(scored, info["keys"], sweep_dir), encoding="utf-8")
+        files.write_text(summary, summary_markdown(scored, info["keys"], sweep_dir))
         client.log_metric(parent, OBJECTIVE, best.data.metrics[OBJECTIVE])
         client.log_metric(parent, "trials_finished", len(scored))
         client.set_tag(parent, "best_run_id", best.info.run_id)
@@ -162,7 +160,7 @@ def best_params_text(values: dict, score: float, sweep_dir: Path, finished: int,
                      parent: str, best_run: str) -> str:
     lines = [f"# Best trial of sweep {sweep_dir} ({finished} of {total} trials finished):",
              f"# validation macro-F1 {score:.4f}. MLflow: sweep run {parent}, trial run {best_run}.",
-             "# Keys are Hydra overrides (`python -m <package>.stages.train key=value` tries one).",
+             "# Keys are Hydra overrides (`hfclf train key=value` tries one).",
              "# `make promote` writes them into conf/ (file named on each line) for `dvc repro`.", ""]
     for key, value in values.items():
         path, _ = conf_location(Path("conf"), key)
@@ -171,8 +169,6 @@ def best_params_text(values: dict, score: float, sweep_dir: Path, finished: int,
 
 
 def summary_markdown(scored: list, keys: list[str], sweep_dir: Path) -> str:
-    from hfclf.infra.render import md_table
-
     rows = [(t.data.tags.get("sweep_trial", "?"), f"{t.data.metrics[OBJECTIVE]:.4f}",
              *(t.data.params.get(k, "") for k in keys), t.info.run_id) for t in scored]
     return "\n".join([f"# Sweep {sweep_dir}", "", f"{len(scored)} finished trials, best first "
@@ -181,24 +177,6 @@ def summary_markdown(scored: list, keys: list[str], sweep_dir: Path) -> str:
 
 
 # --- promote: best values into conf/ -------------------------------------------------------------
-
-_VALUE = r'"(?:[^"\\\n]|\\.)*"|\'(?:[^\'\n]|\'\')*\'|[^#\n]*?'
-
-
-def render(value: Any) -> str:
-    """A YAML scalar that both PyYAML and OmegaConf read back as the same value."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        text = repr(value)
-        mantissa, _, exponent = text.partition("e")
-        return f"{mantissa}.0e{exponent}" if exponent and "." not in mantissa else text
-    if isinstance(value, int):
-        return str(value)
-    return json.dumps(str(value), ensure_ascii=False)
-
 
 def conf_location(conf: Path, key: str) -> tuple[Path | None, list[str]]:
     """Where `key` (e.g. train.learning_rate, model.max_length) is set: the file and the key path in it."""
@@ -210,43 +188,6 @@ def conf_location(conf: Path, key: str) -> tuple[Path | None, list[str]]:
     if (conf / head / "default.yaml").is_file():  # a config group: conf/model/default.yaml -> {...}
         return conf / head / "default.yaml", rest.split(".")
     return None, []
-
-
-def set_in_file(path: Path, keys: list[str], value: Any) -> None:
-    """Set `value` at `keys` (a top-level key, or one key inside a top-level section), keeping comments."""
-    if len(keys) not in (1, 2):
-        raise UserError(f"cannot edit '{'.'.join(keys)}' in '{path}' automatically: set it by hand.")
-    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
-    start, end, indent = 0, len(lines), ""
-    if len(keys) == 2:
-        section = next((i for i, line in enumerate(lines) if re.match(rf"^{re.escape(keys[0])}:\s*(#.*)?$", line)), None)
-        if section is None:
-            raise UserError(f"'{path}' has no section '{keys[0]}:'; add {keys[1]} under it by hand.")
-        start = section + 1
-        end = next((i for i in range(start, len(lines)) if re.match(r"^\S", lines[i]) and not lines[i].startswith("#")),
-                   len(lines))
-        indent = r"[ \t]+"
-    pattern = re.compile(rf"^({indent}{re.escape(keys[-1])}:[ \t]*)({_VALUE})([ \t]+#[^\n]*)?([ \t]*\r?\n?)$")
-    rendered = render(value)
-    for i in range(start, end):
-        match = pattern.match(lines[i])
-        if match:
-            head, old, comment, newline = match.group(1), match.group(2), match.group(3) or "", match.group(4)
-            column = len(head) + len(old) + len(comment) - len(comment.lstrip())
-            line = head + rendered
-            if comment:
-                line = line.ljust(column) if len(line) < column - 1 else line + "  "
-            lines[i] = line + comment.lstrip() + newline
-            break
-    else:
-        raise UserError(f"'{path}' has no key '{'.'.join(keys)}'; add it by hand.")
-    text = "".join(lines)
-    parsed = yaml.safe_load(text) or {}
-    for key in keys:
-        parsed = parsed.get(key) if isinstance(parsed, dict) else None
-    if parsed != value:
-        raise UserError(f"could not set {'.'.join(keys)} in '{path}' (it would read {parsed!r}); edit it by hand.")
-    config_edit.write_atomically(path, text)
 
 
 def promote(best_file: Path = BEST_FILE, conf: Path = Path("conf")) -> dict[str, Path]:
@@ -268,20 +209,10 @@ def promote(best_file: Path = BEST_FILE, conf: Path = Path("conf")) -> dict[str,
     return {key: path for key, (path, _) in plan.items()}
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="hfclf promote",
-                                     description="Promote a sweep's best values into conf/.")
-    parser.add_argument("command", choices=["promote"])
-    parser.add_argument("best_file", nargs="?", default=str(BEST_FILE))
-    args = parser.parse_args(argv)
-    try:
-        from hfclf.infra.cli import project_root
-
-        os.chdir(project_root())
-        changed = promote(Path(args.best_file))
-    except UserError as err:
-        sys.stderr.write(f"ERROR: {err}\n")
-        sys.exit(2)
+@stage("promote")
+def main(cfg: DictConfig) -> None:
+    """`hfclf promote [promote.file=sweeps/best_params.yaml]` (`make promote [BEST=file]`)."""
+    changed = promote(Path(cfg.promote.file))
     for key, path in changed.items():
         print(f"{key} -> {path}")
     print("Now `make train` (dvc repro) trains the promoted configuration; commit conf/ and dvc.lock.")

@@ -5,28 +5,23 @@ Everything comes from what the Hub says about a dataset without running it: the 
 features and split sizes), the repo's tags and file list, and - when the card lists no features -
 the first kilobytes of one CSV / TSV / JSONL data file. No dataset is downloaded and the Dataset
 Viewer API is not needed. What cannot be known is shown as unknown and flagged, never guessed.
+Which columns hold text and label: columns.py; the shortlist people read: shortlist.py.
 """
 from __future__ import annotations
 
-import csv
-import io
-import json
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import PurePosixPath
 
-from hfclf.research import hub
 from hfclf.infra.errors import UserError
-from hfclf.infra.render import md_table
+from hfclf.research import hub
+from hfclf.research.columns import PEEKABLE, columns_from_head, pick_label, pick_text
 
 log = logging.getLogger(__name__)
 
-PEEKABLE = {".csv": ",", ".tsv": "\t", ".jsonl": None, ".json": None}
 SPLIT_WORDS = {"train": "train", "training": "train", "validation": "validation", "valid": "validation",
                "val": "validation", "dev": "validation", "test": "test", "testing": "test"}
-STRING_TYPES = {"string", "large_string"}
-LABEL_TYPES = {"string", "large_string", "int64", "int32", "int16", "int8", "bool", "?"}
 
 
 @dataclass
@@ -174,88 +169,7 @@ def file_to_peek(info) -> str | None:
     return files[0] if files else None
 
 
-# --------------------------------------------------------------------------- columns from a file's head
-
-def columns_from_head(filename: str, data: bytes) -> tuple[dict[str, str], dict[str, int], int]:
-    """Column names, their types and distinct values (from >= 20 complete rows), and the rows read,
-    from the first bytes of a CSV, TSV or JSONL file."""
-    text = data.decode("utf-8", errors="replace").lstrip("\ufeff")
-    complete = text[: text.rfind("\n") + 1] if "\n" in text else text
-    suffix = PurePosixPath(filename).suffix.lower()
-    rows: list[dict] = []
-    if PEEKABLE.get(suffix):
-        reader = csv.DictReader(io.StringIO(complete), delimiter=PEEKABLE[suffix])
-        try:
-            rows = list(reader)
-            header = reader.fieldnames or []
-        except csv.Error:
-            return {}, {}, 0
-        columns = {name: _guess_type([r.get(name) for r in rows]) for name in header}
-    else:
-        for line in complete.splitlines():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(record, dict):
-                rows.append(record)
-        columns = {}
-        for row in rows:
-            for key, value in row.items():
-                columns.setdefault(key, _json_type(value))
-    seen = {name: len({str(r.get(name)) for r in rows}) for name in columns} if len(rows) >= 20 else {}
-    return columns, seen, len(rows)
-
-
-def _guess_type(values: list) -> str:
-    values = [v for v in values if v not in (None, "")]
-    if not values:
-        return "?"
-    for kind, cast in (("int64", int), ("float64", float)):
-        try:
-            for v in values:
-                cast(v)
-            return kind
-        except ValueError:
-            continue
-    return "string"
-
-
-def _json_type(value) -> str:
-    return {str: "string", bool: "bool", int: "int64", float: "float64"}.get(type(value), "nested")
-
-
-# --------------------------------------------------------------------------- which columns, which flags
-
-def pick_text(columns: dict[str, str], names) -> str | None:
-    """The likeliest text column: a string column named like text, else the only free string column."""
-    strings = [c for c, t in columns.items() if t in STRING_TYPES and not _is_identifier(c)]
-    lowered = {c.lower(): c for c in strings}
-    for name in names:
-        if name in lowered:
-            return lowered[name]
-    return strings[0] if len(strings) == 1 else None
-
-
-def pick_label(columns: dict[str, str], classes: dict[str, int], names, text_column: str | None) -> str | None:
-    """The likeliest label: a class_label feature, else a column named like a label, else a string
-    column with few distinct values in the rows seen."""
-    labelled = [c for c, t in columns.items() if t == "class_label"]
-    if labelled:
-        return labelled[0]
-    usable = [c for c, t in columns.items() if t in LABEL_TYPES and c != text_column and not _is_identifier(c)]
-    lowered = {c.lower(): c for c in usable}
-    for name in names:
-        if name in lowered:
-            return lowered[name]
-    few = [c for c in usable if columns[c] in STRING_TYPES and 2 <= classes.get(c, 0) <= 50]
-    return min(few, key=lambda c: classes[c]) if few else None
-
-
-def _is_identifier(column: str) -> bool:
-    lowered = column.lower()
-    return lowered in {"id", "uuid", "guid", "idx", "index", "url", "link"} or lowered.endswith(("_id", "_url"))
-
+# --------------------------------------------------------------------------- what to check first
 
 def flags(cand: Candidate) -> list[str]:
     found = []
@@ -302,80 +216,6 @@ def find(api, query: str, task: str | None, sort: str, limit: int, settings) -> 
 
     with ThreadPoolExecutor(max_workers=max(1, int(settings.workers))) as pool:
         return list(pool.map(one, infos))
-
-
-# --------------------------------------------------------------------------- reports
-
-TABLE_HEADER = ["#", "dataset", "downloads", "likes", "licence", "size", "rows", "splits", "languages",
-                "modified", "text / label", "flags"]
-
-
-def table_rows(candidates: list[Candidate]) -> list[list]:
-    rows = []
-    for i, c in enumerate(candidates, 1):
-        columns = f"{c.text_column or '?'} / {c.label_column or '?'}"
-        if c.label_column and c.classes.get(c.label_column):
-            exact = c.columns.get(c.label_column) == "class_label"
-            columns += f" ({'' if exact else '~'}{c.classes[c.label_column]} classes)"
-        rows.append([i, c.id, _count(c.downloads), _count(c.likes), c.license or "-", c.size_category or "-",
-                     _count(c.rows), ", ".join(c.splits) or "-", ", ".join(c.languages[:4]) or "-",
-                     c.last_modified or "-", columns, "; ".join(c.flags) or "ok"])
-    return rows
-
-
-def markdown(candidates: list[Candidate], query: str, task: str | None, sort: str, endpoint: str) -> str:
-    lines = [f"# Dataset candidates for \"{query}\"", "",
-             f"Searched {endpoint} for datasets matching \"{query}\""
-             f"{f', task `{task}`' if task else ', any task'}, most {sort.replace('_', ' ')} first. "
-             "Everything below comes from the dataset cards, tags and file headers - nothing was downloaded. "
-             "**Flags** say what to check before you commit: a missing licence, columns the card does "
-             "not describe, no plausible text or label column.", ""]
-    if not candidates:
-        lines += ["No dataset matched. Try fewer or other words (the search matches dataset ids), or drop TASK."]
-        return "\n".join(lines) + "\n"
-    lines += [md_table(TABLE_HEADER, table_rows(candidates)), ""]
-    for i, c in enumerate(candidates, 1):
-        lines += [f"## {i}. {c.id}", ""]
-        if c.columns:
-            described = ", ".join(f"`{n}` ({t}{_values(c, n)})" for n, t in c.columns.items())
-            lines.append(f"- columns (from {c.columns_from}): {described}")
-            lines.append(f"- suggested: text `{c.text_column or '?'}`, label `{c.label_column or '?'}`")
-        else:
-            lines.append("- columns: unknown - the card has no `dataset_info` and no CSV / JSONL file was readable")
-        splits = ", ".join(f"{s} ({_count(n)})" if n is not None else s for s, n in c.splits.items())
-        lines.append(f"- splits: {splits or 'unknown'}")
-        lines.append(f"- tasks: {', '.join(c.tasks) or 'none tagged'}; languages: {', '.join(c.languages) or 'unknown'}")
-        if c.subsets:
-            lines.append(f"- subsets: {', '.join(c.subsets)}")
-        lines.append(f"- flags: {'; '.join(c.flags) or 'none'}")
-        lines.append(f"- use it: `{use_command(c)}`")
-        lines.append("")
-    return "\n".join(lines)
-
-
-def use_command(c: Candidate) -> str:
-    parts = [f"make use-dataset ID={c.id}", f"LABEL={_shell(c.label_column) if c.label_column else '<column>'}"]
-    if c.text_column:
-        parts.append(f"TEXT={_shell(c.text_column)}")
-    if len(c.subsets) > 1:
-        parts.append(f"SUBSET={_shell(c.subset) if c.subset else '<' + '|'.join(c.subsets[:4]) + '>'}")
-    return " ".join(parts)
-
-
-def _values(c: Candidate, column: str) -> str:
-    if column not in c.classes:
-        return ""
-    if c.columns[column] == "class_label":
-        return f", {c.classes[column]} classes"
-    return f", {c.classes[column]} distinct"
-
-
-def _shell(value: str) -> str:
-    return value if value.replace("_", "").replace("-", "").replace(".", "").isalnum() else f"'{value}'"
-
-
-def _count(n: int | None) -> str:
-    return "-" if n is None else f"{n:,}"
 
 
 def _first(value) -> str | None:

@@ -1,0 +1,147 @@
+"""The DVC contract (hfclf.pipeline): the table, its rendering and the checker - fast, no DVC run."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from hfclf import pipeline
+
+TEMPLATE_DVC = Path(__file__).resolve().parents[2] / "{{cookiecutter.project_slug}}" / "dvc.yaml"
+PLACEHOLDER = "{{ cookiecutter.package_name }}"
+
+
+def stages(package: str = "pkg") -> dict:
+    return yaml.safe_load(pipeline.render(package))["stages"]
+
+
+def test_the_template_dvc_yaml_is_the_rendering():
+    assert TEMPLATE_DVC.read_text(encoding="utf-8") == pipeline.render(PLACEHOLDER), \
+        pipeline.unified_diff(TEMPLATE_DVC.read_text(encoding="utf-8"), PLACEHOLDER)
+
+
+def test_every_stage_runs_hfclf_and_pins_the_library_version():
+    rendered = stages()
+    assert list(rendered) == ["prepare", "review", "smoke", "plan", "train", "evaluate", "analyze", "register", "card"]
+    for name, spec in rendered.items():
+        assert spec["cmd"] == f"hfclf {name}"
+        assert {"pyproject.toml": ["tool.hfclf.version"]} in spec["params"], name
+
+
+def test_user_code_is_a_dep_only_where_it_runs():
+    users = {name: sorted(d for d in spec.get("deps", []) if d.startswith("src/")) for name, spec in stages().items()}
+    assert {name: deps for name, deps in users.items() if deps} == {
+        "prepare": ["src/pkg/data.py"], "smoke": ["src/pkg/model.py"], "train": ["src/pkg/model.py"]}
+
+
+def test_train_waits_for_gates_not_timing_reports():
+    train = stages()["train"]
+    assert "reports/gates/smoke.json" in train["deps"] and "reports/gates/plan.json" in train["deps"]
+    assert not {"reports/smoke.json", "reports/training_plan.json"} & set(train["deps"])
+    params = {file: keys for item in train["params"] for file, keys in item.items()}
+    assert "conf/smoke.yaml" not in params and "conf/plan.yaml" not in params
+
+
+def test_a_matching_dvc_yaml_has_no_differences():
+    assert pipeline.differences(stages("pkg"), "pkg") == []
+
+
+@pytest.mark.parametrize("edit, expected", [
+    (lambda s: s["train"]["deps"].remove("reports/gates/plan.json"), "train.deps: missing reports/gates/plan.json"),
+    (lambda s: s["train"]["deps"].append("reports/smoke.json"), "train.deps: not in the contract: reports/smoke.json"),
+    (lambda s: s["smoke"]["params"][1]["conf/smoke.yaml"].append("smoke.steps"),
+     "smoke.params: conf/smoke.yaml: not in the contract: smoke.steps"),
+    (lambda s: s["prepare"]["params"].pop(0), "prepare.params: pyproject.toml: missing tool.hfclf.version"),
+    (lambda s: s["review"].update(cmd="python -m review"), "review.cmd: is 'python -m review'"),
+    (lambda s: s.pop("card"), "card: stage missing"),
+    (lambda s: s["evaluate"]["outs"].pop(), "evaluate.outs: missing reports/predictions.parquet"),
+    (lambda s: s["evaluate"]["metrics"][0]["reports/metrics.json"].update(cache=True),
+     "evaluate.metrics: reports/metrics.json: options {'cache': True}, the contract says {'cache': False}"),
+])
+def test_each_difference_names_stage_and_key(edit, expected):
+    actual = stages("pkg")
+    edit(actual)
+    problems = pipeline.differences(actual, "pkg")
+    assert any(p.startswith(expected) for p in problems), problems
+
+
+def write_conf(root: Path) -> None:
+    """Files holding every param key of the contract (each key set to 1)."""
+    for stage in pipeline.STAGES:
+        for file, keys in stage.all_params():
+            path = root / file
+            path.parent.mkdir(parents=True, exist_ok=True)
+            content = (yaml.safe_load(path.read_text()) if path.exists() and file.endswith(".yaml") else None) or {}
+            if file.endswith(".toml"):
+                path.write_text('[tool.hfclf]\nversion = "1"\n')
+                continue
+            for key in keys:
+                node = content
+                *parents, last = key.split(".")
+                for part in parents:
+                    node = node.setdefault(part, {})
+                if not isinstance(node.get(last), dict):   # a section another stage reads key by key
+                    node[last] = 1
+            path.write_text(yaml.safe_dump(content))
+
+
+def test_contract_command_checks_and_writes(tmp_path, monkeypatch, capsys):
+    write_conf(tmp_path)
+    (tmp_path / "src" / "my_pkg").mkdir(parents=True)
+    (tmp_path / "src" / "my_pkg" / "__init__.py").write_text("")
+    dvc_yaml = tmp_path / "dvc.yaml"
+    dvc_yaml.write_text(pipeline.render("my_pkg").replace("src/my_pkg/data.py", "src/data.py"))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        pipeline.main([])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "prepare.deps: missing src/my_pkg/data.py" in err and "prepare.deps: not in the contract: src/data.py" in err
+
+    text = dvc_yaml.read_text() + "  mine:\n    cmd: echo hi\n"   # a stage of the user's own survives --write
+    dvc_yaml.write_text(text)
+    pipeline.main(["--write"])
+    written = yaml.safe_load(dvc_yaml.read_text())["stages"]
+    assert written["mine"] == {"cmd": "echo hi"}
+    assert dvc_yaml.read_text().startswith(pipeline.render("my_pkg"))
+    pipeline.main([])
+    assert "matches the contract" in capsys.readouterr().out
+
+
+def test_user_hook_errors_are_one_line(tmp_path, monkeypatch):
+    from hfclf.infra.errors import UserError
+
+    (tmp_path / "src" / "hookpkg_x").mkdir(parents=True)
+    (tmp_path / "src" / "hookpkg_x" / "__init__.py").write_text("")
+    (tmp_path / "src" / "hookpkg_x" / "data.py").write_text("def load(source):\n    return source\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sys.path", list(__import__("sys").path))
+    assert pipeline.user_hook(None, "data.loader") is None
+    assert pipeline.user_hook("hookpkg_x.data.load", "data.loader")("x") == "x"
+    with pytest.raises(UserError, match=r"data.clean='hookpkg_x.data.clean' does not import: module 'hookpkg_x.data' has no function 'clean'"):
+        pipeline.user_hook("hookpkg_x.data.clean", "data.clean")
+    with pytest.raises(UserError, match=r"model.builder='nowhere_pkg.model.build' does not import: ModuleNotFoundError"):
+        pipeline.user_hook("nowhere_pkg.model.build", "model.builder")
+
+
+def test_a_mismatched_pin_is_refused(tmp_path):
+    from hfclf import __version__
+    from hfclf.infra import cli
+    from hfclf.infra.errors import UserError
+
+    (tmp_path / "pyproject.toml").write_text('[tool.hfclf]\nversion = "0.0.1"\n')
+    with pytest.raises(UserError) as err:
+        cli.check_version(tmp_path)
+    assert str(err.value) == f"this project pins hfclf 0.0.1, installed {__version__}: run `make install`"
+    (tmp_path / "pyproject.toml").write_text(f'[tool.hfclf]\nversion = "{__version__}"\n')
+    cli.check_version(tmp_path)
+
+
+def test_a_param_key_missing_from_conf_is_named(tmp_path):
+    write_conf(tmp_path)
+    assert pipeline.missing_params(tmp_path) == []
+    model = tmp_path / "conf" / "model" / "default.yaml"
+    model.write_text(model.read_text().replace("builder: 1\n", ""))
+    assert pipeline.missing_params(tmp_path) == ["smoke.params: conf/model/default.yaml: has no key builder",
+                                                 "train.params: conf/model/default.yaml: has no key builder"]

