@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from hfclf.infra import config_edit
-from hfclf.research import datasets
+from hfclf.research import columns as datasets_columns
 from hfclf.infra.errors import UserError
 
 CONFIG = """\
@@ -43,11 +43,11 @@ def test_an_edit_that_would_break_the_file_is_refused(tmp_path):
 
 def test_columns_from_the_head_of_csv_and_jsonl():
     csv_head = b"text,label,score\n" + b"".join(b"ticket %d,%s,%d\n" % (i, b"AB"[i % 2:i % 2 + 1], i) for i in range(30))
-    columns, distinct, rows = datasets.columns_from_head("train.csv", csv_head + b"cut in the mid")
+    columns, distinct, rows = datasets_columns.columns_from_head("train.csv", csv_head + b"cut in the mid")
     assert columns == {"text": "string", "label": "string", "score": "int64"}
     assert rows == 30 and distinct["label"] == 2
     jsonl = b"".join(b'{"utterance": "hi %d", "intent": "greet", "id": %d}\n' % (i, i) for i in range(3))
-    columns, distinct, rows = datasets.columns_from_head("data/train.jsonl", jsonl)
+    columns, distinct, rows = datasets_columns.columns_from_head("data/train.jsonl", jsonl)
     assert columns == {"utterance": "string", "intent": "string", "id": "int64"} and rows == 3 and distinct == {}
-    assert datasets.pick_text(columns, ["text", "utterance"]) == "utterance"
-    assert datasets.pick_label(columns, distinct, ["label", "intent"], "utterance") == "intent"
+    assert datasets_columns.pick_text(columns, ["text", "utterance"]) == "utterance"
+    assert datasets_columns.pick_label(columns, distinct, ["label", "intent"], "utterance") == "intent"

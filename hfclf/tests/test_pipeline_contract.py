@@ -1,6 +1,7 @@
 """The DVC contract (hfclf.pipeline): the table, its rendering and the checker - fast, no DVC run."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -145,3 +146,29 @@ def test_a_param_key_missing_from_conf_is_named(tmp_path):
     model.write_text(model.read_text().replace("builder: 1\n", ""))
     assert pipeline.missing_params(tmp_path) == ["smoke.params: conf/model/default.yaml: has no key builder",
                                                  "train.params: conf/model/default.yaml: has no key builder"]
+
+
+def test_plan_gate_ignores_timings_and_follows_approval_of_the_settings(tmp_path):
+    from hfclf.preflight import plan
+
+    settings = {"epochs": 2, "model": "m", "data_fingerprint": "abc"}
+    (tmp_path / plan.PLAN_MD).write_text("# Training plan\n12 train examples per second\n")
+    first = plan.write_gate(tmp_path, settings).read_bytes()
+    assert json.loads(first) == {"settings": settings, "settings_sha256": pipeline.gate_digest(settings),
+                                 "approved": False}
+    (tmp_path / plan.PLAN_MD).write_text("# Training plan\n13 train examples per second\n")   # re-measured
+    assert plan.write_gate(tmp_path, settings).read_bytes() == first
+    plan.approve(tmp_path, settings)
+    assert json.loads(plan.write_gate(tmp_path, settings).read_bytes())["approved"] is True
+    (tmp_path / plan.PLAN_MD).write_text("# Training plan\n14 train examples per second\n")   # still these settings
+    assert json.loads(plan.write_gate(tmp_path, settings).read_bytes())["approved"] is True
+    assert json.loads(plan.write_gate(tmp_path, {**settings, "epochs": 3}).read_bytes())["approved"] is False
+
+
+def test_smoke_gate_holds_checks_not_numbers():
+    from hfclf.preflight import smoke
+
+    report = {"passed": True, "seconds": 3.2, "losses": [1.0, 0.5], "train_examples_per_second": 80.0,
+              "checks": [{"check": "loss is finite", "passed": True, "detail": "9 steps"},
+                         {"check": "loss decreases", "passed": True, "detail": "1.1 → 0.5"}]}
+    assert smoke.gate(report) == {"passed": True, "checks": ["loss is finite", "loss decreases"]}

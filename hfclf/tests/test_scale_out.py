@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import PACKAGE, PROJECT, make_tickets, run_stage, stage_env
+from conftest import hfclf_command, make_tickets, run_stage, stage_env
 from hfclf.train import sweeps
 from hfclf.infra.errors import UserError
 
@@ -34,9 +34,10 @@ def mlflow_client(folder: Path):
 def test_sweep_nests_trials_under_one_run_and_promotes_the_best(workdir, tickets, tiny_model_dir):
     tickets.to_csv(workdir / "tickets.csv", index=False)
     run_stage(workdir, "prepare", "data.source=tickets.csv", "prepare.validation_size=0.2", "prepare.test_size=0.2")
-    result = subprocess.run([sys.executable, "-m", f"{PACKAGE}.stages.train", "--multirun", "hparams_search=optuna",
-                             f"tracking.uri=sqlite:///{workdir / 'mlflow.db'}", f"model.name={tiny_model_dir}", *TINY,
-                             "hydra.sweeper.n_trials=3", "hydra.sweeper.n_jobs=2", "hydra.launcher.n_jobs=2"],
+    result = subprocess.run(hfclf_command("train", "--multirun", "hparams_search=optuna",
+                                          f"tracking.uri=sqlite:///{workdir / 'mlflow.db'}", f"model.name={tiny_model_dir}",
+                                          *TINY, "hydra.sweeper.n_trials=3", "hydra.sweeper.n_jobs=2",
+                                          "hydra.launcher.n_jobs=2"),
                             cwd=workdir, env=stage_env(), capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     [sweep_dir] = [p for p in (workdir / "sweeps").iterdir() if p.is_dir()]
@@ -64,7 +65,7 @@ def test_sweep_nests_trials_under_one_run_and_promotes_the_best(workdir, tickets
     assert (sweep_dir / "trial-0" / "reports" / "training.json").exists()
     assert not list(sweep_dir.glob("trial-*/model"))
 
-    promoted = subprocess.run([sys.executable, "-m", f"{PACKAGE}.sweeps", "promote"], cwd=workdir, env=stage_env(),
+    promoted = subprocess.run(hfclf_command("promote"), cwd=workdir, env=stage_env(),
                               capture_output=True, text=True, timeout=120)
     assert promoted.returncode == 0, promoted.stderr
     train_conf = yaml.safe_load((workdir / "conf" / "train.yaml").read_text())["train"]
@@ -109,13 +110,13 @@ def sh(cmd: str, cwd: Path, timeout: int = 600, check: bool = True, **extra: str
 
 
 @pytest.fixture(scope="module")
-def dvc_project(tmp_path_factory, tiny_model_dir) -> Path:
-    """This project in a fresh git + DVC repo: tiny model, synthetic tickets, `prepare` already run."""
+def dvc_project(tmp_path_factory, tiny_model_dir, baked_project) -> Path:
+    """The baked project in a fresh git + DVC repo: tiny model, synthetic tickets, `prepare` already run."""
     root = tmp_path_factory.mktemp("dvc-project")
-    for name in ("conf", "src"):
-        shutil.copytree(PROJECT / name, root / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    for name in ("dvc.yaml", "Makefile", ".gitignore", ".dvcignore"):
-        shutil.copy(PROJECT / name, root / name)
+    for name in ("conf", "src", "data/out_of_scope", "data/challenge"):
+        shutil.copytree(baked_project / name, root / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    for name in ("dvc.yaml", "Makefile", "pyproject.toml", ".gitignore", ".dvcignore"):
+        shutil.copy(baked_project / name, root / name)
     (root / "data" / "raw").mkdir(parents=True)
     make_tickets().to_csv(root / "data" / "raw" / "tickets.csv", index=False)
     settings = {"data/default.yaml": {"source": "data/raw/tickets.csv", "text_column": "instruction",
@@ -197,7 +198,7 @@ def test_dvc_queue_runs_a_small_grid_compared_by_exp_show(dvc_project):
 def test_unreachable_tracking_server_stops_train_before_any_compute(dvc_project):
     before = sorted(p.name for p in (dvc_project / "models").rglob("*")) if (dvc_project / "models").exists() else []
     url = f"http://127.0.0.1:{free_port()}"
-    result = subprocess.run([sys.executable, "-m", f"{PACKAGE}.stages.train"], cwd=dvc_project,
+    result = subprocess.run(hfclf_command("train"), cwd=dvc_project,
                             env=stage_env(MLFLOW_TRACKING_URI=url), capture_output=True, text=True, timeout=300)
     assert result.returncode == 2
     assert f"ERROR: MLflow tracking server {url} is unreachable" in result.stderr

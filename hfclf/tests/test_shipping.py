@@ -15,7 +15,8 @@ import pytest
 
 from conftest import copy_project, hfclf_command, make_tickets, run_stage, stage_env
 from hub_upload_server import FakeHubUploads
-from hfclf.ship import bundle, card, demo, hub_metadata, publish, space
+from hfclf.ship import bundle, card, demo, hub_metadata, publish
+from hfclf.ship import space as ship_space
 from hfclf.train import modeling
 from hfclf.ship import register as registry_module
 from hfclf.infra.errors import UserError
@@ -42,7 +43,7 @@ def shipped(tmp_path_factory, tiny_model_dir, baked_project) -> Path:
 def run_command(root: Path, command: str, *args: str, check: bool = True, **env: str) -> subprocess.CompletedProcess:
     """`hfclf <command> args` in root, with MLflow on root's sqlite store and no stored HF token."""
     environment = stage_env(MLFLOW_TRACKING_URI=f"sqlite:///{root / 'mlflow.db'}", HF_HOME=str(root / ".hf-home"), **env)
-    for name in ("HF_TOKEN", "HUB_REPO", "HUB_SPACE"):
+    for name in ("HF_TOKEN", "HUB_REPO", "HUB_SPACE", "TICKET"):
         if name not in env:
             environment.pop(name, None)
     result = subprocess.run(hfclf_command(command, *args), cwd=root, env=environment,
@@ -202,18 +203,23 @@ def test_publish_uploads_model_and_space_in_one_commit_each_then_is_a_no_op_and_
 
 
 def test_generated_space_is_self_contained(shipped):
-    """The Space's copy of the package (dist/space) builds the app from a model folder, without this project."""
-    publish.build_space(shipped / "dist/space-check", "acme/ticket-router", Path(demo.__file__).parent, PACKAGE,
+    """The Space's copy of the library (hfclf/, inference and demo only) builds the app from a model
+    folder on its own: its `hfclf` is the copy, not the installed library, and has no pipeline code."""
+    ship_space.build_space(shipped / "dist/space-check", "acme/ticket-router",
                            {"top_k": 3, "max_chars": 100, "max_upload_mb": 1, "max_batch_rows": 10, "batch_size": 4,
                             "examples": 2, "text_columns": ["text"], "flagging_dir": "flagged", "title": "t",
                             "description": "d"}, [["hello"]], "t", "mit")
     app = (shipped / "dist/space-check/app.py").read_text()
     compile(app, "app.py", "exec")
-    check = ("import json, sys; sys.path.insert(0, 'dist/space-check'); from {p}.demo import build_app; "
-             "from {p}.modeling import Predictor; c = json.load(open('dist/space-check/demo.json')); "
-             "build_app(Predictor.from_dir('dist/model'), c['settings'], c['examples']); print('ok')").format(p=PACKAGE)
-    env = {k: v for k, v in stage_env().items() if k != "PYTHONPATH"}
-    out = subprocess.run([sys.executable, "-c", check], cwd=shipped, env=env, capture_output=True, text=True, timeout=120)
+    assert "from hfclf.ship.demo import build_app" in app
+    check = ("import importlib.util, json, sys; sys.path.insert(0, 'dist/space-check'); import hfclf; "
+             "assert hfclf.__file__.startswith('dist/space-check/') or '/dist/space-check/' in hfclf.__file__, hfclf.__file__; "
+             "assert importlib.util.find_spec('hfclf.train.stage') is None; "
+             "from hfclf.ship.demo import build_app; from hfclf.train.modeling import Predictor; "
+             "c = json.load(open('dist/space-check/demo.json')); "
+             "build_app(Predictor.from_dir('dist/model'), c['settings'], c['examples']); print('ok')")
+    out = subprocess.run([sys.executable, "-c", check], cwd=shipped, env=stage_env(), capture_output=True, text=True,
+                         timeout=120)
     assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-3000:]
     shutil.rmtree(shipped / "dist/space-check")
 
@@ -243,33 +249,40 @@ def test_publish_failures_are_one_clear_line_and_delete_nothing(shipped, monkeyp
 
 # --------------------------------------------------------------------------- predict CLI
 
-def test_predict_cli_labels_texts(shipped):
-    result = run_command(shipped, "predict", "--json", "where is my order", "i want my money back")
+def test_predict_cli_labels_one_text_from_the_environment(shipped):
+    ticket = 'where is my "order" = $5? it\'s late'     # quotes, =, $: never through a shell or Hydra's grammar
+    result = run_command(shipped, "predict", "predict.json=true", TICKET=ticket)
     rows = [json.loads(line) for line in result.stdout.strip().splitlines()]
-    assert [r["text"] for r in rows] == ["where is my order", "i want my money back"]
-    assert all(r["label"] in {"ACCOUNT", "ORDER", "REFUND"} and len(r["top_k"]) == 3 for r in rows)
+    assert len(rows) == 1 and rows[0]["text"] == ticket
+    assert rows[0]["label"] in {"ACCOUNT", "ORDER", "REFUND"} and len(rows[0]["top_k"]) == 3
+    assert [label for label, _ in rows[0]["top_k"]][0] == rows[0]["label"]
+    nothing = run_command(shipped, "predict", check=False)
+    assert nothing.returncode == 2 and "nothing to label" in nothing.stderr and "Traceback" not in nothing.stderr
 
 
-def test_predict_labels_a_csv_file_and_honours_the_abstain_threshold(shipped, tmp_path, monkeypatch, capsys):
-    monkeypatch.chdir(shipped)                          # defaults come from the project's conf/predict.yaml
+def test_predict_labels_a_csv_file_and_honours_the_abstain_threshold(shipped, tmp_path):
     make_tickets(5, seed=3).rename(columns={"instruction": "text"}).to_csv(tmp_path / "in.csv", index=False)
-    assert predict.run(["--input", str(tmp_path / "in.csv"), "--output", str(tmp_path / "out.csv"),
-                        "--batch-size", "4", "--top-k", "2"]) == 0
+    result = run_command(shipped, "predict", f"predict.input={tmp_path / 'in.csv'}",
+                         f"predict.output={tmp_path / 'out.csv'}", "predict.batch_size=4", "predict.top_k=2")
     out = pd.read_csv(tmp_path / "out.csv")
     assert len(out) == 15 and {"text", "category", "predicted_label", "confidence", "top_k"} <= set(out.columns)
     assert all(len(json.loads(k)) == 2 for k in out["top_k"])
     assert (out["predicted_label"] == out["category"]).mean() > 0.5   # above chance (1/3): the tiny model learned
-    assert "predict" in capsys.readouterr().err                       # the progress bar
+    assert "predict" in result.stderr and "wrote 15 predictions" in result.stderr   # progress bar, summary
 
-    with pytest.raises(UserError, match="has no text column 'body'"):
-        predict.run(["--input", str(tmp_path / "in.csv"), "--text-column", "body"])
+    wrong = run_command(shipped, "predict", f"predict.input={tmp_path / 'in.csv'}", "predict.text_column=body",
+                        check=False)
+    assert wrong.returncode == 2 and "has no text column 'body'" in wrong.stderr and "Traceback" not in wrong.stderr
 
     model = tmp_path / "model"
     shutil.copytree(shipped / "models/model", model)
     meta = json.loads((model / "classifier.json").read_text())
     (model / "classifier.json").write_text(json.dumps({**meta, "abstain_threshold": 0.999}))
-    predict.run(["--model", str(model), "--json", "hello", "reset my password"])
-    assert {json.loads(line)["label"] for line in capsys.readouterr().out.strip().splitlines()} == {"UNKNOWN"}
+    pd.DataFrame({"text": ["hello", "reset my password"]}).to_csv(tmp_path / "two.csv", index=False)
+    abstained = run_command(shipped, "predict", f"predict.model_dir={model}", f"predict.input={tmp_path / 'two.csv'}",
+                            "predict.json=true")
+    rows = [json.loads(line) for line in abstained.stdout.strip().splitlines()]
+    assert [r["text"] for r in rows] == ["hello", "reset my password"] and {r["label"] for r in rows} == {"UNKNOWN"}
 
 
 # --------------------------------------------------------------------------- demo

@@ -11,9 +11,10 @@ context), committed in the project's first commit, so that `make install` can in
 library from the same place and `make update` (cruft) can take later template commits.
 
 `make update` re-renders the template at two commits in temporary folders; there the hooks run
-with HFCLF_BAKE_MODE=render: files are rendered exactly as at bake time (the data config points
-at data/raw/ when the project copied its dataset there), but nothing is validated against the
-file system, copied, initialised or committed.
+with HFCLF_BAKE_MODE=render (a bare `cruft update` / `cruft diff` is recognised too, on Linux):
+files are rendered exactly as at bake time (the data config points at data/raw/ when the project
+copied its dataset there), but nothing is validated against the file system, copied, initialised
+or committed.
 """
 from __future__ import annotations
 
@@ -73,7 +74,15 @@ def hook(step: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
 
 
 def render_only() -> bool:
-    return os.environ.get(RENDER_MODE_ENV, "").strip().lower() == "render"
+    """True while `make update` (or a bare `cruft update` / `cruft diff`) re-renders the template."""
+    if os.environ.get(RENDER_MODE_ENV, "").strip().lower() == "render":
+        return True
+    try:  # Linux: the process running the hook is cruft itself
+        argv = Path(f"/proc/{os.getppid()}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return False
+    names = [Path(arg).name for arg in argv[:3]]
+    return "cruft" in names and any(arg in ("update", "diff") for arg in argv[1:4])
 
 
 def text(answers: Mapping[str, Any], key: str) -> str:
@@ -236,7 +245,7 @@ def post_gen(answers: Mapping[str, Any], project_dir: str | Path = ".",
     project = Path(project_dir).resolve()
     dataset = text(answers, "dataset")
     if render_only():
-        updating = os.environ.get(PROJECT_DIR_ENV, "")
+        updating = os.environ.get(PROJECT_DIR_ENV) or os.environ.get("PWD", "")
         name = Path(dataset).name
         if updating and looks_local(dataset) and any(
                 (Path(updating) / "data" / "raw" / n).exists() for n in (name, f"{name}.dvc")):

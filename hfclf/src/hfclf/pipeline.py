@@ -187,8 +187,10 @@ def _scalar(value) -> str:
     return str(value)
 
 
-def _line(text: str, comment: str = "", width: int = 40) -> str:
-    return f"{text:<{width}} # {comment}".rstrip() if comment else text
+def _line(text: str, comment: str = "") -> str:
+    """An item with its end-of-line comment: not column-aligned, so the file reads the same whatever
+    the package name is (the template renders the name later, with Jinja)."""
+    return f"{text}   # {comment}" if comment else text
 
 
 def _render_stage(stage: Stage, package: str) -> list[str]:
@@ -325,7 +327,10 @@ def missing_params(root: Path) -> list[str]:
                     loaded[file] = err
             content = loaded[file]
             if isinstance(content, Exception):
-                problems.append(f"{stage.name}.params: {file}: cannot be read ({type(content).__name__})")
+                users = [s.name for s in STAGES if file in dict(s.all_params())]
+                line = f"{file}: cannot be read ({type(content).__name__}); params of {', '.join(users)}"
+                if line not in problems:
+                    problems.append(line)
                 continue
             for key in keys:
                 node = content

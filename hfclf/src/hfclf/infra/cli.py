@@ -132,5 +132,9 @@ def main(argv: list[str] | None = None) -> None:
     if command not in COMMANDS:
         sys.stderr.write(f"ERROR: unknown command '{command}'.\n{usage()}\n")
         sys.exit(2)
+    if command == "train":  # make train-distributed: TRAIN_LAUNCHER (torchrun ...) replaces this process
+        from hfclf.train.distributed import relaunch_under_launcher
+
+        relaunch_under_launcher("hfclf", [command, *args])
     sys.argv = [f"hfclf {command}", *args]   # Hydra reads overrides (and --multirun) from sys.argv
     importlib.import_module(COMMANDS[command][0]).main()

@@ -1,8 +1,8 @@
 """approve: record approval of the current training plan (`make approve`; not a DVC stage).
 
 Prints reports/training_plan.md and writes reports/plan_approval.json with its SHA-256, who and
-when, and marks reports/gates/plan.json approved (so DVC re-runs `train`, whose MLflow run records
-the approval). With plan.require_approval=true, `train` runs only while that hash matches the plan.
+when, and marks reports/gates/plan.json approved (the first approval of these settings makes DVC
+re-run `train`, whose MLflow run records it; re-approving a re-measured plan changes nothing). With plan.require_approval=true, `train` runs only while that hash matches the plan.
 """
 import logging
 import sys
@@ -29,7 +29,7 @@ def main(cfg: DictConfig) -> None:
     if stale:
         raise UserError(f"the plan on disk is stale ({', '.join(stale)} changed): run `make plan`, then approve.")
     sys.stdout.write((reports / plan.PLAN_MD).read_text(encoding="utf-8") + "\n")
-    record = plan.approve(reports)
+    record = plan.approve(reports, on_disk["settings"])
     plan.write_gate(reports, on_disk["settings"])   # the gate train depends on now says approved
     log.info("approved by %s at %s: sha256 %s -> %s", record["approved_by"], record["approved_at"],
              record["plan_sha256"][:12], reports / plan.APPROVAL)

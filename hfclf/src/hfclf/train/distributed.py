@@ -134,17 +134,18 @@ def from_env() -> Dist:
 LAUNCHER_ENV = "TRAIN_LAUNCHER"
 
 
-def relaunch_under_launcher(module: str) -> None:
+def relaunch_under_launcher(module: str, args: list[str] | None = None) -> None:
     """`make train-distributed` runs `dvc repro train` with TRAIN_LAUNCHER set (e.g. `python -m
     torch.distributed.run --standalone --nproc_per_node 4`): the stage then replaces itself with that
-    launcher running the same module and arguments, so DVC still runs, waits for and records it."""
+    launcher running the same module and arguments, so DVC still runs, waits for and records it.
+    `args` are the module's arguments (default: sys.argv[1:])."""
     import shlex
     import sys
 
     launcher = os.environ.pop(LAUNCHER_ENV, "").strip()  # popped: the launched processes must not relaunch
     if not launcher or "RANK" in os.environ:  # not asked, or already one of the launched processes
         return
-    command = [*shlex.split(launcher), "-m", module, *sys.argv[1:]]
+    command = [*shlex.split(launcher), "-m", module, *(sys.argv[1:] if args is None else args)]
     sys.stdout.flush()
     sys.stderr.write(f"relaunching: {' '.join(command)}\n")  # logging is not configured yet
     sys.stderr.flush()
