@@ -20,9 +20,9 @@ def template_dir() -> str:
         pass
     candidates.append(ANSWERS.get("_template") or "")
     for candidate in candidates:
-        if candidate and os.path.isfile(os.path.join(candidate, "hfclf", "src", "hfclf", "bake.py")):
+        if candidate and os.path.isfile(os.path.join(candidate, "hfclf", "src", "hfclf", "bake", "__init__.py")):
             return os.path.abspath(candidate)
-    sys.exit(f"ERROR: cannot find the template's hfclf/src/hfclf/bake.py (looked in {candidates})")
+    sys.exit(f"ERROR: cannot find the template's hfclf/src/hfclf/bake/ (looked in {candidates})")
 
 
 TEMPLATE_DIR = template_dir()

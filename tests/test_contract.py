@@ -7,7 +7,7 @@ changes one thing and asks DVC what is out of date:
 - a smoke.* value re-runs smoke and plan but leaves train up to date (gates hold no timings);
 - an edit of src/<pkg>/model.py re-runs smoke and train, of src/<pkg>/data.py prepare, only;
 - a new [tool.hfclf] version puts every stage out of date, and no stage runs under a mismatch;
-- the template's dvc.yaml is the rendering of hfclf.pipeline (`hfclf contract` exits 0);
+- the template's dvc.yaml is the rendering of hfclf.pipeline's table (hfclf.contract; `hfclf contract` exits 0);
 - the user-code hooks (data.loader / data.clean / model.builder), switched on by dotted path,
   run in the pipeline (a path that does not import: hfclf/tests/test_pipeline_contract.py).
 """
@@ -93,10 +93,10 @@ def project(tmp_path_factory) -> Path:
 
 
 def test_template_dvc_yaml_is_the_rendered_contract():
-    from hfclf import pipeline
+    from hfclf import contract
 
     template = (ROOT / "{{cookiecutter.project_slug}}" / "dvc.yaml").read_text(encoding="utf-8")
-    assert template == pipeline.render("{{ cookiecutter.package_name }}"), pipeline.unified_diff(
+    assert template == contract.render("{{ cookiecutter.package_name }}"), contract.unified_diff(
         template, "{{ cookiecutter.package_name }}")
 
 

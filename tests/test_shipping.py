@@ -54,10 +54,10 @@ def test_staged_card_holds_the_real_metrics_and_its_snippet_works(trained_projec
     model_hash = lock.split("path: models/model\n", 1)[1].split("md5: ", 1)[1][:12]
     assert model_hash in card.content                      # dvc.lock's hash of the model folder
 
-    check = ("import sys, json; from support_ticket_classifier import card; "
+    check = ("import sys, json; from hfclf.ship import bundle, hub_metadata; "
              "from huggingface_hub import ModelCard; c = ModelCard.load('dist/model/README.md'); "
-             "assert card.validate(c) == [], card.validate(c); "
-             "exec(card.retarget(card.extract_snippet(c.content), 'dist/model'), {})")
+             "assert hub_metadata.validate(c) == [], hub_metadata.validate(c); "
+             "exec(bundle.retarget(bundle.extract_snippet(c.content), 'dist/model'), {})")
     out = run([sys.executable, "-c", check], trained_project).stdout.splitlines()
     assert out[0].split()[0] == "REFUND" and out[1].split()[0] == "SHIPPING_ADDRESS"
 

@@ -1,4 +1,4 @@
-"""The DVC contract (hfclf.pipeline): the table, its rendering and the checker - fast, no DVC run."""
+"""The DVC contract (hfclf.pipeline, hfclf.contract): the table, its rendering and the checker - fast, no DVC run."""
 from __future__ import annotations
 
 import json
@@ -7,19 +7,21 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hfclf import pipeline
+from hfclf import contract, pipeline
+from hfclf.infra.user_code import user_hook
+from hfclf.preflight.gates import gate_digest
 
 TEMPLATE_DVC = Path(__file__).resolve().parents[2] / "{{cookiecutter.project_slug}}" / "dvc.yaml"
 PLACEHOLDER = "{{ cookiecutter.package_name }}"
 
 
 def stages(package: str = "pkg") -> dict:
-    return yaml.safe_load(pipeline.render(package))["stages"]
+    return yaml.safe_load(contract.render(package))["stages"]
 
 
 def test_the_template_dvc_yaml_is_the_rendering():
-    assert TEMPLATE_DVC.read_text(encoding="utf-8") == pipeline.render(PLACEHOLDER), \
-        pipeline.unified_diff(TEMPLATE_DVC.read_text(encoding="utf-8"), PLACEHOLDER)
+    assert TEMPLATE_DVC.read_text(encoding="utf-8") == contract.render(PLACEHOLDER), \
+        contract.unified_diff(TEMPLATE_DVC.read_text(encoding="utf-8"), PLACEHOLDER)
 
 
 def test_every_stage_runs_hfclf_and_pins_the_library_version():
@@ -45,7 +47,7 @@ def test_train_waits_for_gates_not_timing_reports():
 
 
 def test_a_matching_dvc_yaml_has_no_differences():
-    assert pipeline.differences(stages("pkg"), "pkg") == []
+    assert contract.differences(stages("pkg"), "pkg") == []
 
 
 @pytest.mark.parametrize("edit, expected", [
@@ -63,7 +65,7 @@ def test_a_matching_dvc_yaml_has_no_differences():
 def test_each_difference_names_stage_and_key(edit, expected):
     actual = stages("pkg")
     edit(actual)
-    problems = pipeline.differences(actual, "pkg")
+    problems = contract.differences(actual, "pkg")
     assert any(p.startswith(expected) for p in problems), problems
 
 
@@ -92,21 +94,21 @@ def test_contract_command_checks_and_writes(tmp_path, monkeypatch, capsys):
     (tmp_path / "src" / "my_pkg").mkdir(parents=True)
     (tmp_path / "src" / "my_pkg" / "__init__.py").write_text("")
     dvc_yaml = tmp_path / "dvc.yaml"
-    dvc_yaml.write_text(pipeline.render("my_pkg").replace("src/my_pkg/data.py", "src/data.py"))
+    dvc_yaml.write_text(contract.render("my_pkg").replace("src/my_pkg/data.py", "src/data.py"))
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as exit_info:
-        pipeline.main([])
+        contract.main([])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert "prepare.deps: missing src/my_pkg/data.py" in err and "prepare.deps: not in the contract: src/data.py" in err
 
     text = dvc_yaml.read_text() + "  mine:\n    cmd: echo hi\n"   # a stage of the user's own survives --write
     dvc_yaml.write_text(text)
-    pipeline.main(["--write"])
+    contract.main(["--write"])
     written = yaml.safe_load(dvc_yaml.read_text())["stages"]
     assert written["mine"] == {"cmd": "echo hi"}
-    assert dvc_yaml.read_text().startswith(pipeline.render("my_pkg"))
-    pipeline.main([])
+    assert dvc_yaml.read_text().startswith(contract.render("my_pkg"))
+    contract.main([])
     assert "matches the contract" in capsys.readouterr().out
 
 
@@ -118,12 +120,12 @@ def test_user_hook_errors_are_one_line(tmp_path, monkeypatch):
     (tmp_path / "src" / "hookpkg_x" / "data.py").write_text("def load(source):\n    return source\n")
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr("sys.path", list(__import__("sys").path))
-    assert pipeline.user_hook(None, "data.loader") is None
-    assert pipeline.user_hook("hookpkg_x.data.load", "data.loader")("x") == "x"
+    assert user_hook(None, "data.loader") is None
+    assert user_hook("hookpkg_x.data.load", "data.loader")("x") == "x"
     with pytest.raises(UserError, match=r"data.clean='hookpkg_x.data.clean' does not import: module 'hookpkg_x.data' has no function 'clean'"):
-        pipeline.user_hook("hookpkg_x.data.clean", "data.clean")
+        user_hook("hookpkg_x.data.clean", "data.clean")
     with pytest.raises(UserError, match=r"model.builder='nowhere_pkg.model.build' does not import: ModuleNotFoundError"):
-        pipeline.user_hook("nowhere_pkg.model.build", "model.builder")
+        user_hook("nowhere_pkg.model.build", "model.builder")
 
 
 def test_a_mismatched_pin_is_refused(tmp_path):
@@ -141,10 +143,10 @@ def test_a_mismatched_pin_is_refused(tmp_path):
 
 def test_a_param_key_missing_from_conf_is_named(tmp_path):
     write_conf(tmp_path)
-    assert pipeline.missing_params(tmp_path) == []
+    assert contract.missing_params(tmp_path) == []
     model = tmp_path / "conf" / "model" / "default.yaml"
     model.write_text(model.read_text().replace("builder: 1\n", ""))
-    assert pipeline.missing_params(tmp_path) == ["smoke.params: conf/model/default.yaml: has no key builder",
+    assert contract.missing_params(tmp_path) == ["smoke.params: conf/model/default.yaml: has no key builder",
                                                  "train.params: conf/model/default.yaml: has no key builder"]
 
 
@@ -154,7 +156,7 @@ def test_plan_gate_ignores_timings_and_follows_approval_of_the_settings(tmp_path
     settings = {"epochs": 2, "model": "m", "data_fingerprint": "abc"}
     (tmp_path / plan.PLAN_MD).write_text("# Training plan\n12 train examples per second\n")
     first = plan.write_gate(tmp_path, settings).read_bytes()
-    assert json.loads(first) == {"settings": settings, "settings_sha256": pipeline.gate_digest(settings),
+    assert json.loads(first) == {"settings": settings, "settings_sha256": gate_digest(settings),
                                  "approved": False}
     (tmp_path / plan.PLAN_MD).write_text("# Training plan\n13 train examples per second\n")   # re-measured
     assert plan.write_gate(tmp_path, settings).read_bytes() == first

@@ -137,6 +137,12 @@ def test_registered_model_loads_with_pyfunc_and_returns_labels(shipped):
     version = mlflow.MlflowClient().get_model_version(registered["name"], registered["version"])
     assert float(version.tags["test_accuracy"]) == pytest.approx(
         json.loads((shipped / "reports/metrics.json").read_text())["accuracy"], abs=1e-4)
+    # the model carries the part of hfclf it runs (code_paths), as hfclf/..., and nothing of the pipeline
+    local = Path(mlflow.artifacts.download_artifacts(registered["model_uri"]))
+    code = local / "code" / "hfclf"
+    assert {"ship/serving.py", "ship/pyfunc_model.py", "train/modeling.py", "__init__.py"} <= {
+        p.relative_to(code).as_posix() for p in code.rglob("*.py")}
+    assert not (code / "train" / "stage.py").exists() and not (code / "pipeline.py").exists()
     again = registry_module.register(shipped / "models/model", registered["name"], registered["run_id"], {}, "")
     assert again.version == registered["version"] and again.reused                # same model: same version
 

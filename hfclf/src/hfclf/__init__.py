@@ -5,7 +5,8 @@ Phases: data/ (load, validate, split, profile) · preflight/ (review, smoke, pla
 train/ (loop, model, compute, sweeps, distributed) · evaluate/ (metrics, bootstrap, baselines) ·
 analyze/ (failures, robustness, out-of-scope, improvements) · ship/ (card, register, publish,
 predict, demo) · research/ (Hub dataset search and pinning) · infra/ (cli, tracking, render,
-files, errors). `pipeline` derives the DVC contract; `bake` holds the cookiecutter hooks' logic.
+files, errors, user_code). `pipeline` is the DVC contract's stage table and `contract` renders and
+checks dvc.yaml from it (`hfclf contract`); `bake/` holds the cookiecutter hooks' logic.
 """
 import os as _os
 

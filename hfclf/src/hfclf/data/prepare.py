@@ -12,7 +12,7 @@ from omegaconf import DictConfig
 from hfclf.data import dataset, probes, profiling
 from hfclf.infra.cli import stage
 from hfclf.infra.render import write_json
-from hfclf.pipeline import user_hook
+from hfclf.infra.user_code import user_hook
 
 log = logging.getLogger(__name__)
 

@@ -102,7 +102,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "find-datasets": ("hfclf.research.find_datasets", "search the Hub for candidate datasets"),
     "use-dataset": ("hfclf.research.use_dataset", "pin a Hub dataset in conf/data/default.yaml"),
     "promote": ("hfclf.train.sweeps", "write a sweep's best values into conf/"),
-    "contract": ("hfclf.pipeline", "check (or --write) dvc.yaml against the stages' derived contract"),
+    "contract": ("hfclf.contract", "check (or --write) dvc.yaml against the stages' derived contract"),
 }
 
 

@@ -145,7 +145,7 @@ def digest(text: str) -> str:
 
 def approve(reports: Path, settings: dict | None = None) -> dict:
     """Record approval of the plan as it is on disk now (and of the settings it was made for)."""
-    from hfclf.pipeline import gate_digest
+    from hfclf.preflight.gates import gate_digest
 
     plan_md = reports / PLAN_MD
     if not plan_md.exists():
@@ -176,7 +176,7 @@ def gate(reports: Path, settings: dict) -> dict:
     """What train waits for (reports/gates/plan.json): the settings train must run with, their digest,
     and whether the plan on disk is approved - no estimates or measured throughput, so re-planning
     after a new smoke test writes the same bytes (unless the approval no longer matches the plan)."""
-    from hfclf.pipeline import gate_digest
+    from hfclf.preflight.gates import gate_digest
 
     approval_path = reports / APPROVAL
     approval = json.loads(approval_path.read_text(encoding="utf-8")) if approval_path.exists() else {}
@@ -189,9 +189,9 @@ def gate(reports: Path, settings: dict) -> dict:
 
 
 def write_gate(reports: Path, settings: dict) -> Path:
-    from hfclf.pipeline import write_gate as write
+    from hfclf.preflight.gates import write_gate as write
 
-    path = reports / "gates" / "plan.json"   # pipeline.PLAN_GATE
+    path = reports / "gates" / "plan.json"   # gates.PLAN_GATE
     write(path, gate(reports, settings))
     return path
 

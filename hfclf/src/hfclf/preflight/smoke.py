@@ -199,7 +199,7 @@ from hfclf.data import dataset
 from hfclf.infra.cli import stage
 from hfclf.infra.render import write_json
 from hfclf.train.stage import settings_from
-from hfclf import pipeline
+from hfclf.preflight.gates import write_gate
 
 log = logging.getLogger(__name__)
 
@@ -223,12 +223,12 @@ def main(cfg: DictConfig) -> None:
                                    eval_examples_per_class=s.eval_examples_per_class, steps=s.steps,
                                    min_loss_drop=s.min_loss_drop,
                                    max_seconds=s.max_seconds, prediction_tolerance=s.prediction_tolerance)
-    gate_path = reports / "gates" / "smoke.json"   # pipeline.SMOKE_GATE
+    gate_path = reports / "gates" / "smoke.json"   # gates.SMOKE_GATE
     for stale in (reports / "smoke.json", gate_path):   # a failed smoke test leaves no stale pass behind
         stale.unlink(missing_ok=True)
     report = run(cfg.model.name, labels, train_df, val_df, settings_from(cfg), settings, hw, cfg.model.get("builder"))
     write_json(reports / "smoke.json", report)
-    pipeline.write_gate(gate_path, gate(report))
+    write_gate(gate_path, gate(report))
     log.info("smoke test passed in %.1f s on %s (%s): %.0f train / %.0f inference examples per second",
              report["seconds"], report["device"], report["precision"], report["train_examples_per_second"],
              report["inference_examples_per_second"])

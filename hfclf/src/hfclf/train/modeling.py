@@ -76,7 +76,7 @@ def load_for_training(name: str, labels: list[str], seed: int = 42, builder: str
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
-    from hfclf.pipeline import user_hook
+    from hfclf.infra.user_code import user_hook
 
     build = user_hook(builder, "model.builder")   # fails before any loading when the path does not import
     folder, origin = resolve_model(name)

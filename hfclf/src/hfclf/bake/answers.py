@@ -1,20 +1,12 @@
-"""The cookiecutter hooks' logic: validate the answers (pre_gen), finish the project (post_gen).
+"""The answers' side of a bake (pre_gen): reject bad answers before cookiecutter writes any file.
 
-The template's hooks/ are a few lines each: they load the answers as JSON *data* and call
-`pre_gen` / `post_gen` here, so this logic is importable and unit-tested. Hooks run under the
-interpreter that runs cookiecutter (or cruft), which may have nothing but the standard library:
-this module imports only the standard library at import time; pyarrow (Parquet columns) is
-imported lazily and skipped when absent.
-
-post_gen records where the bake came from in a cruft-compatible `.cruft.json` (template, commit,
-context), committed in the project's first commit, so that `make install` can install the pinned
-library from the same place and `make update` (cruft) can take later template commits.
-
-`make update` re-renders the template at two commits in temporary folders; there the hooks run
-with HFCLF_BAKE_MODE=render (a bare `cruft update` / `cruft diff` is recognised too, on Linux):
-files are rendered exactly as at bake time (the data config points at data/raw/ when the project
-copied its dataset there), but nothing is validated against the file system, copied, initialised
-or committed.
+This module owns what the hooks need to judge the answers: BakeError (a bad answer, named by its
+variable) and `hook`, which turns one into `ERROR: <variable>: <problem>` and exit status 1; the
+checks that need no file system (validate_answers: names, characters, required answers); the local
+dataset an answer may point to (resolve_local) and its columns read with the standard library only
+(columns_of: CSV/TSV/JSONL/save_to_disk, Parquet when pyarrow is importable); render mode
+(render_only), in which `make update` re-renders without validating against the file system; and
+the note that hands a resolved local dataset to post_gen (LOCAL_DATASET_NOTE).
 """
 from __future__ import annotations
 
@@ -22,8 +14,6 @@ import csv
 import json
 import os
 import re
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -31,17 +21,6 @@ from typing import Any, Callable, Mapping
 RENDER_MODE_ENV = "HFCLF_BAKE_MODE"       # "render": only render (set by `make update`)
 PROJECT_DIR_ENV = "HFCLF_PROJECT_DIR"     # the project being updated (set by `make update`)
 LOCAL_DATASET_NOTE = ".local-dataset"     # pre_gen -> post_gen: the resolved local dataset
-DATA_CONFIG = Path("conf/data/default.yaml")
-CRUFT_FILE = ".cruft.json"
-# Paths `cruft update` leaves out of its template renders: never template files, only what a
-# bake or a pipeline run adds.
-CRUFT_SKIP = [".git", ".dvc", CRUFT_FILE, "dvc.lock", "data/processed", "models", "reports", "dist",
-              "mlruns", "mlflow.db"]
-# Context keys that say where *this* cookiecutter run happened, not what the project is.
-RUN_KEYS = ("_repo_dir", "_output_dir", "_checkout")
-ABBREVIATIONS = {"gh": "https://github.com/{}.git", "gl": "https://gitlab.com/{}.git",
-                 "bb": "https://bitbucket.org/{}"}
-
 SLUG_RE = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
 PACKAGE_RE = re.compile(r"^[a-z_][a-z0-9_]*$")
 HUB_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$|^[A-Za-z0-9][\w.-]*$")
@@ -232,164 +211,3 @@ def save_to_disk_columns(folder: Path) -> list[str]:
                                    "(no dataset_info.json in it or in its split folders).")
     features = json.loads(infos[0].read_text(encoding="utf-8")).get("features") or {}
     return list(features)
-
-
-# --------------------------------------------------------------------------------------- post_gen
-
-def post_gen(answers: Mapping[str, Any], project_dir: str | Path = ".",
-             repo_dir: str | Path | None = None) -> None:
-    """Finish a freshly rendered project: local dataset under DVC, .cruft.json, git + DVC init, commit.
-
-    In render mode (`make update`) only the file contents a bake would have are produced.
-    """
-    project = Path(project_dir).resolve()
-    dataset = text(answers, "dataset")
-    if render_only():
-        updating = os.environ.get(PROJECT_DIR_ENV) or os.environ.get("PWD", "")
-        name = Path(dataset).name
-        if updating and looks_local(dataset) and any(
-                (Path(updating) / "data" / "raw" / n).exists() for n in (name, f"{name}.dvc")):
-            point_data_config(project, dataset, f"data/raw/{name}")
-        return
-    local = copy_local_dataset(project, dataset)
-    if not (project / CRUFT_FILE).exists():
-        write_cruft_file(project, cruft_state(answers, repo_dir))
-    if shutil.which("git") is None:
-        print("note: git is not installed: run `git init && dvc init` yourself.")
-        return
-    author = text(answers, "author_name") or "cookiecutter"
-    run(project, "git", "init", "--quiet", "--initial-branch=main")
-    dvc = dvc_command()
-    if dvc is None:
-        print("note: DVC is not installed here yet; `make install` installs it and runs `dvc init`.")
-        if local:
-            # keep the raw data out of git until `make install` tracks it with DVC
-            (project / "data/raw/.gitignore").write_text(f"/{Path(local).name}\n", encoding="utf-8")
-    else:
-        run(project, *dvc, "init", "--quiet")
-        run(project, *dvc, "config", "core.autostage", "true")
-        run(project, *dvc, "config", "core.analytics", "false")  # no telemetry calls from an offline box
-        if local:
-            run(project, *dvc, "add", "--quiet", local)
-    run(project, "git", "add", "--all")
-    run(project, "git", *git_identity(project, author), "commit", "--quiet", "-m",
-        "Initial project from cookiecutter-hf-classifier")
-    print(f"Project ready in {project}. Next: cd {project.name} && make install && make all")
-
-
-def run(cwd: Path, *cmd: str) -> None:
-    result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
-    if result.returncode != 0:
-        sys.stderr.write(f"ERROR: `{' '.join(cmd)}` failed:\n{result.stdout}{result.stderr}\n")
-        sys.exit(1)
-
-
-def dvc_command() -> list[str] | None:
-    """DVC from the interpreter running cookiecutter, else from PATH, else None."""
-    probe = subprocess.run([sys.executable, "-c", "import dvc"], capture_output=True)
-    if probe.returncode == 0:
-        return [sys.executable, "-m", "dvc"]
-    found = shutil.which("dvc")
-    return [found] if found else None
-
-
-def point_data_config(project: Path, dataset: str, target: str) -> None:
-    config = project / DATA_CONFIG
-    if config.exists():
-        content = config.read_text(encoding="utf-8")
-        config.write_text(content.replace(f'source: "{dataset}"', f'source: "{target}"'),
-                          encoding="utf-8")
-
-
-def copy_local_dataset(project: Path, dataset: str) -> str | None:
-    """Copy the dataset pre_gen resolved into data/raw/ and point the data config at it."""
-    note = project / LOCAL_DATASET_NOTE
-    if not note.exists():
-        return None
-    source = Path(note.read_text(encoding="utf-8"))
-    note.unlink()
-    target = Path("data/raw") / source.name
-    (project / target).parent.mkdir(parents=True, exist_ok=True)
-    if source.is_dir():
-        shutil.copytree(source, project / target)
-    else:
-        shutil.copy2(source, project / target)
-    point_data_config(project, dataset, target.as_posix())
-    return target.as_posix()
-
-
-def git_identity(project: Path, author: str) -> list[str]:
-    """`-c` flags for a commit on machines without a configured git identity."""
-    flags = []
-    for key, fallback in (("user.name", author), ("user.email", "noreply@example.com")):
-        if subprocess.run(["git", "config", "--get", key], cwd=project,
-                          capture_output=True).returncode != 0:
-            flags += ["-c", f"{key}={fallback}"]
-    return flags
-
-
-# ---------------------------------------------------------------------------- where it came from
-
-def git_output(folder: Path, *args: str) -> str | None:
-    try:
-        result = subprocess.run(["git", "-C", str(folder), *args], capture_output=True, text=True)
-    except OSError:
-        return None
-    return result.stdout.strip() if result.returncode == 0 else None
-
-
-def template_source(template: str, repo_dir: Path | None) -> tuple[str, Path | None]:
-    """(template as cruft can clone it, local checkout or None): abbreviations expanded, a local
-    path made absolute (the folder cookiecutter actually read)."""
-    prefix, _, rest = template.partition(":")
-    if prefix in ABBREVIATIONS and rest and not rest.startswith("//"):
-        return ABBREVIATIONS[prefix].format(rest), repo_dir
-    if "://" in template or re.match(r"^[\w.-]+@[\w.-]+:", template):
-        return template, repo_dir
-    local = Path(repo_dir) if repo_dir else Path(os.path.expanduser(template))
-    return str(local.resolve()), local.resolve()
-
-
-def cruft_state(answers: Mapping[str, Any], repo_dir: str | Path | None) -> dict[str, Any]:
-    """The `.cruft.json` content `cruft create` would write for this bake.
-
-    Under `cruft create` (answers hold `_commit`) it is byte-for-byte what cruft writes after
-    this hook, so the first commit already holds it. Under plain cookiecutter: template as given
-    (absolute when local), the checkout's HEAD, the answers without the keys that describe this
-    run (_repo_dir, _output_dir, _checkout), plus cruft's _template/_commit and a skip list.
-    """
-    repo = Path(repo_dir) if repo_dir else None
-    keys = template_keys(repo) + ["_template", "_commit"]  # cruft appends these two, in this order
-    ordered = {k: answers[k] for k in keys if k in answers}
-    ordered.update({k: v for k, v in answers.items() if k not in ordered})
-    if "_commit" in answers:  # cruft create: it renders with _template/_commit and no run keys
-        return {"template": answers.get("_template"), "commit": answers["_commit"], "checkout": None,
-                "context": {"cookiecutter": ordered}, "directory": None}
-    template, checkout_dir = template_source(text(answers, "_template") or str(repo or "."), repo)
-    commit, directory = None, None
-    if checkout_dir is not None and git_output(checkout_dir, "rev-parse", "--is-inside-work-tree") == "true":
-        commit = git_output(checkout_dir, "rev-parse", "HEAD")
-        top = git_output(checkout_dir, "rev-parse", "--show-toplevel")
-        if top and "://" not in template and Path(top).resolve() != checkout_dir.resolve():
-            directory = checkout_dir.resolve().relative_to(Path(top).resolve()).as_posix()
-            template = str(Path(top).resolve())
-    context = {k: v for k, v in ordered.items() if k not in RUN_KEYS}
-    context["_template"] = template
-    context["_commit"] = commit
-    return {"template": template, "commit": commit, "checkout": answers.get("_checkout"),
-            "context": {"cookiecutter": context}, "directory": directory, "skip": list(CRUFT_SKIP)}
-
-
-def template_keys(repo: Path | None) -> list[str]:
-    """cookiecutter.json's key order (what cruft writes; the hook's answers arrive sorted)."""
-    try:
-        spec = json.loads((repo / "cookiecutter.json").read_text(encoding="utf-8")) if repo else {}
-    except (OSError, ValueError):
-        spec = {}
-    return [k for k in spec if k != "__prompts__"]
-
-
-def write_cruft_file(project: Path, state: Mapping[str, Any]) -> None:
-    # the format of cruft's own json_dumps, so cruft's rewrites leave no whitespace diff
-    text_ = json.dumps(state, ensure_ascii=False, indent=2, separators=(",", ": ")) + "\n"
-    (project / CRUFT_FILE).write_text(text_, encoding="utf-8")
