@@ -1,6 +1,3 @@
-
-
-# ---- merged from planning
 """The training plan and its approval.
 
 `plan` turns the data profile, the review and the smoke test's measured throughput into what
@@ -8,6 +5,9 @@ training will do and cost: sizes, model, max_length against the token-length dis
 epochs/steps/learning rate/batch, device and precision, estimated time against the budget, and
 the risks. With plan.require_approval=true, `train` starts only once `make approve` has recorded
 the SHA-256 of this exact plan (reports/plan_approval.json); any change needs a new approval.
+
+Outputs of the `plan` stage: reports/training_plan.{md,json} and reports/gates/plan.json (settings + approval state, no
+estimates: train's gate). `make approve` records approval of this exact plan and refreshes the gate.
 """
 from __future__ import annotations
 
@@ -15,13 +15,16 @@ import datetime as dt
 import getpass
 import hashlib
 import json
+import logging
 import math
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
 from hfclf.infra.errors import UserError
-from hfclf.infra.render import md_table
+from hfclf.data import dataset
+from hfclf.infra.cli import stage
+from hfclf.infra.render import md_table, write_json
 
 PLAN_MD, PLAN_JSON, APPROVAL = "training_plan.md", "training_plan.json", "plan_approval.json"
 NICE_LENGTHS = (32, 64, 128, 256, 384, 512, 1024, 2048, 4096)
@@ -247,24 +250,6 @@ def check_before_training(reports: Path, conf_dir: Path, current: dict, enforce:
                         f"now {str(current_hash)[:12]}): read {reports / PLAN_MD} again and run `make approve`.")
     return status
 
-
-# ---- merged from stages.plan
-"""plan: the training plan - sizes, model, max_length, schedule, device, estimated time against the
-budget, and the risks found by review - made before any real compute is spent.
-
-Outputs: reports/training_plan.{md,json} and reports/gates/plan.json (settings + approval state, no
-estimates: train's gate). `make approve` records approval of this exact plan and refreshes the gate.
-"""
-import json
-import logging
-from pathlib import Path
-
-from omegaconf import DictConfig
-
-from hfclf.data import dataset
-from hfclf.infra.cli import stage
-from hfclf.infra.errors import UserError
-from hfclf.infra.render import write_json
 
 log = logging.getLogger(__name__)
 

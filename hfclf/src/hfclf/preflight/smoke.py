@@ -1,13 +1,14 @@
-
-
-# ---- merged from smoke
 """The smoke test: the real model and the real code path on a tiny class-balanced subset, before
 any real compute is spent.
 
 Checks, in order, each failing fast with its name: the loss is finite, the loss decreases,
 evaluation gives finite scores, the model saves and reloads, predictions are identical after the
 reload, and the label mapping survives the round trip. Also measures training and inference
-throughput on the chosen device, which the plan turns into a time estimate.
+throughput on the chosen device, which the plan turns into a time estimate - so a broken setup
+fails in seconds, not after an hour.
+
+Outputs of the `smoke` stage: reports/smoke.json (checks, losses, parameters, train/inference examples per second; the
+plan reads it) and reports/gates/smoke.json (passed + the checks, no timings: train's gate).
 """
 from __future__ import annotations
 
@@ -22,10 +23,17 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from omegaconf import DictConfig
 
-from hfclf.train import modeling, loop
+from hfclf.data import dataset
+from hfclf.infra import compute
+from hfclf.infra.cli import stage
 from hfclf.infra.compute import Compute
 from hfclf.infra.errors import UserError
+from hfclf.infra.render import write_json
+from hfclf.preflight.gates import write_gate
+from hfclf.train import loop, modeling
+from hfclf.train.stage import settings_from
 
 log = logging.getLogger(__name__)
 
@@ -180,28 +188,6 @@ def _inference_throughput(predictor: modeling.Predictor, texts: list[str], batch
     start = time.perf_counter()
     predictor.predict_proba(texts, batch_size)
     return round(len(texts) / max(time.perf_counter() - start, 1e-9), 1)
-
-
-# ---- merged from stages.smoke
-"""smoke: train the real model a few steps on a tiny class-balanced subset, evaluate, save, reload,
-compare, and measure throughput - so a broken setup fails in seconds, not after an hour.
-
-Outputs: reports/smoke.json (checks, losses, parameters, train/inference examples per second; the
-plan reads it) and reports/gates/smoke.json (passed + the checks, no timings: train's gate).
-"""
-import logging
-from pathlib import Path
-
-from omegaconf import DictConfig
-
-from hfclf.infra import compute
-from hfclf.data import dataset
-from hfclf.infra.cli import stage
-from hfclf.infra.render import write_json
-from hfclf.train.stage import settings_from
-from hfclf.preflight.gates import write_gate
-
-log = logging.getLogger(__name__)
 
 
 def gate(report: dict) -> dict:
