@@ -40,7 +40,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--csv", type=Path, default=CSV, help="a local dataset with the default text column")
     parser.add_argument("--label", default="category", help="label_column to bake with")
-    parser.add_argument("--epochs", type=int, default=None, help="train.epochs for both runs (default: conf)")
+    parser.add_argument("--epochs", type=int, default=None, help="train.max_epochs for both runs (default: conf)")
     parser.add_argument("--rate", type=float, default=0.1, help="train.augment.rate (per-word typo probability)")
     parser.add_argument("--fraction", type=float, default=0.5, help="train.augment.fraction")
     parser.add_argument("--keep", action="store_true", help="keep the scratch folder and print its path")
@@ -54,7 +54,7 @@ def main() -> None:
         started = time.monotonic()
         subprocess.run(["dvc", "repro", "plan"], cwd=project, env=env_for(project), check=True, capture_output=True)
         prepare_s = time.monotonic() - started
-        common = [f"train.epochs={args.epochs}"] if args.epochs else []
+        common = [f"train.max_epochs={args.epochs}"] if args.epochs else []
         rows = []
         for augment in (False, True):
             train_s = stage(project, "train", *common, f"train.augment.typos={str(augment).lower()}",

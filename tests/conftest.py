@@ -128,7 +128,7 @@ def trained_project(tmp_path_factory, bitext_csv) -> Path:
     out = tmp_path_factory.mktemp("trained")
     project = Path(cookiecutter(str(ROOT), no_input=True, output_dir=str(out),
                                 extra_context={"dataset": str(bitext_csv)}))
-    set_param(project / "conf" / "train.yaml", "epochs", "1")
+    set_param(project / "conf" / "train.yaml", "max_epochs", "1")
     # what a Bitext user would add: its `tags` column holds letter codes, sliced one letter at a time
     set_param(project / "conf" / "analyze.yaml", "flag_columns", "{tags: " + json.dumps(BITEXT_TAGS) + "}")
     run(["git", "commit", "-qam", "one epoch for tests", "--allow-empty"], project,  # epochs may already be 1

@@ -231,7 +231,7 @@ def test_answers_with_quotes_and_backslashes_are_data(cookies):
 
 @pytest.mark.parametrize("answers, variable", [
     ({"project_name": "two\nlines"}, "project_name"),
-    ({"text_column": 'say "hi"'}, "text_column"),
+    ({"description": "tab\there"}, "description"),
     ({"project_name": "back\\slash"}, "project_name"),
 ])
 def test_answers_that_cannot_be_rendered_safely_get_a_named_error(cookies, capfd, answers, variable):

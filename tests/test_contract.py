@@ -75,7 +75,7 @@ def project(tmp_path_factory) -> Path:
     set_param(project / "conf" / "model" / "default.yaml", "name", f'"{model}"')
     set_param(project / "conf" / "smoke.yaml", "steps", "30")
     set_param(project / "conf" / "model" / "default.yaml", "freeze_embeddings", "false")
-    set_param(project / "conf" / "train.yaml", "epochs", "2")
+    set_param(project / "conf" / "train.yaml", "max_epochs", "2")
     set_param(project / "conf" / "train.yaml", "learning_rate", "1.0e-2")   # a random tiny model learns fast
     set_param(project / "conf" / "train.yaml", "batch_size", "8")
     set_param(project / "conf" / "compute" / "default.yaml", "device", "cpu")
@@ -112,7 +112,7 @@ def test_gates_hold_no_timings(project):
         "identical predictions after reload", "label mapping round-trip"]}
     plan_gate = json.loads((project / "reports" / "gates" / "plan.json").read_text())
     assert set(plan_gate) == {"settings", "settings_sha256", "approved"}
-    assert plan_gate["approved"] is False and plan_gate["settings"]["epochs"] == 2
+    assert plan_gate["approved"] is False and plan_gate["settings"]["max_epochs"] == 2
 
 
 def test_a_smoke_setting_reruns_smoke_and_plan_not_train(project):

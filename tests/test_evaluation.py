@@ -74,7 +74,7 @@ def test_analysis_is_in_the_models_mlflow_run(trained_project):
     run_id = json.loads((trained_project / "models/model/mlflow_run.json").read_text())["run_id"]
     client = MlflowClient(tracking_uri=f"sqlite:///{trained_project / 'mlflow.db'}")
     logged = client.get_run(run_id).data.metrics
-    assert {"analysis_ece", "baseline_tfidf_logreg_accuracy", "test_accuracy_ci_low"} <= set(logged)
+    assert {"analysis/ece", "baseline/tfidf_logreg/accuracy", "test/accuracy_ci_low"} <= set(logged)
     figures = {a.path for a in client.list_artifacts(run_id, "figures")}
     assert {"figures/reliability_diagram.png", "figures/robustness.png"} <= figures
 

@@ -38,13 +38,25 @@ def test_mlflow_run_holds_params_metrics_and_confusion_matrix(trained_project):
     run_id = json.loads((trained_project / "models/model/mlflow_run.json").read_text())["run_id"]
     client = MlflowClient(tracking_uri=f"sqlite:///{trained_project / 'mlflow.db'}")
     mlrun = client.get_run(run_id)
-    assert mlrun.data.metrics["test_macro_f1"] > 0.9
-    assert mlrun.data.params["train.epochs"] == "1" and "model.name" in mlrun.data.params
+    assert mlrun.data.metrics["test/macro_f1"] > 0.9
+    assert mlrun.data.params["train.max_epochs"] == "1" and "model.name" in mlrun.data.params
     assert mlrun.data.tags["data_fingerprint"] and mlrun.data.tags["git_commit"] != "unknown"
-    assert len(client.get_metric_history(run_id, "train_loss")) > 5          # per-step curve
+    assert len(client.get_metric_history(run_id, "train/loss")) > 5          # per-step curve
+    # a scalar: step 0 only (register logs it again, linked to the registered model: the same value)
+    scalar = client.get_metric_history(run_id, "test/macro_f1")
+    assert {m.step for m in scalar} == {0} and len({m.value for m in scalar}) == 1
+    assert mlrun.info.run_name.startswith("train · all-MiniLM-L6-v2 · ")
+    assert mlrun.data.tags["git_commit"].startswith(mlrun.info.run_name.rsplit(" · ", 1)[1][:7])
+    assert mlrun.data.tags["hfclf_version"] and mlrun.data.tags["stage"] == "train"
+    contexts = {t.value for d in mlrun.inputs.dataset_inputs for t in d.tags if t.key == "mlflow.data.context"}
+    assert contexts == {"train", "validation", "test"}
+    assert {d.dataset.digest for d in mlrun.inputs.dataset_inputs} == {mlrun.data.tags["data_fingerprint"]}
+    experiment = client.get_experiment(mlrun.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"   # not the GenAI view
     artifacts = {a.path for a in client.list_artifacts(run_id, "figures")}
     assert "figures/confusion_matrix.png" in artifacts
-    assert {a.path for a in client.list_artifacts(run_id, "tables")} == {"tables/confusion_matrix.json"}
+    assert {a.path for a in client.list_artifacts(run_id, "tables")} == {"tables/confusion_matrix.json",
+                                                                        "tables/per_class.json"}
     runs = client.search_runs([mlrun.info.experiment_id])
     assert len(runs) == 1                                                    # one run per trained model
 
@@ -63,6 +75,13 @@ def test_second_repro_is_a_no_op_and_a_train_change_is_an_experiment_that_skips_
     table = json.loads(run(["dvc", "exp", "show", "--json"], trained_project).stdout)
     names = json.dumps(table)
     assert "lr2e-4" in names and "macro_f1" in names
+    # the experiment is its own MLflow run, named and tagged after it (DVC sets DVC_EXP_NAME)
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{trained_project / 'mlflow.db'}")
+    [exp_run] = client.search_runs(["1"], "tags.dvc_exp_name = 'lr2e-4'")
+    assert exp_run.info.run_name == "train · all-MiniLM-L6-v2 · lr2e-4"
+    assert exp_run.data.params["train.learning_rate"] == "0.0002"
 
 
 def test_make_ui_serves_the_run(trained_project):
@@ -72,4 +91,4 @@ def test_make_ui_serves_the_run(trained_project):
         req = urllib.request.Request(f"http://127.0.0.1:{port}/api/2.0/mlflow/runs/search", data=body,
                                      headers={"Content-Type": "application/json"})
         runs = json.loads(urllib.request.urlopen(req, timeout=30).read())["runs"]
-    assert any("test_macro_f1" in {m["key"] for m in r["data"]["metrics"]} for r in runs)
+    assert any("test/macro_f1" in {m["key"] for m in r["data"]["metrics"]} for r in runs)

@@ -55,7 +55,7 @@ def test_preflight_reports_are_in_the_models_mlflow_run(trained_project):
     assert {"figures/class_counts.png", "figures/text_lengths.png"} <= figures
     mlrun = client.get_run(run_id)
     assert mlrun.data.tags["review_verdict"] == "pass" and mlrun.data.tags["plan_matches_config"] == "True"
-    assert mlrun.data.metrics["plan_estimated_minutes"] > 0
+    assert mlrun.data.metrics["plan/estimated_minutes"] > 0
 
 
 def test_a_stratified_split_of_bitext_leaks_and_review_stops_it(trained_project, tmp_path):

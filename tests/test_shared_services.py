@@ -63,9 +63,9 @@ def test_train_and_evaluate_log_to_a_tracking_server(project_copy, mlflow_server
                   {"experiment_ids": [experiment["experiment_id"]], "max_results": 10})["runs"]
     assert found["info"]["run_id"] == saved["run_id"] and found["info"]["status"] == "FINISHED"
     metrics = {m["key"]: m["value"] for m in found["data"]["metrics"]}
-    assert {"best_val_macro_f1", "test_macro_f1", "test_accuracy"} <= set(metrics)
-    assert {p["key"] for p in found["data"]["params"]} >= {"train.epochs", "model.name"}
-    history = api(mlflow_server, "/api/2.0/mlflow/metrics/get-history", run_id=saved["run_id"], metric_key="val_macro_f1")
+    assert {"val/best_macro_f1", "test/macro_f1", "test/accuracy"} <= set(metrics)
+    assert {p["key"] for p in found["data"]["params"]} >= {"train.max_epochs", "model.name"}
+    history = api(mlflow_server, "/api/2.0/mlflow/metrics/get-history", run_id=saved["run_id"], metric_key="val/macro_f1")
     assert len(history["metrics"]) >= 1
     figures = api(mlflow_server, "/api/2.0/mlflow/artifacts/list", run_id=saved["run_id"], path="figures")
     assert "figures/confusion_matrix.png" in {f["path"] for f in figures["files"]}

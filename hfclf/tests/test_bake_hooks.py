@@ -40,8 +40,6 @@ def bake_mode(monkeypatch):
     ({"hub_repo_id": "not a repo"}, "hub_repo_id", "not a Hub repo id"),
     ({"description": "two\nlines"}, "description", "line break"),
     ({"author_name": "tab\there"}, "author_name", "line break"),
-    ({"text_column": 'say "hi"'}, "text_column", "double quote or backslash"),
-    ({"dataset": "C:\\data\\x.csv"}, "dataset", "forward slashes"),
     ({"project_name": 'a """ b'}, "project_name", "docstring"),
 ])
 def test_validation_names_the_variable(changes, variable, words):
@@ -49,6 +47,12 @@ def test_validation_names_the_variable(changes, variable, words):
         bake.validate_answers(answers(**changes))
     assert err.value.variable == variable and words in err.value.problem
     assert str(err.value).startswith(f"{variable}: ")
+
+
+def test_quotes_and_backslashes_in_yaml_answers_are_accepted_as_data():
+    """conf/ renders these answers with `| tojson`: any printable text is data (issue #17)."""
+    bake.validate_answers(answers(text_column='say "hi"', label_column="it's \\ {{ x }}",
+                                  base_model='C:\\models\\"m"'))
 
 
 def test_hostile_free_text_is_accepted_as_plain_text():

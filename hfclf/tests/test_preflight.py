@@ -51,7 +51,7 @@ def prepared(tmp_path_factory, tiny_model_dir, baked_project) -> Path:
     set_conf(project, "prepare.yaml", **{"prepare.validation_size": 0.2, "prepare.test_size": 0.2})
     # a random tiny model learns only with trainable embeddings and a high learning rate
     set_conf(project, "model/default.yaml", name=str(tiny_model_dir), freeze_embeddings=False)
-    set_conf(project, "train.yaml", **{"train.learning_rate": 1e-2, "train.batch_size": 8, "train.epochs": 2})
+    set_conf(project, "train.yaml", **{"train.learning_rate": 1e-2, "train.batch_size": 8, "train.max_epochs": 2})
     # one thread: a tiny model gains nothing from more, and on a busy CPU two threads per process thrash
     set_conf(project, "compute/default.yaml", device="cpu", precision="fp32", threads=1)
     set_conf(project, "smoke.yaml", **{"smoke.steps": 30})   # the random tiny model needs more steps than MiniLM
@@ -262,9 +262,9 @@ def test_approval_gate_refuses_until_this_exact_plan_is_approved(project):
     record = report(project, "plan_approval.json")
     assert record["plan_sha256"] == report(project, "training_plan.json")["plan_sha256"]
 
-    stale = run_stage(project, "train", "train.epochs=5", check=False)   # not the plan that was approved
+    stale = run_stage(project, "train", "train.max_epochs=5", check=False)   # not the plan that was approved
     no_traceback(stale)
-    assert "the training plan is stale: epochs=2 in the plan, 5 now" in stale.stderr
+    assert "the training plan is stale: max_epochs=2 in the plan, 5 now" in stale.stderr
 
     plan_md = project / "reports/training_plan.md"
     plan_md.write_text(plan_md.read_text() + "- one more risk\n")        # the plan changed after approval
@@ -325,7 +325,7 @@ def test_killed_training_resumes_from_its_last_checkpoint(project):
     """SIGKILL a real training process once it has checkpointed, then resume it to a finished model."""
     from mlflow.tracking import MlflowClient
 
-    overrides = ["train.epochs=30", "train.early_stopping_patience=1000", "train.checkpoint_every_minutes=0.01"]
+    overrides = ["train.max_epochs=30", "train.early_stopping_patience=1000", "train.checkpoint_every_minutes=0.01"]
     checkpoint = project / "models/checkpoints/last.pt"
     proc = subprocess.Popen(hfclf_command("train", f"tracking.uri=sqlite:///{project / 'mlflow.db'}", *overrides),
                             cwd=project, env=stage_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -350,7 +350,7 @@ def test_killed_training_resumes_from_its_last_checkpoint(project):
     summary = report(project, "training.json")
     steps_per_epoch = report(project, "training_plan.json")["training"]["steps_per_epoch"]
     assert summary["resumed_from_step"] == killed_at and summary["steps"] == 30 * steps_per_epoch
-    assert summary["stop_reason"] == "completed" and len(summary["history"]) == 30
+    assert summary["stop_reason"] == "completed" and len(summary["history"]) == 30 * 4   # train.evals_per_epoch: 4
     assert (project / "models/model/model.safetensors").exists() and not checkpoint.exists()
     assert summary["run_id"] == killed_run                             # the same MLflow run, continued
     client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")

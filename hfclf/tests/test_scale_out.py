@@ -22,7 +22,7 @@ from hfclf.train import sweeps
 from hfclf.infra.errors import UserError
 
 TINY = ("model.freeze_embeddings=false", "compute.device=cpu", "compute.threads=1")
-SPACE = {"train.learning_rate", "train.epochs", "train.batch_size", "train.warmup_ratio", "model.max_length"}
+SPACE = {"train.learning_rate", "train.max_epochs", "train.batch_size", "train.warmup_ratio", "model.max_length"}
 
 
 def mlflow_client(folder: Path):
@@ -47,9 +47,11 @@ def test_sweep_nests_trials_under_one_run_and_promotes_the_best(workdir, tickets
     trials = client.search_runs(["1"], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
     assert len(trials) == 3 and parent.info.status == "FINISHED"
     assert sorted(t.data.tags["sweep_trial"] for t in trials) == ["0", "1", "2"]
-    scores = {t.info.run_id: t.data.metrics["best_val_macro_f1"] for t in trials}
+    scores = {t.info.run_id: t.data.metrics["val/best_macro_f1"] for t in trials}
+    assert len({t.info.run_name for t in trials}) == 3                   # trials told apart by name
+    assert parent.info.run_name.startswith("sweep · ")
     best = max(trials, key=lambda t: scores[t.info.run_id])
-    assert parent.data.metrics["best_val_macro_f1"] == max(scores.values())
+    assert parent.data.metrics["val/best_macro_f1"] == max(scores.values())
     assert parent.data.tags["best_run_id"] == best.info.run_id
 
     best_file = workdir / "sweeps" / "best_params.yaml"
@@ -71,21 +73,21 @@ def test_sweep_nests_trials_under_one_run_and_promotes_the_best(workdir, tickets
     train_conf = yaml.safe_load((workdir / "conf" / "train.yaml").read_text())["train"]
     model_conf = yaml.safe_load((workdir / "conf" / "model" / "default.yaml").read_text())
     assert train_conf["learning_rate"] == values["train.learning_rate"]
-    assert train_conf["epochs"] == values["train.epochs"] and model_conf["max_length"] == values["model.max_length"]
+    assert train_conf["max_epochs"] == values["train.max_epochs"] and model_conf["max_length"] == values["model.max_length"]
     assert "# peak learning rate" in (workdir / "conf" / "train.yaml").read_text()          # comments kept
 
 
 def test_promote_edits_in_place_and_refuses_unknown_keys(tmp_path):
     conf = tmp_path / "conf"
     (conf / "model").mkdir(parents=True)
-    (conf / "train.yaml").write_text("defaults:\n  - shared\n\ntrain:\n  epochs: 3        # upper bound\n"
+    (conf / "train.yaml").write_text("defaults:\n  - shared\n\ntrain:\n  max_epochs: 3        # upper bound\n"
                                      "  learning_rate: 3.0e-4   # peak\n")
     (conf / "model" / "default.yaml").write_text("name: x   # model\nmax_length: 128   # tokens\n")
     best = tmp_path / "best.yaml"
-    best.write_text("train.learning_rate: 1.0e-05\ntrain.epochs: 2\nmodel.max_length: 64\n")
-    assert sweeps.promote(best, conf) == {"train.learning_rate": conf / "train.yaml", "train.epochs": conf / "train.yaml",
+    best.write_text("train.learning_rate: 1.0e-05\ntrain.max_epochs: 2\nmodel.max_length: 64\n")
+    assert sweeps.promote(best, conf) == {"train.learning_rate": conf / "train.yaml", "train.max_epochs": conf / "train.yaml",
                                           "model.max_length": conf / "model" / "default.yaml"}
-    assert (conf / "train.yaml").read_text().splitlines()[-2:] == ["  epochs: 2        # upper bound",
+    assert (conf / "train.yaml").read_text().splitlines()[-2:] == ["  max_epochs: 2        # upper bound",
                                                                    "  learning_rate: 1.0e-05  # peak"]  # column kept
     assert yaml.safe_load((conf / "model" / "default.yaml").read_text())["max_length"] == 64
     best.write_text("optimizer.momentum: 0.9\n")
@@ -123,7 +125,7 @@ def dvc_project(tmp_path_factory, tiny_model_dir, baked_project) -> Path:
                                       "label_column": "category"},
                 "model/default.yaml": {"name": str(tiny_model_dir), "freeze_embeddings": False},
                 "compute/default.yaml": {"device": "cpu", "threads": 1},
-                "train.yaml": {"train.epochs": 2, "train.learning_rate": 1e-2, "train.batch_size": 8},
+                "train.yaml": {"train.max_epochs": 2, "train.learning_rate": 1e-2, "train.batch_size": 8},
                 "prepare.yaml": {"prepare.validation_size": 0.2, "prepare.test_size": 0.2},
                 "smoke.yaml": {"smoke.steps": 30}}   # train depends on the smoke test; the tiny model needs more steps
     for name, values in settings.items():
@@ -158,7 +160,7 @@ def test_make_train_distributed_runs_two_ranks_and_logs_once(dvc_project):
     assert (dvc_project / "models/model/model.safetensors").exists() and not (dvc_project / "models/checkpoints/last.pt").exists()
     client = mlflow_client(dvc_project)
     [run] = client.search_runs(["1"])                                   # one run: only rank 0 logged
-    epochs = client.get_metric_history(run.info.run_id, "val_macro_f1")
+    epochs = client.get_metric_history(run.info.run_id, "val/macro_f1")
     assert len(epochs) == len(summary["history"])                        # each epoch's metrics logged once
     assert "Running stage 'train'" in result.stdout
     assert "Running stage" not in sh("dvc repro train", dvc_project).stdout   # DVC recorded it: up to date
@@ -168,7 +170,7 @@ def test_dvc_queue_runs_a_small_grid_compared_by_exp_show(dvc_project):
     sh("dvc repro train", dvc_project)      # a no-op after the test above; the queue then re-runs from train on
     git("add", "-A", cwd=dvc_project)
     git("commit", "-qm", "baseline", cwd=dvc_project)
-    sh("dvc exp run --queue -S 'conf/train.yaml:train.epochs=1,3' evaluate", dvc_project)
+    sh("dvc exp run --queue -S 'conf/train.yaml:train.max_epochs=1,3' evaluate", dvc_project)
     sh("dvc queue start -j 2", dvc_project)
     deadline = time.time() + 420
     while True:
@@ -185,13 +187,13 @@ def test_dvc_queue_runs_a_small_grid_compared_by_exp_show(dvc_project):
     for baseline in table:
         for exp in baseline.get("experiments") or []:
             data = exp["revs"][0]["data"]
-            epochs = data["params"]["conf/train.yaml"]["data"]["train"]["epochs"]
+            epochs = data["params"]["conf/train.yaml"]["data"]["train"]["max_epochs"]
             found[epochs] = data["metrics"]["reports/metrics.json"]["data"]["macro_f1"]
     assert set(found) == {1, 3} and all(0 <= f <= 1 for f in found.values())
     shown = sh("dvc exp show --no-pager --md", dvc_project).stdout
-    assert "macro_f1" in shown and "train.epochs" in shown
+    assert "macro_f1" in shown and "train.max_epochs" in shown
     runs = mlflow_client(dvc_project).search_runs(["1"], "tags.stage = 'train'")
-    assert {r.data.params["train.epochs"] for r in runs} >= {"1", "3"}    # in the project's own MLflow store
+    assert {r.data.params["train.max_epochs"] for r in runs} >= {"1", "3"}    # in the project's own MLflow store
     sh("dvc queue stop", dvc_project, check=False)
 
 

@@ -32,7 +32,7 @@ def shipped(tmp_path_factory, tiny_model_dir, baked_project) -> Path:
     root = copy_project(baked_project, tmp_path_factory.mktemp("shipped"))
     make_tickets(40).to_csv(root / "tickets.csv", index=False)
     run_stage(root, "prepare", "data.source=tickets.csv", "prepare.validation_size=0.2", "prepare.test_size=0.2")
-    run_stage(root, "train", f"model.name={tiny_model_dir}", "model.freeze_embeddings=false", "train.epochs=3",
+    run_stage(root, "train", f"model.name={tiny_model_dir}", "model.freeze_embeddings=false", "train.max_epochs=3",
               "train.learning_rate=1e-2", "train.batch_size=8", "compute.device=cpu")
     run_stage(root, "evaluate")
     run_stage(root, "register")
@@ -135,8 +135,12 @@ def test_registered_model_loads_with_pyfunc_and_returns_labels(shipped):
     assert set(out["label"]) <= {"ACCOUNT", "ORDER", "REFUND"}
     assert all(len(json.loads(k)) == 2 for k in out["top_k"])
     version = mlflow.MlflowClient().get_model_version(registered["name"], registered["version"])
-    assert float(version.tags["test_accuracy"]) == pytest.approx(
+    assert float(version.tags["test/accuracy"]) == pytest.approx(
         json.loads((shipped / "reports/metrics.json").read_text())["accuracy"], abs=1e-4)
+    # the version links back to its run: run_id, and the run's name in its tags and description
+    run = mlflow.MlflowClient().get_run(registered["run_id"])
+    assert version.run_id == registered["run_id"] and version.tags["mlflow_run_name"] == run.info.run_name
+    assert run.info.run_name in version.description and "accuracy" in version.description
     # the model carries the part of hfclf it runs (code_paths), as hfclf/..., and nothing of the pipeline
     local = Path(mlflow.artifacts.download_artifacts(registered["model_uri"]))
     code = local / "code" / "hfclf"

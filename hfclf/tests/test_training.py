@@ -31,7 +31,7 @@ def fit(tiny_model_dir, tickets, **overrides):
 
 def test_loss_falls_and_the_model_learns(tiny_model_dir, tickets):
     model, tokenizer, result, logged = fit(tiny_model_dir, tickets)
-    losses = [m["train_loss"] for _, m in logged if "train_loss" in m]
+    losses = [m["train/loss"] for _, m in logged if "train/loss" in m]
     assert all(np.isfinite(losses)) and losses[-1] < losses[0] * 0.7
     assert result.best_val_macro_f1 > 0.5 and result.stop_reason == "completed"
     assert [h["epoch"] for h in result.history] == [1.0, 2.0, 3.0, 4.0]
@@ -123,3 +123,46 @@ def test_unknown_model_error_says_what_was_tried(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(UserError, match=r"model 'nobody/no-such-model' could not be found. Tried: local folder"):
         modeling.resolve_model("nobody/no-such-model")
+
+
+# --------------------------------------------------------------------------- convergence (issue #14)
+
+def test_stops_when_validation_stops_improving_within_the_first_epoch(tiny_model_dir, tickets):
+    # learning rate 0: validation macro-F1 never improves after the first pass, so with 4 passes per
+    # epoch and a patience of 2 the run ends after the 3rd pass (3/4 of the first of 5 epochs)
+    _, _, result, logged = fit(tiny_model_dir, tickets, epochs=5, learning_rate=0.0, evals_per_epoch=4,
+                               early_stopping_patience=2)
+    assert result.stop_reason == "early_stopping"
+    assert [h["epoch"] for h in result.history] == [0.25, 0.5, 0.75]
+    assert result.best_epoch == 0.25 and result.steps == 9
+    assert len([m for _, m in logged if "val/macro_f1" in m]) == 3       # each pass logged once
+
+
+def test_ends_with_the_weights_of_the_best_validation_pass(tiny_model_dir, tickets):
+    model, tokenizer, result, _ = fit(tiny_model_dir, tickets, epochs=3, evals_per_epoch=3,
+                                      early_stopping_patience=100)
+    assert len(result.history) == 9 and result.stop_reason == "completed"
+    y = tickets["category"].map({l: i for i, l in enumerate(LABELS)}).to_numpy()
+    probs = modeling.Predictor(model, tokenizer, 128).predict_proba(tickets["instruction"].tolist())
+    assert macro_f1(y, probs.argmax(1), len(LABELS)) == pytest.approx(result.best_val_macro_f1)
+    assert result.best_val_macro_f1 == max(h["val_macro_f1"] for h in result.history)
+
+
+def test_validation_is_scored_on_a_seeded_sample():
+    assert list(loop.validation_sample(5, None, 0)) == [0, 1, 2, 3, 4]
+    assert list(loop.validation_sample(5, 10, 0)) == [0, 1, 2, 3, 4]
+    picked = loop.validation_sample(1000, 100, 7)
+    assert len(picked) == 100 == len(set(picked)) and list(picked) == sorted(picked)
+    assert list(picked) == list(loop.validation_sample(1000, 100, 7))
+
+
+def test_max_epochs_auto_follows_the_data_size():
+    from hfclf.train import convergence
+
+    assert convergence.max_epochs("auto", 3000) == 10          # small sets: room to converge
+    assert convergence.max_epochs("auto", 10_000) == 3
+    assert convergence.max_epochs("auto", 200_000) == 2        # large sets: at least 2
+    assert convergence.max_epochs(4, 3000) == 4
+    with pytest.raises(UserError):
+        convergence.max_epochs("many", 3000)
+    assert convergence.first_stop_epochs(4, 3, 10) == 1.0 and convergence.first_stop_epochs(4, 3, 0) == 0.0

@@ -15,7 +15,7 @@ The rules the table follows:
   `smoke` and `train`.
 - **Params.** Exactly the keys a stage's code reads, by file. Left out on purpose, because they
   change where things are recorded, not what a stage computes: tracking.uri / tracking.experiment
-  (the MLflow store), paths.* (fixed: dvc.yaml names the same paths) and, for `train`,
+  (the MLflow store), tracking.progress_every_seconds (how often progress lines are logged), paths.* (fixed: dvc.yaml names the same paths) and, for `train`,
   plan.require_approval (a gate on starting, read from conf/plan.yaml when train starts).
 - **Gates.** Stages are ordered by deterministic files, never by reports that hold timings:
   `smoke` writes reports/gates/smoke.json (passed + the checks), `plan` reports/gates/plan.json
@@ -103,8 +103,10 @@ STAGES: tuple[Stage, ...] = (
           param_comments={"conf/train.yaml": "only what changes a few steps; epochs etc. are the plan's business"}),
     Stage("plan",
           params=(("conf/plan.yaml", ("plan",)),
-                  ("conf/train.yaml", ("train.epochs", "train.batch_size", "train.learning_rate",
-                                       "train.warmup_ratio", "train.weight_decay", "train.early_stopping_patience")),
+                  ("conf/train.yaml", ("train.max_epochs", "train.batch_size", "train.learning_rate",
+                                       "train.warmup_ratio", "train.weight_decay", "train.early_stopping_patience",
+                                       "train.evals_per_epoch", "train.eval_max_rows", "train.min_delta",
+                                       "train.loss_min_delta")),
                   (MODEL, ("name", "max_length", "freeze_embeddings")),
                   (COMPUTE, ("device", "precision", "max_minutes"))),
           deps=(_p("data/processed"), _p("reports/data_profile.json"), _p("reports/review.json"),

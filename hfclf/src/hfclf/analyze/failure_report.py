@@ -38,6 +38,19 @@ def plot_confidence(conf: np.ndarray, correct: np.ndarray, path: Path):
     return _save(fig, path)
 
 
+def _temperature_line(conf: dict) -> str:
+    t = conf.get("temperature")
+    if not t:
+        return ""
+    if t["saved"]:
+        return (f" Temperature scaling (T = {t['temperature']:.3f}, fitted on validation, saved with the model): "
+                f"ECE {t['test_ece_before']:.4f} → {t['test_ece_after']:.4f} on test, "
+                f"{t['validation_ece_before']:.4f} → {t['validation_ece_after']:.4f} on validation.")
+    return (f" Not calibrated (`train.calibrate: false`); a temperature fitted on validation (T = "
+            f"{t['temperature']:.3f}) would take ECE {t['validation_ece_before']:.4f} → "
+            f"{t['validation_ece_after']:.4f} on validation, {t['test_ece_before']:.4f} → {t['test_ece_after']:.4f} on test.")
+
+
 def plot_reliability(bins: list[dict], ece: float, path: Path):
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(4.8, 4.4))
@@ -142,7 +155,7 @@ def markdown(result: dict, figures_rel: str = "figures") -> str:
              "## Summary", "",
              f"- **Calibration**: expected calibration error {conf['ece']:.4f}; the model is "
              f"{'under' if conf['mean_confidence'] < conf['accuracy'] else 'over'}confident (mean confidence "
-             f"{conf['mean_confidence']:.4f} vs accuracy {conf['accuracy']:.4f}).",
+             f"{conf['mean_confidence']:.4f} vs accuracy {conf['accuracy']:.4f})." + _temperature_line(conf),
              f"- **Slices**: {len(flagged)} of {len(slices)} slices flagged (accuracy more than "
              f"{result['settings']['flag_below'] * 100:.1f} points under average).",
              (f"- **Robustness**: worst perturbation `{worst['perturbation']}` costs "

@@ -77,6 +77,26 @@ def confidence(conf: np.ndarray, correct: np.ndarray, bins: int) -> dict:
             "accuracy": float(correct.mean()), "mean_confidence": float(conf.mean())}
 
 
+def temperature_effect(test_probs: np.ndarray, test_correct: np.ndarray, val_probs: np.ndarray,
+                       val_y: np.ndarray, temperature: float | None, bins: int) -> dict:
+    """ECE before and after temperature scaling, on test and on validation.
+
+    With a saved temperature (train.calibrate), "before" undoes it. Without one, a temperature is
+    fitted here on validation, so improvements.md can state what `train.calibrate=true` would do.
+    """
+    t = float(temperature or 1.0)
+    raw_val = calibration.uncalibrate(val_probs, t)
+    raw_test = calibration.uncalibrate(test_probs, t)
+    fitted = t if temperature else calibration.fit_temperature(np.log(np.clip(raw_val, 1e-30, None)), val_y)
+    val_logits = np.log(np.clip(raw_val, 1e-30, None))
+    val = calibration.temperature_report(val_logits, val_y, fitted, bins)
+    after_test = calibration.softmax(np.log(np.clip(raw_test, 1e-30, None)), fitted)
+    return {"temperature": round(fitted, 4), "saved": bool(temperature),
+            "validation_ece_before": val["ece_before"], "validation_ece_after": val["ece_after"],
+            "test_ece_before": calibration.expected_calibration_error(raw_test.max(1), test_correct, bins),
+            "test_ece_after": calibration.expected_calibration_error(after_test.max(1), test_correct, bins)}
+
+
 def hard_examples(frame: pd.DataFrame, correct: np.ndarray, k: int) -> dict:
     def rows(part: pd.DataFrame) -> list[dict]:
         return [{"text": r.text, "actual": r.actual, "predicted": r.predicted, "confidence": float(r.confidence)}
@@ -188,15 +208,25 @@ def sample_rows(n: int, limit: int | None, seed: int) -> np.ndarray:
 
 def out_of_scope(predictor, sets: dict[str, list[str]], val_conf: np.ndarray, val_correct: np.ndarray,
                  test_conf: np.ndarray, test_correct: np.ndarray, target_precision: float,
-                 table_thresholds: Sequence[float], batch_size: int, examples: int = 5) -> dict:
+                 table_thresholds: Sequence[float], batch_size: int, examples: int = 5,
+                 min_coverage: float = 0.0) -> dict:
     """How confidently off-topic texts get a class, and the abstain threshold chosen on validation.
 
     The threshold is the lowest one whose kept validation predictions reach `target_precision`;
     it is then checked on the test split (coverage, precision) and on every out-of-scope set
-    (share rejected, i.e. answered UNKNOWN).
+    (share rejected, i.e. answered UNKNOWN). A threshold that keeps less than `min_coverage` of the
+    in-scope validation rows is not recommended: the recommendation becomes the highest threshold
+    that keeps `min_coverage` (rule "min_coverage"), with the precision it reaches.
     """
     has_unknown = "UNKNOWN" in predictor.labels
     choice = calibration.choose_threshold(val_conf, val_correct, target_precision)
+    rule = "target_precision"
+    if choice.threshold is None or choice.coverage < min_coverage:
+        capped = coverage_threshold(val_conf, min_coverage)
+        kept = calibration.apply_threshold(val_conf, val_correct, capped)
+        choice = calibration.ThresholdChoice(capped, kept["precision"], kept["coverage"], target_precision,
+                                             choice.baseline_precision, choice.rows)
+        rule = "min_coverage"
     saved = predictor.threshold
     scored = {}
     for name, texts in sets.items():
@@ -235,10 +265,21 @@ def out_of_scope(predictor, sets: dict[str, list[str]], val_conf: np.ndarray, va
     for s in scored.values():
         s.pop("pred")
     return {"model_has_unknown_class": has_unknown, "saved_threshold": saved, "confidences": confidences,
-            "recommended": choice.as_dict() | {"test_coverage": recommended_test["coverage"],
+            "recommended": choice.as_dict() | {"rule": rule, "min_coverage": min_coverage,
+                                               "test_coverage": recommended_test["coverage"],
                                                "test_precision": recommended_test["precision"],
                                                "out_of_scope_rejected": recommended_rejected},
             "sets": scored, "thresholds": table}
+
+
+def coverage_threshold(confidence: Sequence[float], min_coverage: float) -> float | None:
+    """The highest threshold that still keeps at least `min_coverage` of the rows (None: keep all)."""
+    confidence = np.sort(np.asarray(confidence, dtype=float))[::-1]
+    if not len(confidence) or min_coverage <= 0:
+        return None
+    keep = int(np.ceil(min(1.0, min_coverage) * len(confidence)))
+    threshold = float(confidence[keep - 1])
+    return threshold if threshold > float(confidence[-1]) else None   # None when it would keep every row
 
 
 # --------------------------------------------------------------------------- challenge set

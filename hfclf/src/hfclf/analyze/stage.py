@@ -58,7 +58,10 @@ def main(cfg: DictConfig) -> None:
     result = {
         "model": f"{predictor.meta.get('base_model') or model_dir} (fine-tuned)",
         "settings": {"flag_below": slicing.flag_below, "min_rows": slicing.min_rows, "challenge": a.challenge.path},
-        "confidence": failures.confidence(conf, correct, a.calibration_bins),
+        "confidence": failures.confidence(conf, correct, a.calibration_bins)
+        | {"temperature": failures.temperature_effect(probs, correct, val_probs,
+                                                       validation["label"].map(index).to_numpy(),
+                                                       predictor.meta.get("temperature"), a.calibration_bins)},
         "hard_examples": failures.hard_examples(frame, correct, a.hard_examples),
         "slices": failures.slices(frame, correct, slicing),
         "robustness": failures.robustness(
@@ -66,7 +69,7 @@ def main(cfg: DictConfig) -> None:
             list(a.robustness.perturbations), OmegaConf.to_container(a.robustness), cfg.compute.seed, a.batch_size),
         "out_of_scope": failures.out_of_scope(
             predictor, oos_sets, val_probs.max(1), val_correct, conf, correct, a.out_of_scope.target_precision,
-            list(a.out_of_scope.thresholds), a.batch_size),
+            list(a.out_of_scope.thresholds), a.batch_size, min_coverage=a.out_of_scope.get("min_coverage", 0.0)),
         "challenge": failures.challenge(predictor, challenge, a.batch_size, a.hard_examples) if challenge is not None
         else None,
     }
@@ -86,7 +89,7 @@ def main(cfg: DictConfig) -> None:
         staged(reports / "failure_analysis.md").write_text(failure_report.markdown(result), encoding="utf-8")
 
     with tracking.model_run(cfg, model_dir):
-        mlflow.log_metrics({f"analysis_{k}": v for k, v in summary.items() if v is not None})
+        mlflow.log_metrics({f"analysis/{k}": v for k, v in summary.items() if v is not None})
         for key, fig in figs.items():
             mlflow.log_figure(fig, f"figures/{failure_report.FIGURES[key]}")
         tracking.log_report_files([reports / "failure_analysis.md", reports / "failure_analysis.json",

@@ -28,7 +28,8 @@ HUB_REPO_RE = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 DATA_SUFFIXES = {".csv", ".tsv", ".jsonl", ".json", ".parquet"}
 RESERVED_PACKAGES = {"test", "tests", "src", "conf", "data", "models", "datasets", "transformers",
                      "torch", "mlflow", "hydra", "dvc", "gradio", "hfclf"}
-# Answers pasted into double-quoted YAML strings (conf/): no quote, backslash or line break.
+# Answers rendered into conf/ YAML as JSON strings (`{{ cookiecutter.x | tojson }}`): any printable
+# text is data there - quotes and backslashes included; only line breaks / control characters are refused.
 QUOTED_IN_YAML = ("dataset", "text_column", "label_column", "base_model", "hub_repo_id", "license")
 FREE_TEXT = ("project_name", "description", "author_name")
 CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
@@ -98,11 +99,6 @@ def validate_answers(answers: Mapping[str, Any]) -> None:
         if isinstance(value, str) and CONTROL_RE.search(value):
             raise BakeError(variable, f"{value!r} holds a line break or control character; "
                                       "answers must be one line.")
-    for variable in QUOTED_IN_YAML:
-        value = text(answers, variable)
-        if '"' in value or "\\" in value:
-            raise BakeError(variable, f"{value!r} holds a double quote or backslash, which the "
-                                      "YAML configs cannot hold as typed; use forward slashes in paths.")
     name = text(answers, "project_name")
     if "\\" in name or '"""' in name:
         raise BakeError("project_name", f"{name!r} holds a backslash or '\"\"\"' (it titles a Python "

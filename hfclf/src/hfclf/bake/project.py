@@ -9,6 +9,7 @@ data config rewrite, so the re-rendered files read as the project's own.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -81,12 +82,21 @@ def dvc_command() -> list[str] | None:
     return [found] if found else None
 
 
+def _as_rendered(value: str) -> str:
+    """`value` as the template renders it into YAML (Jinja's `tojson`: JSON, HTML-safe escapes)."""
+    return (json.dumps(value).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+            .replace("'", "\\u0027"))
+
+
 def point_data_config(project: Path, dataset: str, target: str) -> None:
     config = project / DATA_CONFIG
     if config.exists():
         content = config.read_text(encoding="utf-8")
-        config.write_text(content.replace(f'source: "{dataset}"', f'source: "{target}"'),
-                          encoding="utf-8")
+        for rendered in (_as_rendered(dataset), json.dumps(dataset), f'"{dataset}"'):
+            if f"source: {rendered}" in content:
+                content = content.replace(f"source: {rendered}", f"source: {_as_rendered(target)}", 1)
+                break
+        config.write_text(content, encoding="utf-8")
 
 
 def copy_local_dataset(project: Path, dataset: str) -> str | None:

@@ -41,8 +41,13 @@ def is_local(source: str) -> bool:
     return Path(source).exists() or Path(source).suffix.lower() in FILE_READERS or source.startswith((".", "/"))
 
 
-def load_source(source: str, revision: str | None = None, subset: str | None = None) -> LoadedData:
-    """Read a dataset from a local path or the Hub, keeping any splits it already has."""
+def load_source(source: str, revision: str | None = None, subset: str | None = None,
+                columns: tuple[str, ...] = (), max_malformed_share: float = 0.0) -> LoadedData:
+    """Read a dataset from a local path or the Hub, keeping any splits it already has.
+
+    `columns` (text and label) must be in every row of a local file: rows lacking one (a JSONL
+    line with other keys, a CSV line with too few fields) are refused, or dropped and listed in
+    `origin["malformed_rows"]` when their share is below `max_malformed_share` (prepare.yaml)."""
     if is_local(source):
         path = Path(source)
         if not path.exists():
@@ -50,7 +55,12 @@ def load_source(source: str, revision: str | None = None, subset: str | None = N
                             "conf/data/default.yaml to an existing file or a Hub dataset id.")
         if path.is_dir():
             return LoadedData(_read_save_to_disk(path), {"type": "save_to_disk", "path": source})
-        return LoadedData({"all": read_file(path)}, {"type": "file", "path": source})
+        malformed: list[dict] = []
+        frame = read_file(path, columns, max_malformed_share, malformed)
+        origin = {"type": "file", "path": source}
+        if malformed:
+            origin["malformed_rows"] = malformed
+        return LoadedData({"all": frame}, origin)
     return _read_hub(source, revision, subset)
 
 
@@ -79,7 +89,13 @@ def clean_with(cleaner, dotted: str, data: LoadedData) -> LoadedData:
     return LoadedData(frames, {**data.origin, "clean": dotted})
 
 
-def read_file(path: Path) -> pd.DataFrame:
+def read_file(path: Path, columns: tuple[str, ...] = (), max_malformed_share: float = 0.0,
+              malformed: list | None = None) -> pd.DataFrame:
+    """One local file as a DataFrame. Text files are read as text, exactly as written: every cell
+    is a string and only an empty cell (or a JSON null) is missing - never 'None', 'NA', 'null' -
+    and JSON numbers keep their spelling (`1.0` stays "1.0", as in a CSV). Duplicate column names
+    are refused; rows lacking one of `columns` are refused, or dropped (and appended to
+    `malformed`) when they are fewer than `max_malformed_share` of the rows."""
     kind = FILE_READERS.get(path.suffix.lower())
     if kind is None:
         raise UserError(f"'{path}': unsupported file type '{path.suffix}'. Use CSV, TSV, JSONL or Parquet.")
@@ -87,12 +103,14 @@ def read_file(path: Path) -> pd.DataFrame:
         raise UserError(f"'{path}' is empty (0 bytes).")
     try:
         if kind == "parquet":
-            return pd.read_parquet(path)
+            frame = pd.read_parquet(path)
+            _refuse_duplicate_columns(path, list(frame.columns), len(frame))
+            return frame
         _check_utf8(path)
         if kind == "jsonl":
-            return pd.read_json(path, lines=True, dtype=False)
-        return pd.read_csv(path, sep="\t" if kind == "tsv" else ",", dtype=str, keep_default_na=True,
-                           encoding="utf-8-sig")
+            frame, bad = _read_jsonl(path, columns)
+        else:
+            frame, bad = _read_delimited(path, "\t" if kind == "tsv" else ",", columns)
     except UserError:
         raise
     except pd.errors.EmptyDataError:
@@ -100,6 +118,100 @@ def read_file(path: Path) -> pd.DataFrame:
     except (pd.errors.ParserError, ValueError, OSError) as err:
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise UserError(f"'{path}' could not be parsed as {kind.upper()}: {first_line}") from None
+    if bad:
+        rows = len(frame)
+        share = len(bad) / max(rows, 1)
+        seen = sorted({key for row in bad for key in row["keys"]})
+        lines = ", ".join(str(row["line"]) for row in bad[:10]) + (" ..." if len(bad) > 10 else "")
+        if share >= max_malformed_share:
+            reasons = ", ".join(sorted({row["reason"] for row in bad}))
+            raise UserError(f"'{path}': {len(bad)} of {rows} rows lack the configured column(s) "
+                            f"{', '.join(repr(c) for c in columns)} or are malformed ({reasons}; lines {lines}; those rows have: "
+                            f"{', '.join(seen) or 'nothing'}). Fix the file, set data.text_column / "
+                            "data.label_column, or raise prepare.max_malformed_share to drop such rows.")
+        log.warning("'%s': dropped %d of %d rows lacking %s (lines %s), below prepare.max_malformed_share=%s",
+                    path, len(bad), rows, "/".join(columns), lines, max_malformed_share)
+        frame = frame.drop(index=[row["index"] for row in bad]).reset_index(drop=True)
+        if malformed is not None:
+            malformed.extend({k: v for k, v in row.items() if k != "index"} for row in bad)
+    return frame
+
+
+def _refuse_duplicate_columns(path: Path, names: list, rows: int) -> None:
+    duplicated = sorted({str(n) for n in names if names.count(n) > 1})
+    if duplicated:
+        raise UserError(f"'{path}' has duplicate column name(s) {', '.join(repr(d) for d in duplicated)} "
+                        f"(columns: {', '.join(map(str, names))}; {rows} rows): rename them so each is unique.")
+
+
+def _read_delimited(path: Path, sep: str, columns: tuple[str, ...]) -> tuple[pd.DataFrame, list[dict]]:
+    """CSV/TSV as strings exactly as written; only an empty cell is missing."""
+    import csv
+
+    with path.open("r", encoding="utf-8-sig", newline="") as handle:
+        reader = csv.reader(handle, delimiter=sep)
+        header = next(reader, None)
+        if header is None:
+            raise pd.errors.EmptyDataError("no header")
+        widths = [(reader.line_num, len(row)) for row in reader if row]
+    _refuse_duplicate_columns(path, header, len(widths))
+    frame = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, na_values=[""],
+                        encoding="utf-8-sig")
+    bad = []
+    wanted = [header.index(c) for c in columns if c in header]
+    for index, (line, width) in enumerate(widths):
+        if wanted and width <= max(wanted):
+            bad.append({"line": line, "index": index, "keys": header[:width], "reason": "too few fields"})
+    if len(frame) != len(widths):   # blank lines or embedded line breaks: no reliable row mapping
+        bad = []
+    return frame, bad
+
+
+def _read_jsonl(path: Path, columns: tuple[str, ...]) -> tuple[pd.DataFrame, list[dict]]:
+    """JSON Lines with numbers kept as written (strings) and duplicate keys refused."""
+    def pairs(items):
+        keys = [k for k, _ in items]
+        if len(set(keys)) < len(keys):
+            raise _DuplicateKeys(sorted({k for k in keys if keys.count(k) > 1}), keys)
+        return dict(items)
+
+    records, bad = [], []
+    with path.open("r", encoding="utf-8-sig") as handle:
+        for line_no, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line, object_pairs_hook=pairs, parse_int=JsonNumber, parse_float=JsonNumber,
+                                    parse_constant=JsonNumber)
+            except _DuplicateKeys as dup:   # which value counts is ambiguous: the row is malformed
+                bad.append({"line": line_no, "index": len(records), "keys": dup.seen,
+                            "reason": f"duplicate key(s) {', '.join(dup.keys)}"})
+                records.append({})
+                continue
+            except json.JSONDecodeError as err:
+                raise UserError(f"'{path}' could not be parsed as JSONL: line {line_no}: {err.msg}") from None
+            if not isinstance(record, dict):
+                raise UserError(f"'{path}' line {line_no} is not a JSON object.")
+            if any(c not in record for c in columns):
+                bad.append({"line": line_no, "index": len(records), "keys": list(record), "reason": "missing keys"})
+            records.append(record)
+    if not records:
+        raise pd.errors.EmptyDataError("no rows")
+    names = list(dict.fromkeys(key for record in records for key in record))
+    # object columns: pandas' string dtype would turn JsonNumber back into plain str
+    frame = pd.DataFrame({name: pd.Series([r.get(name) for r in records], dtype=object) for name in names},
+                         index=range(len(records)))
+    return frame, bad
+
+
+class JsonNumber(str):
+    """A JSON number kept as written ("1.0" stays "1.0"); still known to be a number (mixed-type check)."""
+
+
+class _DuplicateKeys(ValueError):
+    def __init__(self, keys, seen):
+        super().__init__(keys)
+        self.keys, self.seen = keys, seen
 
 
 def _check_utf8(path: Path) -> None:
@@ -178,7 +290,10 @@ def validate(data: LoadedData, text_column: str, label_column: str, source: str,
         report.dropped_empty_text += int(empty.sum())
         report.dropped_missing_label += int((no_label & ~empty).sum())
         frame = frame[~empty & ~no_label].copy()
-        frame["text"] = frame["text"].astype(str)
+        frame["text"] = frame["text"].map(lambda v: str.__str__(v) if isinstance(v, str) else str(v))
+        for column in frame.columns.drop(["text", "label"], errors="ignore"):   # JSON numbers: plain text
+            if frame[column].map(lambda v: isinstance(v, JsonNumber)).any():
+                frame[column] = frame[column].map(lambda v: str.__str__(v) if isinstance(v, JsonNumber) else v)
         frames[SPLIT_ALIASES.get(name, name)] = frame.reset_index(drop=True)
     if report.rows_in == 0:
         raise UserError(f"'{source}' has a header but no rows.")
@@ -208,15 +323,47 @@ def validate(data: LoadedData, text_column: str, label_column: str, source: str,
 def _normalise_labels(frames: dict[str, pd.DataFrame], source: str, label_column: str) -> None:
     """Labels become strings; a column mixing numbers and text is refused, not silently cast."""
     values = pd.concat([f["label"] for f in frames.values()])
-    kinds = values.map(lambda v: "number" if isinstance(v, (int, float, np.integer, np.floating))
-                       and not isinstance(v, bool) else type(v).__name__).value_counts()
+    kinds = values.map(lambda v: "number" if isinstance(v, (int, float, np.integer, np.floating, JsonNumber))
+                       and not isinstance(v, (bool, np.bool_)) else "str" if isinstance(v, str)
+                       else type(v).__name__).value_counts()
     if len(kinds) > 1:
         described = ", ".join(f"{n} {k}" for k, n in kinds.items())
         raise UserError(f"'{source}': column '{label_column}' mixes label types ({described}). "
                         "Make every label the same type, e.g. all text.")
-    for frame in frames.values():
-        frame["label"] = frame["label"].map(
-            lambda v: str(int(v)) if isinstance(v, (float, np.floating)) and float(v).is_integer() else str(v))
+    for frame in frames.values():   # as written: "1" and "1.0" stay two labels, in every format
+        frame["label"] = frame["label"].map(lambda v: ("true" if v else "false") if isinstance(v, (bool, np.bool_))
+                                            else str.__str__(v) if isinstance(v, str) else str(v))
+
+
+def _variant_key(label: str) -> str:
+    key = label.strip().casefold()
+    try:
+        number = float(key)
+    except ValueError:
+        return key
+    return repr(number) if np.isfinite(number) else key
+
+
+def label_variants(labels) -> list[list[str]]:
+    """Groups of distinct labels that differ only by numeric formatting (1 / 1.0), case or
+    surrounding whitespace - probably one class written several ways."""
+    groups: dict[str, set[str]] = {}
+    for label in set(map(str, labels)):
+        groups.setdefault(_variant_key(label), set()).add(label)
+    return sorted(sorted(g) for g in groups.values() if len(g) > 1)
+
+
+# --------------------------------------------------------------------------- settings
+
+@dataclass
+class PrepareSettings:
+    """conf/prepare.yaml's `prepare` section: its types are checked when the config is composed."""
+    split: str = "group"
+    validation_size: float = 0.1
+    test_size: float = 0.1
+    min_examples_per_class: int = 3
+    token_length_sample: int = 20000
+    max_malformed_share: float = 0.01
 
 
 # --------------------------------------------------------------------------- splitting

@@ -24,7 +24,9 @@ def main(cfg: DictConfig) -> None:
     loader_path, clean_path = cfg.data.get("loader"), cfg.data.get("clean")   # your code: src/<package>/data.py
     loader, cleaner = user_hook(loader_path, "data.loader"), user_hook(clean_path, "data.clean")
     loaded = (dataset.load_custom(loader, loader_path, source) if loader
-              else dataset.load_source(source, cfg.data.revision, cfg.data.subset))
+              else dataset.load_source(source, cfg.data.revision, cfg.data.subset,
+                                       (cfg.data.text_column, cfg.data.label_column),
+                                       float(cfg.prepare.get("max_malformed_share", 0.0))))
     if cleaner:
         loaded = dataset.clean_with(cleaner, clean_path, loaded)
     frames, cleaning = dataset.validate(loaded, cfg.data.text_column, cfg.data.label_column, source,
@@ -45,10 +47,19 @@ def main(cfg: DictConfig) -> None:
         log.warning("labels %s never occur in the training split: the model cannot predict them", unseen)
     fingerprint = dataset.fingerprint(splits)
     dropped = {"empty_text": cleaning.dropped_empty_text, "missing_label": cleaning.dropped_missing_label}
+    malformed = loaded.origin.pop("malformed_rows", [])
+    if malformed:
+        dropped["malformed_rows"] = len(malformed)
+    variants = dataset.label_variants(labels)
+    for group in variants:
+        log.warning("labels %s differ only by case, spacing or number format: one class written several ways? "
+                    "(review.fail_on_label_variants=true makes review fail on this)", group)
     texts = pd.concat([s["text"] for s in splits.values()], ignore_index=True)
     tokens = profiling.token_lengths(texts, cfg.model.name, cfg.prepare.token_length_sample, cfg.compute.seed)
     split_info = {"method": cfg.prepare.split, "kept_from_source": [s for s in ("validation", "test") if s in frames]}
     report = profiling.profile(splits, labels, loaded.origin, dropped, fingerprint, tokens, split_info)
+    report["label_variants"] = variants
+    report["malformed_rows"] = malformed
 
     reports = Path(cfg.paths.reports)
     dataset.write_splits(splits, labels, Path(cfg.paths.processed),

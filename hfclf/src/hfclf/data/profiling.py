@@ -110,6 +110,16 @@ def profile_markdown(p: dict) -> str:
     lines += ["![text lengths](figures/text_lengths.png)", "", "## Examples per class", ""]
     for label, examples in p["examples"].items():
         lines.append(f"- **{label}**: " + " · ".join(f"“{e[:80]}”" for e in examples))
+    if p.get("label_variants"):
+        lines += ["", "## Label variants (warning)", "",
+                  "These labels differ only by case, surrounding spaces or number format; if each group is one "
+                  "class, fix the data (review.fail_on_label_variants=true makes review fail on them):", ""]
+        lines += [f"- {' · '.join(f'`{label}`' for label in group)}" for group in p["label_variants"]]
+    if p.get("malformed_rows"):
+        lines += ["", "## Dropped malformed rows", "",
+                  f"{len(p['malformed_rows'])} rows lacked the text or label column (under prepare.max_malformed_share):", ""]
+        lines += [f"- line {row['line']}: {row['reason']} (keys: {', '.join(map(str, row['keys']))})"
+                  for row in p["malformed_rows"][:50]]
     if p["extra_columns"]:
         lines += ["", "## Extra columns", ""]
         for column, info in p["extra_columns"].items():

@@ -68,8 +68,7 @@ def main(cfg: DictConfig) -> None:
     write_json(reports / "per_class.json", scores["per_class"])
     predictions = pd.DataFrame({"text": test["text"], "actual": test["label"],
                                 "predicted": [labels[i] for i in y_pred], "confidence": probs.max(1).round(4)})
-    with files.atomic_file(reports / "predictions.csv") as tmp:
-        predictions.to_csv(tmp, index=False)
+    files.write_csv(predictions, reports / "predictions.csv")   # formula-safe cells
     failures.save_predictions(reports / "predictions.parquet", test, labels, probs)
     counts_fig = plot_confusion(matrix, labels, figures / "confusion_matrix.png", False, "Confusion matrix (counts)")
     norm_fig = plot_confusion(matrix, labels, figures / "confusion_matrix_normalized.png", True,
@@ -78,18 +77,30 @@ def main(cfg: DictConfig) -> None:
     files.write_text(reports / "evaluation.md", evaluation_markdown(scores, confused, predictions, comparison))
 
     with tracking.model_run(cfg, model_dir):
-        mlflow.log_metrics({f"test_{k}": v for k, v in headline.items() if isinstance(v, float)})
-        mlflow.log_metrics({f"baseline_{name}_{m}": s[m] for name, s in comparison["models"].items()
-                            if name != "fine-tuned" for m in ("accuracy", "macro_f1")})
-        mlflow.log_metrics({f"margin_over_best_baseline_{m}": d["difference"] for m, d in comparison["margin"].items()})
-        mlflow.log_metrics({f"test_f1_{metric_key(label)}": s["f1"] for label, s in scores["per_class"].items()})
+        # grouped names (the UI sections them by the part before '/'); scalars, logged once at step 0
+        mlflow.log_metrics(mlflow_metrics(headline, comparison, scores))
+        label_info = dataset.read_labels(processed)
+        tracking.log_datasets({"test": test}, label_info.get("fingerprint"), label_info.get("source"))
         mlflow.log_figure(counts_fig, "figures/confusion_matrix.png")
         mlflow.log_figure(norm_fig, "figures/confusion_matrix_normalized.png")
         table = pd.DataFrame(matrix, index=labels, columns=labels).rename_axis("actual").reset_index()
         mlflow.log_table(table, "tables/confusion_matrix.json")
+        per_class = pd.DataFrame([{"label": label, **s} for label, s in scores["per_class"].items()])
+        mlflow.log_table(per_class, "tables/per_class.json")
         mlflow.log_text(classification_report(scores), "reports/classification_report.txt")
         tracking.log_report_files([reports / "evaluation.md", reports / "metrics.json", reports / "per_class.json"])
     log.info("test accuracy %.4f, macro-F1 %.4f on %d rows", scores["accuracy"], scores["macro_f1"], scores["n"])
+
+
+def mlflow_metrics(headline: dict, comparison: dict, scores: dict) -> dict[str, float]:
+    """The test results under MLflow's grouped names: test/accuracy, test/macro_f1, test/macro_f1_ci_low ...,
+    test/margin_over_best_baseline/<metric>, test/per_class/f1/<label>, baseline/<name>/<metric>."""
+    out = {f"test/{k}": v for k, v in headline.items() if isinstance(v, float)}
+    out |= {f"test/margin_over_best_baseline/{m}": d["difference"] for m, d in comparison["margin"].items()}
+    out |= {f"test/per_class/f1/{metric_key(label)}": s["f1"] for label, s in scores["per_class"].items()}
+    out |= {f"baseline/{metric_key(name)}/{m}": s[m] for name, s in comparison["models"].items()
+            if name != "fine-tuned" for m in ("accuracy", "macro_f1")}
+    return out
 
 
 def classification_report(scores: dict) -> str:

@@ -73,7 +73,14 @@ def stage(config_name: str) -> Callable[[Callable[[DictConfig], object]], Callab
 
             @hydra.main(version_base=None, config_path=str(root / "conf"), config_name=config_name)
             def run(cfg: DictConfig):
+                from omegaconf import OmegaConf
+
+                from hfclf.infra import progress
+
+                # progress lines in non-interactive output (dvc repro logs, CI): tracking.progress_every_seconds
+                progress.configure(OmegaConf.select(cfg, "tracking.progress_every_seconds", default=None))
                 try:
+                    preflight(config_name, cfg)   # config types, then the tracking server: before any work
                     return fn(cfg)  # a sweeper (hydra --multirun) optimises what the stage returns
                 except UserError as err:  # the message is the whole story: no traceback
                     sys.stderr.write(f"ERROR: {err}\n")
@@ -82,6 +89,23 @@ def stage(config_name: str) -> Callable[[Callable[[DictConfig], object]], Callab
             run()
         return main
     return decorate
+
+
+# Commands that log to MLflow: the tracking store is checked with a real API call before they compute.
+TRACKED = {"train", "evaluate", "analyze", "register", "card"}
+
+
+def preflight(config_name: str, cfg: DictConfig) -> None:
+    """What every command checks once its config is composed, before any work: the types of the
+    config sections the library has settings classes for, and (for TRACKED commands) that the
+    MLflow tracking store answers."""
+    from hfclf.infra.settings import validate_config
+
+    validate_config(cfg)
+    if config_name in TRACKED and cfg.get("tracking") is not None:
+        from hfclf.infra import tracking
+
+        tracking.check(cfg)
 
 
 # command -> (module whose `main` runs it, what it does). dvc.yaml runs the stages; the Makefile the rest.

@@ -8,6 +8,10 @@ the previous version. Every module that replaces an output people or tools read 
 - `write_text(path, text)`: the same for a string (an existing file keeps its permissions);
 - `staged_files(near)`: several files written, then all swapped in at the end, or none;
 - `staged_folder(out_dir)`: a whole folder filled beside the old one, then swapped in.
+
+CSV files the project produces (predictions, reports, feedback) are written through `write_csv` /
+`safe_row`, so no cell a spreadsheet opens runs as a formula (`=cmd|'/c calc'!A1` is written
+`'=cmd|'/c calc'!A1`); numbers, and text that reads as a number (`-1`), are left alone.
 """
 from __future__ import annotations
 
@@ -97,3 +101,40 @@ def staged_folder(out_dir: Path, prefix: str | None = None) -> Iterator[Path]:
     finally:
         if staging.exists():
             shutil.rmtree(staging)
+
+
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n")
+
+
+def safe_cell(value):
+    """A CSV cell a spreadsheet will not run as a formula: text starting with = + - @ or a tab /
+    line break gets a leading apostrophe (OWASP's advice); other values are returned as they are."""
+    if not isinstance(value, str) or not value.startswith(FORMULA_START):
+        return value
+    try:
+        float(value)            # "-1", "+0.5": a number, not a formula
+        return value
+    except ValueError:
+        return "'" + value
+
+
+def safe_row(values) -> list:
+    """`safe_cell` over one row (for csv.writer)."""
+    return [safe_cell(v) for v in values]
+
+
+def safe_frame(frame):
+    """A copy of a DataFrame with every text cell (and column name) made formula-safe."""
+    frame = frame.copy()
+    frame.columns = [safe_cell(c) for c in frame.columns]
+    for column in frame.columns:
+        if frame[column].dtype == object or str(frame[column].dtype).startswith("str"):
+            frame[column] = frame[column].map(safe_cell)
+    return frame
+
+
+def write_csv(frame, path: Path, **to_csv) -> None:
+    """Write a DataFrame as a formula-safe CSV, atomically (index=False unless given)."""
+    to_csv.setdefault("index", False)
+    with atomic_file(Path(path)) as tmp:
+        safe_frame(frame).to_csv(tmp, **to_csv)

@@ -29,9 +29,55 @@ def from_section(cls: type[T], section: Mapping | Any, where: str, **extra: Any)
         raise UserError(f"unknown setting{'s' if len(unknown) > 1 else ''} "
                         f"{', '.join(f'{where}.{key}' for key in unknown)}: {where} takes {', '.join(fields)}. "
                         "Check the spelling in conf/ and on the command line.")
+    # values are resolved already: a `${` inside one (a ticket's text) is data, not an interpolation -
+    # such strings are type-checked without their `$` and put back as they are afterwards
+    verbatim = {k: v for k, v in values.items() if isinstance(v, str) and "${" in v}
     try:
-        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(cls), values))
+        result = OmegaConf.to_object(OmegaConf.merge(
+            OmegaConf.structured(cls), {k: v.replace("$", "") if k in verbatim else v for k, v in values.items()}))
+        for key, value in verbatim.items():
+            setattr(result, key, value)
+        return result
     except OmegaConfBaseException as err:
         key = getattr(err, "full_key", None) or getattr(err, "key", None) or "?"
         reason = str(getattr(err, "msg", None) or err).splitlines()[0]
-        raise UserError(f"setting {where}.{key}={values.get(key)!r} is invalid: {reason}.") from None
+        expected = {f.name: f.type for f in dataclasses.fields(cls)}.get(str(key))
+        wanted = f" (expected {expected if isinstance(expected, str) else getattr(expected, '__name__', expected)})" \
+            if expected else ""
+        raise UserError(f"setting {where}.{key}={values.get(key)!r} is invalid{wanted}: {reason}.") from None
+
+
+# Config sections whose types are checked as soon as a command's config is composed (cli.stage),
+# before any work: section -> "module:SettingsClass". Only the keys a class knows are checked here
+# (the stage's own from_section also refuses unknown keys).
+SCHEMAS = {
+    "prepare": "hfclf.data.dataset:PrepareSettings",
+    "review": "hfclf.preflight.checks:ReviewSettings",
+    "predict": "hfclf.ship.predict:PredictSettings",
+    "analyze.slices": "hfclf.analyze.failures:SliceSettings",
+    "analyze.improvements": "hfclf.analyze.improvements:Limits",
+}
+
+
+def validate_config(cfg: Any) -> None:
+    """Type-check every SCHEMAS section present in `cfg`: a UserError names the key and the value."""
+    import importlib
+
+    from omegaconf import DictConfig, OmegaConf
+
+    for section, target in SCHEMAS.items():
+        node = OmegaConf.select(cfg, section, default=None)
+        if not isinstance(node, DictConfig):
+            continue
+        module, name = target.split(":")
+        cls = getattr(importlib.import_module(module), name)
+        fields = {f.name for f in dataclasses.fields(cls)}
+        values = {}
+        for key in node:
+            if key in fields:
+                try:
+                    value = OmegaConf.select(node, str(key), throw_on_resolution_failure=True)
+                except Exception:   # an unresolvable interpolation is the stage's business
+                    continue
+                values[key] = OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+        from_section(cls, values, section)

@@ -8,7 +8,6 @@ import json
 import logging
 import os
 import subprocess
-import urllib.request
 from pathlib import Path
 from typing import Iterator
 
@@ -19,6 +18,9 @@ from hfclf.infra.errors import UserError
 log = logging.getLogger(__name__)
 
 RUN_FILE = "mlflow_run.json"
+# The MLflow 3 UI picks its view from this experiment tag: model training (runs, metrics, charts,
+# datasets), not the GenAI view it opens untagged experiments in.
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
 
 
 def tracking_uri(cfg: DictConfig) -> str:
@@ -31,19 +33,83 @@ def tracking_uri(cfg: DictConfig) -> str:
     return uri
 
 
+# MLflow's own HTTP client retries 7 times with exponential backoff (minutes against a half-up server):
+# the library bounds it for every stage unless the user set these variables.
+HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                 "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
+_checked: set[str] = set()
+
+
+def _restore_hint() -> str:
+    stage = os.environ.get("DVC_STAGE")
+    if not stage:
+        return ""
+    return (f" DVC removed the outputs of stage '{stage}' before running it: `dvc checkout {stage}` "
+            "restores the previous ones.")
+
+
+def check_server(uri: str, timeout: float = 10.0) -> None:
+    """A real API call (search_experiments) to a tracking server, without retries and within
+    `timeout` seconds; a UserError naming the URI when it does not answer properly (a server that
+    answers /health but fails its API is as unusable as a dead one). Local stores are not checked."""
+    if not uri.startswith(("http://", "https://")) or uri in _checked:
+        return
+    for key, value in HTTP_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+    import threading
+
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")}
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
+    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(max(1, int(timeout)))
+    outcome: dict = {}
+
+    def call() -> None:
+        try:
+            from mlflow import MlflowClient
+
+            MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
+            outcome["ok"] = True
+        except BaseException as err:   # noqa: BLE001 - any failure means the server is unusable
+            outcome["error"] = err
+    try:
+        worker = threading.Thread(target=call, daemon=True, name="mlflow-check")
+        worker.start()
+        worker.join(timeout + 5)   # the import and one request: a hard deadline, whatever the client does
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    if outcome.get("ok"):
+        _checked.add(uri)
+        return
+    err = outcome.get("error")
+    reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:300] if err is not None \
+        else f"no answer within {timeout:g} s"
+    raise UserError(f"MLflow tracking server {uri} did not answer an API call (search_experiments) within "
+                    f"{timeout:g} s: {reason}. Start or fix the server, fix MLFLOW_TRACKING_URI / tracking.uri, "
+                    "or unset it to use the local sqlite store (tracking.check_timeout sets the wait)."
+                    + _restore_hint())
+
+
+def check(cfg: DictConfig) -> str:
+    """Check the configured tracking store before any compute (cli.stage calls it); returns its URI."""
+    uri = tracking_uri(cfg)
+    check_server(uri, float(cfg.tracking.get("check_timeout", 10) or 10))
+    return uri
+
+
 def configure(cfg: DictConfig) -> str:
-    """Point MLflow at the store, failing fast (before any compute) when a server is unreachable."""
+    """Point MLflow at the store, failing fast (before any compute) when a server is unusable."""
     import mlflow
 
-    uri = tracking_uri(cfg)
-    if uri.startswith(("http://", "https://")):
-        try:
-            urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=10).read()
-        except Exception as err:
-            raise UserError(f"MLflow tracking server {uri} is unreachable ({err}). Start it, fix "
-                            "MLFLOW_TRACKING_URI / tracking.uri, or unset it to use the local sqlite store.") from None
+    uri = check(cfg)
     mlflow.set_tracking_uri(uri)
-    mlflow.set_experiment(cfg.tracking.experiment)
+    experiment = mlflow.set_experiment(cfg.tracking.experiment)
+    if not (experiment.tags or {}).get(EXPERIMENT_KIND_TAG):  # a kind set by hand is kept
+        # MLflow 3 opens an experiment without this tag in its GenAI view (traces, judges, prompts)
+        mlflow.MlflowClient().set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
     return uri
 
 
@@ -125,3 +191,137 @@ def log_report_files(paths: list[Path], artifact_path: str = "reports") -> None:
     for path in paths:
         if path.exists():
             mlflow.log_artifact(str(path), artifact_path=artifact_path)
+
+
+# --------------------------------------------------------------------------- telling runs apart
+
+def git_short_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def run_label(params: dict[str, str] | None = None) -> str:
+    """What tells this run apart: the DVC experiment name under `dvc exp run` (DVC sets
+    DVC_EXP_NAME), else the short git commit, marked `-dirty` with a digest of the params when the
+    work tree has uncommitted changes (two runs of edited configs on one commit differ)."""
+    name = os.environ.get("DVC_EXP_NAME")
+    if name:
+        return name
+    commit = git_commit()
+    short = git_short_commit() or "no-git"
+    if commit.endswith("-dirty"):
+        import hashlib
+
+        digest = hashlib.sha256(json.dumps(params or {}, sort_keys=True).encode()).hexdigest()[:6]
+        return f"{short}-dirty-{digest}"
+    return short
+
+
+def model_short_name(name: str) -> str:
+    """`sentence-transformers/all-MiniLM-L6-v2` or a local folder -> its last path part."""
+    return str(name).rstrip("/\\").replace("\\", "/").split("/")[-1] or str(name)
+
+
+def run_name(stage: str, model_name: str, params: dict[str, str] | None = None) -> str:
+    """`train · all-MiniLM-L6-v2 · <dvc exp name or git short sha>`: the run list's Run Name."""
+    return f"{stage} · {model_short_name(model_name)} · {run_label(params)}"
+
+
+def run_tags(stage: str, fingerprint: str | None, model_name: str | None = None) -> dict[str, str]:
+    """Tags every run gets: git commit, DVC experiment name (when there is one), data fingerprint,
+    library version, stage and base model. `mlflow.source.git.commit` fills the UI's Version column."""
+    from hfclf import __version__
+
+    commit = git_commit()
+    tags = {"git_commit": commit, "hfclf_version": __version__, "stage": stage,
+            "data_fingerprint": str(fingerprint)}
+    if commit != "unknown":
+        tags["mlflow.source.git.commit"] = commit.removesuffix("-dirty")
+    if os.environ.get("DVC_EXP_NAME"):
+        tags["dvc_exp_name"] = os.environ["DVC_EXP_NAME"]
+    if model_name:
+        tags["base_model"] = str(model_name)
+    return tags
+
+
+# --------------------------------------------------------------------------- datasets as run inputs
+
+def dataset_source(origin: dict | None) -> str:
+    """Where the data came from, as a readable source: a file path, or `hf://datasets/<id>@<revision>`."""
+    origin = origin or {}
+    if origin.get("type") == "hub":
+        subset = f"/{origin['subset']}" if origin.get("subset") else ""
+        return f"hf://datasets/{origin.get('id')}{subset}@{origin.get('revision') or 'main'}"
+    return str(origin.get("path") or origin.get("id") or "unknown")
+
+
+def _source(origin: dict | None, context: str):
+    """The MLflow dataset source: the Hub dataset (id, subset, revision, split) or the local file."""
+    origin = origin or {}
+    if origin.get("type") == "hub":
+        from mlflow.data.huggingface_dataset_source import HuggingFaceDatasetSource
+
+        return HuggingFaceDatasetSource(path=str(origin.get("id")), config_name=origin.get("subset"),
+                                        revision=origin.get("revision"), split=context)
+    import warnings
+
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+
+    with warnings.catch_warnings():   # "can be interpreted in multiple ways": both are the local-file source
+        warnings.simplefilter("ignore")
+        return resolve_dataset_source(str(Path(str(origin.get("path") or "unknown")).resolve()))
+
+
+def log_datasets(frames: dict[str, "object"], fingerprint: str, origin: dict | None) -> None:
+    """Each split as an MLflow dataset input of the active run (context train / validation / test),
+    digest = the data fingerprint, source = the file or Hub id + revision: the run list's Dataset
+    column and the run's lineage show what it was trained and tested on."""
+    import mlflow
+
+    source_text = dataset_source(origin)
+    base = model_short_name(source_text.split("@")[0]) or "data"
+    for context, frame in frames.items():
+        columns = [c for c in ("text", "label") if c in frame.columns] or list(frame.columns)
+        data = mlflow.data.from_pandas(frame[columns], source=_source(origin, context), name=f"{base}/{context}",
+                                       targets="label" if "label" in columns else None,
+                                       digest=str(fingerprint)[:36])
+        mlflow.log_input(data, context=context, tags={"source": source_text, "rows": str(len(frame))})
+
+
+# --------------------------------------------------------------------------- the UI
+
+UI_VIEW = "workflowType=machine_learning"
+
+
+def ui_url(base: str, store: Path = Path("mlflow.db"), conf: Path = Path("conf/tracking/default.yaml")) -> str:
+    """The address `make ui` prints: this project's experiment in the UI's model-training view.
+
+    MLflow 3.17's UI picks GenAI or model training from a switch it keeps in the browser (default
+    GenAI) or from `?workflowType=` in the address, not from the experiment's kind tag; so the
+    link carries the view. Without a store or experiment yet: the experiment list in that view."""
+    import contextlib
+    import sqlite3
+
+    name = OmegaConf.load(conf).get("experiment") if conf.exists() else None
+    experiment_id = None
+    if name and store.exists():
+        with contextlib.closing(sqlite3.connect(f"file:{store}?mode=ro", uri=True)) as db:
+            try:
+                row = db.execute("SELECT experiment_id FROM experiments WHERE name = ?", (str(name),)).fetchone()
+            except sqlite3.Error:
+                row = None
+        experiment_id = row[0] if row else None
+    base = base.rstrip("/")
+    if experiment_id is None:
+        return f"{base}/#/experiments?{UI_VIEW}"
+    return f"{base}/#/experiments/{experiment_id}/runs?{UI_VIEW}"
+
+
+if __name__ == "__main__":   # `python -m hfclf.infra.tracking http://127.0.0.1:5000` (make ui)
+    import sys
+
+    print(ui_url(sys.argv[1] if len(sys.argv) > 1 else "http://127.0.0.1:5000"))
+

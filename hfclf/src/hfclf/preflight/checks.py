@@ -18,7 +18,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from hfclf.data.dataset import SPLITS, normalise_text
+from hfclf.data.dataset import SPLITS, label_variants, normalise_text
 from hfclf.infra.render import md_table
 from hfclf.preflight.personal_data import personal_data
 
@@ -38,6 +38,7 @@ class ReviewSettings:
     short_words: int = 2
     length_risk_share: float = 0.01
     examples: int = 5
+    fail_on_label_variants: bool = False   # fail when labels differ only by case, spacing or number format
     seed: int = 42
 
 
@@ -171,6 +172,7 @@ def review(splits: dict[str, pd.DataFrame], settings: ReviewSettings, max_length
         "imbalance": imbalance(splits, settings),
         "lengths": lengths(splits, settings, max_length, count_tokens),
         "personal_data": personal_data(splits, settings),
+        "label_variants": label_variants(pd.concat([splits[name]["label"] for name in SPLITS]).unique()),
     }
     result["risks"] = risks(result, settings)
     leak = result["leakage"]
@@ -208,6 +210,9 @@ def risks(r: dict, settings: ReviewSettings) -> list[str]:
         out.append(f"{similar['test']['fraction']:.0%} of test rows have a close paraphrase in train "
                    f"(cosine ≥ {similar['threshold']}): the test measures in-distribution phrasing, "
                    "expect lower scores on new wording")
+    for group in r.get("label_variants") or []:
+        out.append(f"labels {', '.join(repr(label) for label in group)} differ only by case, spacing or number "
+                   "format: one class written several ways splits its examples")
     pii = r["personal_data"]
     if pii["rows"]:
         kinds = ", ".join(f"{k.replace('_', ' ')} ({v['rows']})" for k, v in pii["kinds"].items() if v["rows"])

@@ -25,6 +25,7 @@ from hfclf.infra.errors import UserError
 from hfclf.data import dataset
 from hfclf.infra.cli import stage
 from hfclf.infra.render import md_table, write_json
+from hfclf.train import convergence
 
 PLAN_MD, PLAN_JSON, APPROVAL = "training_plan.md", "training_plan.json", "plan_approval.json"
 NICE_LENGTHS = (32, 64, 128, 256, 384, 512, 1024, 2048, 4096)
@@ -33,7 +34,10 @@ NICE_LENGTHS = (32, 64, 128, 256, 384, 512, 1024, 2048, 4096)
 def plan_settings(cfg: DictConfig, data_fingerprint: str) -> dict:
     """What an approval covers: train must run with exactly these, or the plan is stale."""
     return {"data_fingerprint": data_fingerprint, "model": cfg.model.name, "max_length": cfg.model.max_length,
-            "freeze_embeddings": cfg.model.freeze_embeddings, "epochs": cfg.train.epochs,
+            "freeze_embeddings": cfg.model.freeze_embeddings, "max_epochs": cfg.train.max_epochs,
+            "evals_per_epoch": cfg.train.get("evals_per_epoch", 1), "eval_max_rows": cfg.train.get("eval_max_rows"),
+            "early_stopping_patience": cfg.train.early_stopping_patience, "min_delta": cfg.train.get("min_delta", 0.0),
+            "loss_min_delta": cfg.train.get("loss_min_delta", 0.0),
             "batch_size": cfg.train.batch_size, "learning_rate": cfg.train.learning_rate,
             "device": cfg.compute.device, "precision": cfg.compute.precision, "max_minutes": cfg.compute.max_minutes}
 
@@ -56,20 +60,26 @@ def make_plan(cfg: DictConfig, profile: dict, review: dict, smoke: dict, fingerp
                         f"positions): set model.max_length in conf/model/default.yaml to at most {positions}.")
     batch = t.batch_size
     steps_per_epoch = math.ceil(rows["train"] / batch)
+    bound = convergence.max_epochs(t.max_epochs, rows["train"])
+    evals, patience = int(t.get("evals_per_epoch", 1)), int(t.early_stopping_patience)
+    eval_rows = convergence.eval_rows(rows["validation"], t.get("eval_max_rows"))
     train_eps, infer_eps = smoke["train_examples_per_second"], smoke["inference_examples_per_second"]
-    epoch_seconds = rows["train"] / max(train_eps, 1e-9) + rows["validation"] / max(infer_eps, 1e-9)
-    total_seconds = t.epochs * epoch_seconds + p.overhead_seconds
+    epoch_seconds = rows["train"] / max(train_eps, 1e-9) + evals * eval_rows / max(infer_eps, 1e-9)
     budget_seconds = cfg.compute.max_minutes * 60
-    fits = total_seconds <= budget_seconds
     epochs_in_budget = max(0.0, (budget_seconds - p.overhead_seconds) / epoch_seconds)
+    first_stop = convergence.first_stop_epochs(evals, patience, bound)
+    # the range: early stopping at its first chance .. the epoch bound (or the budget, if it bites first)
+    total_seconds = min(bound * epoch_seconds, max(0.0, budget_seconds - p.overhead_seconds)) + p.overhead_seconds
+    min_seconds = min(first_stop * epoch_seconds, total_seconds - p.overhead_seconds) + p.overhead_seconds
+    fits = bound * epoch_seconds + p.overhead_seconds <= budget_seconds
     truncated = review["lengths"]["long"]["fraction"]
 
     risks = list(review.get("risks", []))
     if not fits:
         risks.insert(0, f"the estimate ({total_seconds / 60:.1f} min) exceeds compute.max_minutes="
-                        f"{cfg.compute.max_minutes}: training will stop at the budget after about "
-                        f"{epochs_in_budget:.1f} of {t.epochs} epochs. Raise the budget, lower train.epochs, "
-                        "or train on a GPU.")
+                        f"{cfg.compute.max_minutes} if it does not converge sooner: training stops at the budget "
+                        f"after about {epochs_in_budget:.1f} of at most {bound} epochs. Raise the budget, lower "
+                        "train.max_epochs, or train on a GPU.")
     if truncated > p.max_truncated_share:
         risks.append(f"model.max_length={max_length} truncates {truncated:.1%} of texts; "
                      f"{suggest_max_length(tokens) if tokens else 'a larger value'} would cover 99%")
@@ -90,15 +100,18 @@ def make_plan(cfg: DictConfig, profile: dict, review: dict, smoke: dict, fingerp
                   "token_p50": tokens["p50"] if tokens else None, "token_p99": tokens["p99"] if tokens else None,
                   "token_max": tokens["max"] if tokens else None, "truncated_share": truncated,
                   "max_positions": positions},
-        "training": {"epochs": t.epochs, "batch_size": batch, "steps_per_epoch": steps_per_epoch,
-                     "total_steps": steps_per_epoch * t.epochs, "learning_rate": t.learning_rate,
-                     "warmup_ratio": t.warmup_ratio, "weight_decay": t.weight_decay,
-                     "early_stopping_patience": t.early_stopping_patience},
+        "training": {"epochs": bound, "max_epochs_setting": t.max_epochs, "batch_size": batch,
+                     "steps_per_epoch": steps_per_epoch, "total_steps": steps_per_epoch * bound,
+                     "learning_rate": t.learning_rate, "warmup_ratio": t.warmup_ratio, "weight_decay": t.weight_decay,
+                     "early_stopping_patience": patience, "evals_per_epoch": evals, "eval_rows": eval_rows,
+                     "first_stop_epochs": round(first_stop, 2),
+                     "stops_on": convergence.describe(evals, patience, eval_rows, bound, t.get("min_delta", 0.0))},
         "compute": {"device": smoke["device"], "precision": smoke["precision"], "threads": smoke["threads"],
                     "requested_device": cfg.compute.device},
         "estimate": {"train_examples_per_second": train_eps, "inference_examples_per_second": infer_eps,
                      "seconds_per_epoch": round(epoch_seconds, 1), "overhead_seconds": p.overhead_seconds,
-                     "total_minutes": round(total_seconds / 60, 1), "budget_minutes": cfg.compute.max_minutes,
+                     "min_minutes": round(min_seconds / 60, 1), "total_minutes": round(total_seconds / 60, 1),
+                     "budget_minutes": cfg.compute.max_minutes,
                      "fits_budget": fits, "epochs_within_budget": round(epochs_in_budget, 1)},
         "risks": risks,
     }
@@ -124,16 +137,22 @@ def plan_markdown(plan: dict) -> str:
             ("model", f"`{m['name']}`: {m['parameters']:,} parameters, {m['trainable_parameters']:,} trained"
                       + (" (word embeddings frozen)" if m["freeze_embeddings"] else "")),
             ("max_length", f"{m['max_length']} — {length_note}"),
-            ("schedule", f"{t['epochs']} epoch{'s' if t['epochs'] != 1 else ''} × {t['steps_per_epoch']} steps = "
-                         f"{t['total_steps']} steps of "
-                         f"batch {t['batch_size']}; learning rate {t['learning_rate']:g} (warmup "
-                         f"{t['warmup_ratio']:.0%}, linear decay), weight decay {t['weight_decay']:g}; early stopping "
-                         f"after {t['early_stopping_patience']} epoch(s) without a better validation macro-F1"),
+            ("schedule", f"at most {t['epochs']} epoch{'s' if t['epochs'] != 1 else ''} × {t['steps_per_epoch']} "
+                         f"steps = {t['total_steps']} steps of batch {t['batch_size']} (train.max_epochs: "
+                         f"{t.get('max_epochs_setting', t['epochs'])}); learning rate {t['learning_rate']:g} (warmup "
+                         f"{t['warmup_ratio']:.0%} of the first epoch, linear decay to the bound), weight decay "
+                         f"{t['weight_decay']:g}"),
+            ("stops on", t.get("stops_on", f"{t['early_stopping_patience']} validation pass(es) without a better "
+                                           "macro-F1")),
             ("device", f"`{c['device']}` ({c['precision']}, {c['threads']} threads; requested `{c['requested_device']}`)"),
             ("throughput", f"{e['train_examples_per_second']:g} train / {e['inference_examples_per_second']:g} "
                            "inference examples per second, measured by the smoke test on this device"),
-            ("estimate", f"about {e['total_minutes']} min at most ({e['seconds_per_epoch']:.0f} s per epoch + "
-                         f"{e['overhead_seconds']} s start-up); early stopping may end sooner"),
+            ("estimate", f"{e.get('min_minutes', e['total_minutes'])}–{e['total_minutes']} min: "
+                         f"{e.get('min_minutes', e['total_minutes'])} min if it converges at the first chance "
+                         f"({t.get('first_stop_epochs', t['epochs'])} epoch), {e['total_minutes']} min at the "
+                         f"{'epoch bound' if e['fits_budget'] else 'time budget'} ({e['seconds_per_epoch']:.0f} s per "
+                         f"epoch, validation passes included, + {e['overhead_seconds']} s start-up); easy data "
+                         "stops near the low end, harder data uses what it needs"),
             ("budget", f"compute.max_minutes = {e['budget_minutes']}: {fit}"),
         ]), "", "## Risks", ""]
     lines += [f"- {risk}" for risk in plan["risks"]] or ["- none found"]
@@ -278,7 +297,7 @@ def main(cfg: DictConfig) -> None:
     for risk in plan["risks"]:
         log.warning("risk: %s", risk)
     e = plan["estimate"]
-    log.info("plan: %d steps on %s, about %.1f min (budget %s min: %s)%s", plan["training"]["total_steps"],
-             plan["compute"]["device"], e["total_minutes"], e["budget_minutes"],
+    log.info("plan: at most %d steps on %s, %.1f-%.1f min (budget %s min: %s)%s", plan["training"]["total_steps"],
+             plan["compute"]["device"], e["min_minutes"], e["total_minutes"], e["budget_minutes"],
              "fits" if e["fits_budget"] else "does NOT fit",
              "; plan.require_approval=true: read it, then `make approve`" if cfg.plan.require_approval else "")

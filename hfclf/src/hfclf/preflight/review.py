@@ -47,6 +47,10 @@ def main(cfg: DictConfig) -> None:
         log.warning("risk: %s", risk)
     if result["verdict"] == "fail":
         raise UserError(checks.leakage_error(result, split_info))
+    if settings.fail_on_label_variants and result["label_variants"]:
+        groups = "; ".join(" / ".join(repr(label) for label in group) for group in result["label_variants"])
+        raise UserError(f"review found labels that differ only by case, spacing or number format: {groups}. "
+                        "Make each class one spelling in the data, or set review.fail_on_label_variants=false.")
     if result["verdict"] == "leakage allowed":
         log.warning("severe leakage allowed by review.allow_leakage=true: test scores will be optimistic")
     log.info("review %s: %d risks, details in %s", result["verdict"], len(result["risks"]), reports / "review.md")

@@ -105,7 +105,8 @@ def run(model_name: str, labels: list[str], train_df: pd.DataFrame, val_df: pd.D
     steps_per_epoch = math.ceil(len(train_sub) / batch_size)
     run_settings = dataclasses.replace(
         settings, batch_size=batch_size, epochs=max(1, math.ceil(smoke.steps / steps_per_epoch)),
-        early_stopping_patience=10**6, max_minutes=smoke.max_seconds / 60, log_every_steps=1)
+        early_stopping_patience=10**6, max_minutes=smoke.max_seconds / 60, log_every_steps=1,
+        evals_per_epoch=1, eval_max_rows=None)   # step times with no validation pass in between
     events: list[tuple[float, str, dict]] = []
     try:
         result = loop.train(
@@ -114,7 +115,7 @@ def run(model_name: str, labels: list[str], train_df: pd.DataFrame, val_df: pd.D
             on_metrics=lambda metrics, step: events.append((time.perf_counter(), step, metrics)))
     except FloatingPointError as err:
         raise SmokeFailure("loss is finite", f"{err}") from None
-    losses = [m["train_loss"] for _, _, m in events if "train_loss" in m]
+    losses = [m["train/loss"] for _, _, m in events if "train/loss" in m]
     if not losses or not all(math.isfinite(x) for x in losses):
         raise SmokeFailure("loss is finite", f"step losses {losses}; lower train.learning_rate or use "
                                              "compute.precision=fp32.")
@@ -176,7 +177,7 @@ def _train_throughput(events: list[tuple[float, int, dict]], batch_size: int) ->
     gaps that contain a validation pass."""
     gaps = []
     for (t0, _, m0), (t1, _, m1) in zip(events, events[1:]):
-        if "train_loss" in m0 and "train_loss" in m1:
+        if "train/loss" in m0 and "train/loss" in m1:
             gaps.append(t1 - t0)
     if not gaps:
         return 0.0

@@ -22,6 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from hfclf.infra.errors import UserError
+from hfclf.infra.files import safe_row, write_csv
 from hfclf.train.modeling import UNKNOWN, Predictor
 from hfclf.ship.predict import text_column, with_predictions
 
@@ -29,11 +30,6 @@ log = logging.getLogger(__name__)
 
 FEEDBACK_FILE = "feedback.csv"
 FEEDBACK_COLUMNS = ["time_utc", "text", "predicted", "confidence", "correct_label", "comment"]
-
-
-def _cell(text: str) -> str:
-    """Free text for a CSV cell that a spreadsheet will not run as a formula."""
-    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
 def examples_from(predictions_csv: Path, n: int) -> list[list[str]]:
@@ -110,7 +106,7 @@ class Demo:
         predictions = self.predictor.predict(texts, top_k=self.settings["top_k"], batch_size=self.settings["batch_size"])
         frame = with_predictions(frame, predictions)
         out = Path(tempfile.mkdtemp(prefix="predictions-")) / f"{source.stem}-predictions.csv"
-        frame.to_csv(out, index=False)
+        write_csv(frame, out)   # formula-safe
         return str(out)
 
     def flag(self, text: str, decision: str, correct_label: str | None, comment: str | None) -> str:
@@ -127,9 +123,11 @@ class Demo:
                 writer = csv.writer(handle)
                 if new:
                     writer.writerow(FEEDBACK_COLUMNS)
+                # every cell is formula-safe: `decision` is whatever the client sent, not our label
                 label, _, confidence = (decision or "").partition(" ")
-                writer.writerow([datetime.now(timezone.utc).isoformat(timespec="seconds"), _cell(text), label,
-                                 confidence.strip("()"), correct_label or "", _cell((comment or "")[:500])])
+                writer.writerow(safe_row([datetime.now(timezone.utc).isoformat(timespec="seconds"), text,
+                                          label[:200], confidence.strip("()")[:50], correct_label or "",
+                                          (comment or "")[:500]]))
         return f"Thanks - saved to {path}."
 
 

@@ -85,7 +85,7 @@ def with_predictions(frame, predictions):
 def run(s: PredictSettings) -> None:
     """Label `s.text` or the rows of `s.input`; print them, or write `s.output`."""
     from hfclf.infra import compute
-    from hfclf.infra.files import atomic_file
+    from hfclf.infra.files import write_csv
     from hfclf.train.modeling import Predictor
 
     check(s)
@@ -95,8 +95,7 @@ def run(s: PredictSettings) -> None:
     predictions = predictor.predict(texts, top_k=s.top_k, batch_size=s.batch_size, progress=frame is not None)
     if s.output:
         frame = with_predictions(frame, predictions)
-        with atomic_file(Path(s.output)) as tmp:
-            frame.to_csv(tmp, index=False)
+        write_csv(frame, Path(s.output))   # atomic and formula-safe
         counts = frame["predicted_label"].value_counts()
         print(f"wrote {len(frame)} predictions to {s.output} ("
               + ", ".join(f"{label} {n}" for label, n in counts.items()) + ")", file=sys.stderr)
@@ -104,9 +103,10 @@ def run(s: PredictSettings) -> None:
     for text, p in zip(texts, predictions):
         if s.json:
             print(json.dumps({"text": text, "label": p.label, "confidence": round(p.confidence, 4),
-                              "top_k": [[label, round(score, 4)] for label, score in p.top_k]}))
+                              "top_k": [[label, round(score, 4)] for label, score in p.top_k],
+                              **({"reason": p.reason} if p.reason else {})}))
         else:
-            others = "  ".join(f"{label} {score:.3f}" for label, score in p.top_k)
+            others = "  ".join(f"{label} {score:.3f}" for label, score in p.top_k) or p.reason or ""
             print(f"{p.label:<20} {p.confidence:.3f}  [{others}]  {text[:80]}")
 
 
@@ -132,8 +132,8 @@ def main() -> None:
     def predict(cfg: DictConfig) -> None:
         _logs_to_stderr()
         settings = from_section(PredictSettings, cfg.predict, "predict")
-        if settings.text is not None and not settings.text.strip():
-            settings.text = None   # TICKET="" is no text
+        if settings.text == "":
+            settings.text = None   # TICKET="" is no text (whitespace-only is a text: it gets UNKNOWN, "empty text")
         run(settings)
 
     predict()

@@ -138,13 +138,20 @@ def main(cfg: DictConfig) -> None:
         raise UserError(f"'{model_dir / WEIGHTS}' is missing: run `make train` first.")
     metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
     meta = json.loads((model_dir / "classifier.json").read_text(encoding="utf-8"))
-    headline = {f"test_{k}": f"{v:.4f}" for k, v in metrics.items() if isinstance(v, float)}
+    # the same grouped names as the run's metrics (test/accuracy, test/macro_f1, test/macro_f1_ci_low ...)
+    headline = {f"test/{k}": f"{v:.4f}" for k, v in metrics.items() if isinstance(v, float)}
     tags = {**headline, "git_commit": tracking.git_commit(), "data_fingerprint": str(meta.get("data_fingerprint")),
             "base_model": str(meta.get("base_model")), "abstain_threshold": str(meta.get("abstain_threshold"))}
-    description = (f"{len(meta.get('labels', []))}-class text classifier fine-tuned from {meta.get('base_model')}; "
-                   + ", ".join(f"{k} {v}" for k, v in headline.items()))
     with tracking.model_run(cfg, model_dir) as run:
-        numbers = {f"test_{k}": float(v) for k, v in metrics.items() if isinstance(v, float)}
+        # the version links back to its run (its run_id; the run's name, id and commit in tags and description)
+        run_name = run.info.run_name or run.info.run_id
+        tags |= {"mlflow_run_id": run.info.run_id, "mlflow_run_name": run_name}
+        description = "\n".join([
+            f"{len(meta.get('labels', []))}-class text classifier fine-tuned from `{meta.get('base_model')}`.", "",
+            f"Trained in MLflow run **{run_name}** (`{run.info.run_id}`), git `{tags['git_commit']}`, "
+            f"data fingerprint `{tags['data_fingerprint']}`.", "",
+            "Test: " + ", ".join(f"{k.removeprefix('test/')} {v}" for k, v in headline.items())])
+        numbers = {f"test/{k}": float(v) for k, v in metrics.items() if isinstance(v, float)}
         result = register(model_dir, cfg.register.name, run.info.run_id, tags, description,
                                    cfg.register.artifact_name, numbers)
         import mlflow

@@ -37,9 +37,8 @@ def texts_from(model_input) -> list[str]:
     """Accept what pyfunc callers send: a DataFrame with a `text` column (or one column), a list, a str."""
     if isinstance(model_input, pd.DataFrame):
         column = "text" if "text" in model_input.columns else model_input.columns[0]
-        return model_input[column].astype(str).tolist()
-    if isinstance(model_input, pd.Series):
-        return model_input.astype(str).tolist()
+        model_input = model_input[column]
     if isinstance(model_input, str):
         return [model_input]
-    return [str(text) for text in model_input]
+    # a missing text (None / NaN) is an empty text - Predictor answers UNKNOWN - never the string "None"
+    return ["" if text is None or (isinstance(text, float) and text != text) else str(text) for text in model_input]

@@ -15,7 +15,7 @@ from hfclf.ship import bundle
 
 # The library modules the Space's app imports: light on dependencies - torch, transformers,
 # gradio, pandas - and nothing of Hydra, MLflow or DVC.
-SPACE_MODULES = (*bundle.INFERENCE_MODULES, "ship/predict.py", "ship/demo.py")
+SPACE_MODULES = (*bundle.INFERENCE_MODULES, "infra/files.py", "ship/predict.py", "ship/demo.py")
 
 SPACE_APP = '''"""Gradio Space for {title}: downloads the model from the Hub and serves the project's demo."""
 import json

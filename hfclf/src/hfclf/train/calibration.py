@@ -1,5 +1,7 @@
-"""Confidence: how well it matches accuracy (expected calibration error, reliability bins) and the
-abstain threshold that buys a target precision, with the coverage it costs.
+"""Confidence: how well it matches accuracy (expected calibration error, reliability bins), the
+temperature that makes it match better (`train.calibrate`: fitted on validation, saved in
+classifier.json as `temperature`, applied by modeling.Predictor), and the abstain threshold that
+buys a target precision, with the coverage it costs.
 
 `choose_threshold` is used twice: by `analyze` to recommend a threshold, and by `train` when
 `train.abstain.target_precision` is set, to save one with the model (classifier.json), so that
@@ -91,3 +93,68 @@ def fit_abstain_threshold(predictor, texts: Sequence[str], y: Sequence[int], tar
     """The threshold for `train.abstain.target_precision`, chosen on the validation split."""
     probs = predictor.predict_proba(list(texts), batch_size)
     return choose_threshold(probs.max(1), probs.argmax(1) == np.asarray(y), target_precision)
+
+
+# --------------------------------------------------------------------------- temperature scaling
+
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    z = np.asarray(logits, dtype=np.float64) / temperature
+    z = z - z.max(1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(1, keepdims=True)
+
+
+def _nll(logits: np.ndarray, y: np.ndarray, temperature: float) -> float:
+    p = softmax(logits, temperature)[np.arange(len(y)), y]
+    return float(-np.log(np.clip(p, 1e-12, None)).mean())
+
+
+def fit_temperature(logits: Sequence[Sequence[float]], y: Sequence[int], low: float = 0.05,
+                    high: float = 20.0) -> float:
+    """The temperature T minimising the negative log-likelihood of softmax(logits / T) on `y`.
+
+    One parameter, so it never changes which class is predicted (accuracy and macro-F1 stay), only
+    how confident the model says it is. Golden-section search on log T (the NLL is unimodal in it).
+    """
+    logits, y = np.asarray(logits, dtype=np.float64), np.asarray(y, dtype=int)
+    if len(y) == 0:
+        raise UserError("cannot fit a temperature on an empty split.")
+    a, b = np.log(low), np.log(high)
+    ratio = (np.sqrt(5) - 1) / 2
+    c, d = b - ratio * (b - a), a + ratio * (b - a)
+    fc, fd = _nll(logits, y, np.exp(c)), _nll(logits, y, np.exp(d))
+    for _ in range(60):
+        if fc < fd:
+            b, d, fd = d, c, fc
+            c = b - ratio * (b - a)
+            fc = _nll(logits, y, np.exp(c))
+        else:
+            a, c, fc = c, d, fd
+            d = a + ratio * (b - a)
+            fd = _nll(logits, y, np.exp(d))
+    return float(np.exp((a + b) / 2))
+
+
+def temperature_report(logits: np.ndarray, y: np.ndarray, temperature: float, bins: int = 15) -> dict:
+    """ECE and NLL before (T = 1) and after scaling, on the rows the temperature was fitted on."""
+    logits, y = np.asarray(logits, dtype=np.float64), np.asarray(y, dtype=int)
+    before, after = softmax(logits), softmax(logits, temperature)
+    correct = before.argmax(1) == y
+    return {"temperature": round(float(temperature), 4), "fitted_on": "validation", "rows": int(len(y)),
+            "ece_before": expected_calibration_error(before.max(1), correct, bins),
+            "ece_after": expected_calibration_error(after.max(1), correct, bins),
+            "nll_before": _nll(logits, y, 1.0), "nll_after": _nll(logits, y, temperature)}
+
+
+def fit_temperature_on(predictor, texts: Sequence[str], y: Sequence[int], batch_size: int = 256) -> dict:
+    """`train.calibrate`: fit on the validation split with the uncalibrated model; the report."""
+    logits = predictor.predict_logits(list(texts), batch_size)
+    y = np.asarray(y)
+    return temperature_report(logits, y, fit_temperature(logits, y))
+
+
+def uncalibrate(probs: np.ndarray, temperature: float | None) -> np.ndarray:
+    """The model's raw probabilities from ones scaled by `temperature` (softmax(T * log p))."""
+    if not temperature or temperature == 1:
+        return np.asarray(probs)
+    return softmax(np.log(np.clip(np.asarray(probs, dtype=np.float64), 1e-30, None)), 1.0 / temperature)

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from hfclf.infra import progress as bars
 from hfclf.train import batching
 from hfclf.infra.compute import Compute, release_memory
 from hfclf.train.distributed import Dist, weights_checksum
@@ -29,13 +30,17 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class TrainSettings:
-    epochs: int = 3
+    epochs: int = 3                  # upper bound on passes over the data (train.max_epochs, resolved)
     batch_size: int = 32
     learning_rate: float = 3e-4
     weight_decay: float = 0.01
     warmup_ratio: float = 0.1
-    early_stopping_patience: int = 1
+    early_stopping_patience: int = 1  # validation passes without a better macro-F1 before stopping
     eval_batch_size: int = 256
+    evals_per_epoch: int = 1         # validation passes per epoch (the last at the epoch end)
+    min_delta: float = 0.0           # a macro-F1 gain of at most this does not reset early stopping's patience ...
+    loss_min_delta: float = 0.0      # ... unless validation loss fell by more than this share below its lowest
+    eval_max_rows: int | None = None # score a seeded sample of at most this many validation rows (None: all)
     max_length: int = 128
     freeze_embeddings: bool = True
     max_minutes: float = 30.0
@@ -46,7 +51,7 @@ class TrainSettings:
 
 @dataclass
 class TrainResult:
-    best_epoch: int
+    best_epoch: float                # in epochs (0.25: a quarter of the way through the first)
     best_val_macro_f1: float
     epochs_run: float
     steps: int
@@ -73,8 +78,9 @@ def _optimizer(model, settings: TrainSettings, device: torch.device) -> torch.op
         return torch.optim.AdamW(groups, lr=settings.learning_rate, foreach=device.type != "cpu")
 
 
-def _schedule(optimizer, total_steps: int, warmup_ratio: float):
-    warmup = max(1, int(total_steps * warmup_ratio))
+def _schedule(optimizer, total_steps: int, warmup_ratio: float, steps_per_epoch: int | None = None):
+    # warmup: a share of the first epoch's steps, so a generous epoch bound does not delay it
+    warmup = max(1, int(min(total_steps, steps_per_epoch or total_steps) * warmup_ratio))
 
     def factor(step: int) -> float:
         if step < warmup:
@@ -106,15 +112,18 @@ def train(model, tokenizer, train_texts: Sequence[str], train_labels: np.ndarray
           checkpoint_path: Path | None = None, resume: bool = False,
           on_metrics: Callable[[dict, int], None] | None = None, dist: Dist | None = None,
           augment: Callable[[Sequence[str], int], list[str]] | None = None) -> TrainResult:
-    """Fine-tune `model` in place; on return it holds the weights of the best validation epoch.
+    """Fine-tune `model` in place; on return it holds the weights of the best validation pass.
+
+    Validation (a seeded sample of at most `eval_max_rows` rows) is scored `evals_per_epoch` times
+    per epoch; training stops when `early_stopping_patience` passes in a row bring no better
+    macro-F1, after `epochs` epochs (the bound), or at the time budget. The best weights are kept
+    in memory (not copied when the best pass is the last).
 
     Under torchrun / accelerate launch (`dist`), each rank trains on its shard of every epoch's
     batches through DistributedDataParallel; only rank 0 writes checkpoints or shows progress.
     `augment(texts, epoch)` (train.augment.*) perturbs the training texts afresh each epoch; they
     are then re-tokenized per epoch. Without it the texts are tokenized once.
     """
-    from tqdm.auto import tqdm
-
     started = time.monotonic()
     on_metrics = on_metrics or (lambda metrics, step: None)
     dist = dist or Dist()
@@ -124,19 +133,25 @@ def train(model, tokenizer, train_texts: Sequence[str], train_labels: np.ndarray
         model.get_input_embeddings().weight.requires_grad_(False)
     pad_id = tokenizer.pad_token_id or 0
     train_enc = batching.tokenize(tokenizer, train_texts, settings.max_length)
-    val_enc = batching.tokenize(tokenizer, val_texts, settings.max_length)
+    sample = validation_sample(len(val_texts), settings.eval_max_rows, settings.seed)  # scored at every pass
+    val_enc = batching.tokenize(tokenizer, [val_texts[i] for i in sample], settings.max_length)
+    val_labels = np.asarray(val_labels)[sample]
     lengths = [len(e) for e in train_enc]
     targets = torch.tensor(np.asarray(train_labels), dtype=torch.long)
     steps_per_epoch = dist.steps(math.ceil(len(train_enc) / settings.batch_size))
     total_steps = steps_per_epoch * settings.epochs
     optimizer = _optimizer(model, settings, compute.device)
-    scheduler = _schedule(optimizer, total_steps, settings.warmup_ratio)
+    scheduler = _schedule(optimizer, total_steps, settings.warmup_ratio, steps_per_epoch)
+    # in-epoch step counts after which validation runs (the epoch end is always one)
+    eval_points = {round(k * steps_per_epoch / settings.evals_per_epoch)
+                   for k in range(1, max(1, settings.evals_per_epoch))} - {0, steps_per_epoch}
 
-    state = {"epoch": 0, "step": 0, "best_f1": -1.0, "best_epoch": 0, "bad_epochs": 0,
+    state = {"epoch": 0, "step": 0, "best_f1": -1.0, "best_epoch": 0.0, "bad_evals": 0,
              "history": [], "best_weights": None, "elapsed": 0.0}
     resumed_from = 0
     if resume and checkpoint_path and checkpoint_path.exists():
         state = _load_checkpoint(checkpoint_path, model, optimizer, scheduler)
+        state.setdefault("bad_evals", state.pop("bad_epochs", 0))   # a checkpoint of an older version
         resumed_from = state["step"]
         log.info("resuming from %s at epoch %d, step %d", checkpoint_path, state["epoch"] + 1, state["step"])
     elif resume:
@@ -147,10 +162,53 @@ def train(model, tokenizer, train_texts: Sequence[str], train_labels: np.ndarray
     budget = settings.max_minutes * 60
     clock = time.monotonic() - state["elapsed"]
     last_checkpoint = time.monotonic()
+
+    def checkpoint() -> None:
+        nonlocal last_checkpoint
+        if checkpoint_path:
+            state["elapsed"] = time.monotonic() - clock
+            _save_checkpoint(checkpoint_path, model, optimizer, scheduler, state)
+            last_checkpoint = time.monotonic()
+
+    def validate(last: bool) -> bool:
+        """Score the validation sample; True when early stopping's patience has run out."""
+        release_memory()  # the freed activations, before validation allocates its own (peak RSS)
+        val_logits = predict_logits(model, val_enc, pad_id, compute, settings.eval_batch_size)
+        val_pred = val_logits.argmax(1)
+        val_loss = float(F.cross_entropy(torch.from_numpy(val_logits), torch.tensor(val_labels)).item())
+        record = {"epoch": round(state["step"] / steps_per_epoch, 3), "step": state["step"], "val_loss": val_loss,
+                  "val_accuracy": float((val_pred == val_labels).mean()),
+                  "val_macro_f1": macro_f1(val_labels, val_pred, len(val_logits[0]))}
+        record = dist.from_main(record)  # every rank decides early stopping on the same numbers
+        state["history"].append(record)
+        # MLflow names: val/loss, val/accuracy, val/macro_f1 and train/epoch, at the step reached
+        on_metrics({f"val/{k[4:]}": v for k, v in record.items() if k.startswith("val_")}
+                   | {"train/epoch": record["epoch"]}, state["step"])
+        log.info("epoch %.2f: val macro-F1 %.4f, accuracy %.4f, loss %.4f", record["epoch"],
+                 record["val_macro_f1"], record["val_accuracy"], val_loss)
+        score = record["val_macro_f1"]
+        if score > state["best_f1"]:
+            # the last pass's weights are already in the model: no copy (time and a model's worth of RAM)
+            state.update(best_f1=score, best_epoch=record["epoch"], best_weights=None if last else
+                         copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()}))
+        # patience: progress is a macro-F1 gain of more than min_delta over the score that last reset it
+        # (a sampled score wobbles by a row or two), or a validation loss more than loss_min_delta
+        # (relative) below its lowest so far - on many classes and few rows the loss still falls
+        # steadily while macro-F1 moves in steps
+        loss_ref = state.get("loss_ref", float("inf"))
+        if score > state.get("patience_ref", -1.0) + settings.min_delta or \
+                record["val_loss"] < loss_ref * (1 - settings.loss_min_delta):
+            state.update(patience_ref=max(score, state.get("patience_ref", -1.0)), bad_evals=0)
+        else:
+            state["bad_evals"] += 1
+        state["loss_ref"] = min(loss_ref, record["val_loss"])
+        return not last and state["bad_evals"] >= settings.early_stopping_patience
+
     stop_reason = "completed"
     model.train()
-    progress = tqdm(total=total_steps, initial=state["step"], desc="train", unit="step", dynamic_ncols=True,
-                    disable=not dist.is_main)
+    # live in a terminal; a line every tracking.progress_every_seconds in logs (hfclf.infra.progress)
+    progress = bars.bar(total=total_steps, initial=state["step"], desc="train", unit="step",
+                        disable=not dist.is_main)
     running_loss, running_n = 0.0, 0
     while state["epoch"] < settings.epochs and stop_reason == "completed":
         epoch = state["epoch"]
@@ -179,49 +237,33 @@ def train(model, tokenizer, train_texts: Sequence[str], train_labels: np.ndarray
             progress.update(1)
             if state["step"] % settings.log_every_steps == 0:
                 mean = dist.mean(running_loss / running_n)
-                progress.set_postfix(loss=f"{mean:.4f}", epoch=epoch + 1)
-                on_metrics({"train_loss": mean, "learning_rate": scheduler.get_last_lr()[0]}, state["step"])
+                progress.set_postfix(loss=f"{mean:.4f}", epoch=epoch + 1, refresh=False)
+                on_metrics({"train/loss": mean, "train/learning_rate": scheduler.get_last_lr()[0]}, state["step"])
                 running_loss, running_n = 0.0, 0
             if dist.any(time.monotonic() - clock > budget):  # every rank stops at the same step
                 stop_reason = "time_budget"
                 break
-            if checkpoint_path and time.monotonic() - last_checkpoint > settings.checkpoint_every_minutes * 60:
-                state["elapsed"] = time.monotonic() - clock
-                _save_checkpoint(checkpoint_path, model, optimizer, scheduler, state)
-                last_checkpoint = time.monotonic()
-        epoch_fraction = (state["step"] - epoch * steps_per_epoch) / steps_per_epoch
-        release_memory()  # the epoch's freed activations, before validation allocates its own (peak RSS)
-        val_logits = predict_logits(model, val_enc, pad_id, compute, settings.eval_batch_size)
-        val_pred = val_logits.argmax(1)
-        val_loss = float(F.cross_entropy(torch.from_numpy(val_logits), torch.tensor(np.asarray(val_labels))).item())
-        record = {"epoch": round(epoch + epoch_fraction, 3), "step": state["step"], "val_loss": val_loss,
-                  "val_accuracy": float((val_pred == np.asarray(val_labels)).mean()),
-                  "val_macro_f1": macro_f1(val_labels, val_pred, len(val_logits[0]))}
-        record = dist.from_main(record)  # every rank decides early stopping on the same numbers
-        state["history"].append(record)
-        on_metrics({k: v for k, v in record.items() if k.startswith("val_")} | {"epoch": record["epoch"]},
-                   state["step"])
-        log.info("epoch %.2f: val macro-F1 %.4f, accuracy %.4f, loss %.4f", record["epoch"],
-                 record["val_macro_f1"], record["val_accuracy"], val_loss)
-        if record["val_macro_f1"] > state["best_f1"]:
-            last = stop_reason != "completed" or epoch + 1 >= settings.epochs
-            # the last epoch's weights are already in the model: no copy (time and a model's worth of RAM)
-            state.update(best_f1=record["val_macro_f1"], best_epoch=epoch + 1, bad_epochs=0,
-                         best_weights=None if last else
-                         copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()}))
-        else:
-            state["bad_epochs"] += 1
-        state["epoch"] += 1
-        if stop_reason == "completed" and state["epoch"] < settings.epochs:
-            if state["bad_epochs"] >= settings.early_stopping_patience:
-                stop_reason = "early_stopping"
-            elif checkpoint_path:
-                state["elapsed"] = time.monotonic() - clock
-                _save_checkpoint(checkpoint_path, model, optimizer, scheduler, state)
-                last_checkpoint = time.monotonic()
+            if state["step"] - epoch * steps_per_epoch in eval_points:   # a validation pass mid-epoch
+                if validate(last=False):
+                    stop_reason = "early_stopping"
+                    break
+                checkpoint()
+            elif checkpoint_path and time.monotonic() - last_checkpoint > settings.checkpoint_every_minutes * 60:
+                checkpoint()
+        if stop_reason == "early_stopping":
+            break
+        if stop_reason == "time_budget":   # the weights reached so far get their validation pass
+            validate(last=True)
+            break
+        state["epoch"] += 1                # the epoch end
+        last = state["epoch"] >= settings.epochs
+        if validate(last=last):
+            stop_reason = "early_stopping"
+        elif not last:
+            checkpoint()
     progress.close()
     if stop_reason == "time_budget":
-        log.warning("time budget of %.1f minutes reached after %d steps: stopped, keeping the best epoch",
+        log.warning("time budget of %.1f minutes reached after %d steps: stopped, keeping the best pass",
                     settings.max_minutes, state["step"])
     if state["best_weights"] is not None:
         model.load_state_dict(state["best_weights"])
@@ -237,12 +279,20 @@ def train(model, tokenizer, train_texts: Sequence[str], train_labels: np.ndarray
                        examples_per_second=round(trained_examples / max(time.monotonic() - started, 1e-9), 1))
 
 
+def validation_sample(rows: int, limit: int | None, seed: int) -> np.ndarray:
+    """Indices of the validation rows scored at every pass: all, or a seeded sample of `limit`."""
+    if not limit or rows <= limit:
+        return np.arange(rows)
+    return np.sort(np.random.default_rng(seed).choice(rows, size=int(limit), replace=False))
+
+
 def _save_checkpoint(path: Path, model, optimizer, scheduler, state: dict) -> None:
     """Write atomically: a killed process never leaves a half-written checkpoint behind."""
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(".partial")
     torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "state": state}, partial)
+                "scheduler": scheduler.state_dict(), "state": state,
+                "torch_rng": torch.get_rng_state()}, partial)   # dropout masks: a resumed run continues exactly
     partial.replace(path)
     log.info("checkpoint saved at step %d (%s)", state["step"], path)
 
@@ -252,4 +302,6 @@ def _load_checkpoint(path: Path, model, optimizer, scheduler) -> dict:
     model.load_state_dict(saved["model"])
     optimizer.load_state_dict(saved["optimizer"])
     scheduler.load_state_dict(saved["scheduler"])
+    if saved.get("torch_rng") is not None:
+        torch.set_rng_state(saved["torch_rng"])
     return saved["state"]

@@ -113,19 +113,26 @@ class Prediction:
     label: str
     confidence: float
     top_k: list[tuple[str, float]]
+    reason: str | None = None     # EMPTY_TEXT when there was nothing to classify
+
+
+EMPTY_TEXT = "empty text"
 
 
 class Predictor:
-    """Batched, length-sorted prediction with the model's saved max_length and abstain threshold."""
+    """Batched, length-sorted prediction with the model's saved max_length, temperature (probabilities
+    are softmax(logits / temperature): calibrated on validation when train.calibrate is on) and
+    abstain threshold (compared with those calibrated confidences)."""
 
     def __init__(self, model, tokenizer, max_length: int, compute: Compute | None = None,
-                 threshold: float | None = None, meta: dict | None = None):
+                 threshold: float | None = None, meta: dict | None = None, temperature: float | None = None):
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.compute = compute
         self.threshold = threshold
         self.meta = meta or {}
+        self.temperature = float(temperature or self.meta.get("temperature") or 1.0)
         self.labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
         if compute is not None:
             self.model.to(compute.device)
@@ -144,28 +151,41 @@ class Predictor:
         tokenizer = AutoTokenizer.from_pretrained(folder)
         return cls(model, tokenizer, meta["max_length"], compute, meta.get("abstain_threshold"), meta)
 
-    @torch.inference_mode()
     def predict_proba(self, texts: Sequence[str], batch_size: int = 256, progress: bool = False) -> np.ndarray:
-        """Class probabilities, one row per text, in the input order."""
-        from tqdm.auto import tqdm
+        """Class probabilities (temperature-scaled), one row per text, in the input order."""
+        logits = torch.from_numpy(self.predict_logits(texts, batch_size, progress))
+        return torch.softmax(logits / self.temperature, dim=-1).numpy()
+
+    @torch.inference_mode()
+    def predict_logits(self, texts: Sequence[str], batch_size: int = 256, progress: bool = False) -> np.ndarray:
+        """Raw logits (float32, before the temperature), one row per text, in the input order."""
+        from hfclf.infra import progress as bars
 
         encoded = batching.tokenize(self.tokenizer, texts, self.max_length)
         out = np.zeros((len(encoded), len(self.labels)), dtype=np.float32)
         device = self.compute.device if self.compute else next(self.model.parameters()).device
         batches = list(batching.inference_batches([len(e) for e in encoded], batch_size))
         pad_id = self.tokenizer.pad_token_id or 0
-        for index in tqdm(batches, desc="predict", unit="batch", disable=not progress):
+        for index in bars.bar(batches, desc="predict", unit="batch", disable=not progress):
             ids, mask = batching.pad([encoded[i] for i in index], pad_id)
             autocast = self.compute.autocast() if self.compute else torch.autocast("cpu", enabled=False)
             with autocast:
                 logits = self.model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
-            out[index] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
+            out[index] = logits.float().cpu().numpy()
         return out
 
     def predict(self, texts: Sequence[str], top_k: int = 3, batch_size: int = 256,
                 progress: bool = False) -> list[Prediction]:
-        probs = self.predict_proba(texts, batch_size, progress)
-        return [self._decode(row, top_k) for row in probs]
+        """One Prediction per text; an empty or whitespace-only text is never given a class: it gets
+        UNKNOWN with confidence 0 and no top-k (EMPTY_TEXT in `reason`)."""
+        texts = ["" if t is None or (isinstance(t, float) and t != t) else str(t) for t in texts]
+        filled = [i for i, t in enumerate(texts) if t.strip()]
+        out = [Prediction(UNKNOWN, 0.0, [], EMPTY_TEXT) for _ in texts]
+        if filled:
+            probs = self.predict_proba([texts[i] for i in filled], batch_size, progress)
+            for i, row in zip(filled, probs):
+                out[i] = self._decode(row, top_k)
+        return out
 
     def _decode(self, row: np.ndarray, top_k: int) -> Prediction:
         order = np.argsort(-row)[:top_k]

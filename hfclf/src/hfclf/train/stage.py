@@ -8,10 +8,9 @@ import logging
 import platform
 from pathlib import Path
 
-import numpy as np
 from omegaconf import DictConfig
 
-from hfclf.train import calibration, distributed, modeling, augment, sweeps, loop
+from hfclf.train import calibration, convergence, distributed, modeling, augment, sweeps, loop
 from hfclf.infra import compute, tracking
 from hfclf.data import dataset
 from hfclf.preflight import plan
@@ -21,11 +20,16 @@ from hfclf.infra.render import md_table, plot_curves, write_json
 log = logging.getLogger(__name__)
 
 
-def settings_from(cfg: DictConfig) -> loop.TrainSettings:
+def settings_from(cfg: DictConfig, train_rows: int | None = None) -> loop.TrainSettings:
+    """`train_rows` resolves train.max_epochs=auto (convergence.max_epochs); without it, auto is 1."""
     t = cfg.train
+    epochs = convergence.max_epochs(t.max_epochs, train_rows) if train_rows is not None or \
+        str(t.max_epochs) != "auto" else 1
     return loop.TrainSettings(
-        epochs=t.epochs, batch_size=t.batch_size, learning_rate=t.learning_rate, weight_decay=t.weight_decay,
+        epochs=epochs, batch_size=t.batch_size, learning_rate=t.learning_rate, weight_decay=t.weight_decay,
         warmup_ratio=t.warmup_ratio, early_stopping_patience=t.early_stopping_patience,
+        evals_per_epoch=t.get("evals_per_epoch", 1), eval_max_rows=t.get("eval_max_rows"),
+        min_delta=t.get("min_delta", 0.0), loss_min_delta=t.get("loss_min_delta", 0.0),
         eval_batch_size=t.eval_batch_size, max_length=cfg.model.max_length,
         freeze_embeddings=cfg.model.freeze_embeddings, max_minutes=cfg.compute.max_minutes,
         seed=cfg.compute.seed, checkpoint_every_minutes=t.checkpoint_every_minutes,
@@ -55,7 +59,7 @@ def main(cfg: DictConfig) -> float:
     compute.seed_everything(cfg.compute.seed)
     tokenizer, model, origin = modeling.load_for_training(cfg.model.name, labels, cfg.compute.seed,
                                                           cfg.model.get("builder"))
-    settings = settings_from(cfg)
+    settings = settings_from(cfg, len(train_df))
     checkpoint = Path(cfg.train.checkpoint_dir) / "last.pt"
     run_file = checkpoint.parent / tracking.RUN_FILE
     resume_id = (json.loads(run_file.read_text())["run_id"]
@@ -71,19 +75,24 @@ def main(cfg: DictConfig) -> float:
     losses: list[tuple[int, float]] = []
 
     def on_metrics(metrics: dict, step: int) -> None:
-        if "train_loss" in metrics:
-            losses.append((step, metrics["train_loss"]))
+        if "train/loss" in metrics:
+            losses.append((step, metrics["train/loss"]))
         mlflow.log_metrics(metrics, step=step, synchronous=False)
 
-    with mlflow.start_run(run_id=resume_id, run_name=None if resume_id else f"train-{cfg.model.name.split('/')[-1]}",
-                          tags=sweeps.trial_tags()) as run:  # a sweep trial: nested under the sweep's run
+    params = tracking.flat_params(cfg, ("data", "model", "train", "compute", "prepare"))
+    trial = sweeps.trial_tags()   # a sweep trial: nested under the sweep's run
+    # `train · all-MiniLM-L6-v2 · <dvc exp name or git short sha>[ · trial N]`: runs told apart in the run list
+    name = tracking.run_name("train", cfg.model.name, params) + (f" · trial {trial['sweep_trial']}" if trial else "")
+    with mlflow.start_run(run_id=resume_id, run_name=None if resume_id else name, tags=trial) as run:
         checkpoint.parent.mkdir(parents=True, exist_ok=True)
         tracking.save_run_id(checkpoint.parent, run.info.run_id, uri)
         if not resume_id:
-            mlflow.log_params(tracking.flat_params(cfg, ("data", "model", "train", "compute", "prepare")))
-        mlflow.set_tags({"git_commit": tracking.git_commit(), "data_fingerprint": label_info["fingerprint"],
-                         "device": str(hw.device), "precision": hw.precision, "base_model_origin": origin,
-                         "stage": "train"} | ({"device_fallback": " ".join(hw.warnings)} if hw.warnings else {}))
+            mlflow.log_params(params)
+            tracking.log_datasets({"train": train_df, "validation": val_df}, label_info["fingerprint"],
+                                  label_info.get("source"))
+        mlflow.set_tags(tracking.run_tags("train", label_info["fingerprint"], cfg.model.name)
+                        | {"device": str(hw.device), "precision": hw.precision, "base_model_origin": origin}
+                        | ({"device_fallback": " ".join(hw.warnings)} if hw.warnings else {}))
         log.info("training on %s (%s, %d threads): %d train / %d validation rows, %d labels",
                  hw.device, hw.precision, hw.threads, len(train_df), len(val_df), len(labels))
         def attempt(device: compute.Compute, resume: bool) -> loop.TrainResult:
@@ -108,9 +117,18 @@ def main(cfg: DictConfig) -> float:
                 "abstain_threshold": None, "data_fingerprint": label_info["fingerprint"],
                 "trained_with": hw.describe(), "stop_reason": result.stop_reason,
                 "augment": dict(cfg.train.get("augment") or {})}
+        meta |= {"max_epochs": settings.epochs, "epochs_run": result.epochs_run,
+                 "best_val_macro_f1": result.best_val_macro_f1}
+        predictor = modeling.Predictor(model, tokenizer, settings.max_length, hw)
+        if cfg.train.get("calibrate", False):   # train.calibrate: temperature scaling fitted on validation
+            fitted = calibration.fit_temperature_on(predictor, splits[2], splits[3], settings.eval_batch_size)
+            predictor.temperature = fitted["temperature"]   # the abstain threshold below sees calibrated confidences
+            meta |= {"temperature": fitted["temperature"], "calibration": fitted}
+            log.info("temperature %.3f: validation ECE %.4f -> %.4f, NLL %.4f -> %.4f", fitted["temperature"],
+                     fitted["ece_before"], fitted["ece_after"], fitted["nll_before"], fitted["nll_after"])
         target = (cfg.train.get("abstain") or {}).get("target_precision")
         if target:  # train.abstain.target_precision: a threshold chosen on validation, saved with the model
-            choice = calibration.fit_abstain_threshold(modeling.Predictor(model, tokenizer, settings.max_length, hw),
+            choice = calibration.fit_abstain_threshold(predictor,
                                                        splits[2], splits[3], target, settings.eval_batch_size)
             meta |= {"abstain_threshold": choice.threshold, "abstain": choice.as_dict()}
             log.info("abstain threshold %s: validation precision %.4f at coverage %.4f (target %s)",
@@ -121,19 +139,21 @@ def main(cfg: DictConfig) -> float:
 
         summary = {"run_id": run.info.run_id, **result.as_dict(), **hw.describe(), "processes": ddp.world_size,
                    "warnings": hw.warnings, "python": platform.python_version(),
+                   "max_epochs": settings.epochs, "calibration": meta.get("calibration"),
                    "parameters": sum(p.numel() for p in model.parameters()),
                    "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad)}
         write_json(reports / "training.json", summary)
         figure = plot_curves(result.history, losses, Path(cfg.paths.figures) / "training_curves.png")
         (reports / "training.md").write_text(training_markdown(summary), encoding="utf-8")
-        mlflow.log_metrics({"best_val_macro_f1": result.best_val_macro_f1, "train_seconds": result.train_seconds,
-                            "train_examples_per_second": result.examples_per_second})
+        # scalars: logged once (step 0); only train/* and val/* per step draw curves
+        mlflow.log_metrics({"val/best_macro_f1": result.best_val_macro_f1, "train/seconds": result.train_seconds,
+                            "train/examples_per_second": result.examples_per_second})
         mlflow.set_tag("stop_reason", result.stop_reason)
         mlflow.log_figure(figure, "figures/training_curves.png")
         tracking.log_report_files([reports / "training.md", reports / "training.json",
                                    reports / "data_profile.md"])
         log_preflight(reports, Path(cfg.paths.figures), preflight)
-    log.info("saved model to %s (best epoch %d, validation macro-F1 %.4f, %s, %.1f s)", model_dir,
+    log.info("saved model to %s (best at epoch %.2f, validation macro-F1 %.4f, %s, %.1f s)", model_dir,
              result.best_epoch, result.best_val_macro_f1, result.stop_reason, result.train_seconds)
     return result.best_val_macro_f1
 
@@ -149,12 +169,13 @@ def log_preflight(reports: Path, figures: Path, preflight: dict) -> None:
     mlflow.set_tags({f"plan_{key}": str(value) for key, value in preflight.items()})
     planned = plan.load_plan(reports)
     if planned:
-        mlflow.log_metric("plan_estimated_minutes", planned["estimate"]["total_minutes"])
+        mlflow.log_metric("plan/estimated_minutes", planned["estimate"]["total_minutes"])
         mlflow.set_tag("review_verdict", planned["data"]["review_verdict"])
 
 
 def training_markdown(s: dict) -> str:
-    stop = {"completed": "ran all epochs", "early_stopping": "stopped early: validation macro-F1 stopped improving",
+    stop = {"completed": "ran to the epoch bound (train.max_epochs)",
+            "early_stopping": "stopped at convergence: validation macro-F1 stopped improving",
             "time_budget": "**stopped at the time budget** (compute.max_minutes)"}[s["stop_reason"]]
     rows = [(h["epoch"], h["step"], h["val_loss"], h["val_accuracy"], h["val_macro_f1"]) for h in s["history"]]
     warnings = "\n".join(f"- ⚠️ {w}" for w in s["warnings"]) or "- none"
@@ -163,7 +184,10 @@ def training_markdown(s: dict) -> str:
         f"- device: `{s['device']}` · precision: `{s['precision']}` · threads: {s['threads']}",
         f"- time: {s['train_seconds']:.1f} s · throughput: {s['examples_per_second']:.0f} examples/s",
         f"- steps: {s['steps']} · epochs run: {s['epochs_run']} · {stop}",
-        f"- best epoch: {s['best_epoch']} (validation macro-F1 {s['best_val_macro_f1']:.4f})",
+        f"- best epoch: {s['best_epoch']} (validation macro-F1 {s['best_val_macro_f1']:.4f}); epoch bound "
+        f"{s.get('max_epochs', '?')}",
+        *([f"- calibration: temperature {c['temperature']:.3f}, validation ECE {c['ece_before']:.4f} → "
+           f"{c['ece_after']:.4f}"] if (c := s.get("calibration")) else []),
         f"- parameters: {s['parameters']:,} ({s['trainable_parameters']:,} trainable)",
         f"- MLflow run: `{s['run_id']}`", "",
         "![training curves](figures/training_curves.png)", "",

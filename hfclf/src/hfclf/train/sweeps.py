@@ -28,7 +28,7 @@ from hfclf.infra.render import md_table
 log = logging.getLogger(__name__)
 
 SWEEP_FILE = "sweep_run.json"      # in the sweep folder: the parent run the trials nest under
-OBJECTIVE = "best_val_macro_f1"     # the metric the train stage logs and returns
+OBJECTIVE = "val/best_macro_f1"     # the metric the train stage logs (and returns as best_val_macro_f1)
 BEST_FILE = Path("sweeps/best_params.yaml")
 
 
@@ -85,8 +85,11 @@ class SweepTracker(Callback):
         client = MlflowClient()
         experiment = client.get_experiment_by_name(config.tracking.experiment)
         keys = searched_keys(config)
-        run = client.create_run(experiment.experiment_id, run_name=f"sweep-{sweep_dir.name}", tags={
-            "stage": "sweep", "git_commit": tracking.git_commit(), "sweep_dir": str(sweep_dir),
+        labels = Path(config.paths.processed) / "labels.json"
+        fingerprint = json.loads(labels.read_text(encoding="utf-8")).get("fingerprint") if labels.exists() else None
+        name = f"sweep · {tracking.model_short_name(config.model.name)} · {sweep_dir.name}"
+        run = client.create_run(experiment.experiment_id, run_name=name, tags={
+            **tracking.run_tags("sweep", fingerprint, config.model.name), "sweep_dir": str(sweep_dir),
             "sweeper": str(OmegaConf.select(config, "hydra.sweeper._target_")),
             "launcher": str(OmegaConf.select(config, "hydra.launcher._target_"))})
         space = OmegaConf.to_container(OmegaConf.select(config, "hydra.sweeper.params") or {})
@@ -133,7 +136,7 @@ class SweepTracker(Callback):
         summary = sweep_dir / "summary.md"
         files.write_text(summary, summary_markdown(scored, info["keys"], sweep_dir))
         client.log_metric(parent, OBJECTIVE, best.data.metrics[OBJECTIVE])
-        client.log_metric(parent, "trials_finished", len(scored))
+        client.log_metric(parent, "sweep/trials_finished", len(scored))
         client.set_tag(parent, "best_run_id", best.info.run_id)
         for key, value in values.items():
             client.log_param(parent, f"best.{key}", str(value))

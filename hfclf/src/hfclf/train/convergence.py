@@ -1,0 +1,48 @@
+"""When training stops: at convergence of validation macro-F1, within an epoch bound.
+
+`train.max_epochs: auto` resolves here from the data size alone (deterministic, so DVC and a
+re-run agree): enough passes for small sets to converge, few for large ones. The time budget
+(compute.max_minutes) is enforced by the loop's clock; the plan (preflight/plan.py) states which
+of the two bounds will bite, from the smoke test's measured throughput.
+"""
+from __future__ import annotations
+
+import math
+
+from hfclf.infra.errors import UserError
+
+AUTO_EXAMPLES = 30_000     # auto: about this many training examples seen at most ...
+AUTO_MIN_EPOCHS = 2        # ... but at least this many passes (large sets)
+AUTO_MAX_EPOCHS = 10       # ... and at most this many (small sets: early stopping ends sooner)
+
+
+def max_epochs(value, train_rows: int) -> int:
+    """`train.max_epochs`: an int, or "auto" = ceil(AUTO_EXAMPLES / rows) within [2, 10]."""
+    if value is None or str(value).strip().lower() == "auto":
+        return int(min(AUTO_MAX_EPOCHS, max(AUTO_MIN_EPOCHS, math.ceil(AUTO_EXAMPLES / max(1, train_rows)))))
+    try:
+        epochs = int(value)
+    except (TypeError, ValueError):
+        raise UserError(f"train.max_epochs must be a whole number or auto, not {value!r}.") from None
+    if epochs < 1:
+        raise UserError(f"train.max_epochs must be at least 1, not {epochs}.")
+    return epochs
+
+
+def eval_rows(validation_rows: int, limit) -> int:
+    """Rows scored at each validation pass (train.eval_max_rows: a seeded sample; null = all)."""
+    return validation_rows if not limit else min(validation_rows, int(limit))
+
+
+def first_stop_epochs(evals_per_epoch: int, patience: int, bound: int) -> float:
+    """The earliest point, in epochs, at which early stopping can end a run: the first validation
+    pass is the best and `patience` passes after it bring nothing better."""
+    return min(float(bound), (1 + patience) / max(1, evals_per_epoch))
+
+
+def describe(evals_per_epoch: int, patience: int, rows: int, bound: int, min_delta: float = 0.0) -> str:
+    every = "at every epoch end" if evals_per_epoch <= 1 else f"{evals_per_epoch} times per epoch"
+    better = (f"a score better by more than {min_delta:g} (or a validation loss 1% lower)" if min_delta
+              else "a better score")
+    return (f"validation macro-F1 scored {every} on {rows} rows; stops after {patience} pass(es) without {better} "
+            f"(keeping the best weights), at {bound} epoch(s) at most, or at the time budget")
