@@ -32,7 +32,7 @@ def shipped(tmp_path_factory, tiny_model_dir, baked_project) -> Path:
     root = copy_project(baked_project, tmp_path_factory.mktemp("shipped"))
     make_tickets(40).to_csv(root / "tickets.csv", index=False)
     run_stage(root, "prepare", "data.source=tickets.csv", "prepare.validation_size=0.2", "prepare.test_size=0.2")
-    run_stage(root, "train", f"model.name={tiny_model_dir}", "model.freeze_embeddings=false", "train.max_epochs=3",
+    run_stage(root, "train", f"model.name={tiny_model_dir}", "model.freeze_embeddings=false", "train.max_epochs=3", "train.early_stopping_patience=12",
               "train.learning_rate=1e-2", "train.batch_size=8", "compute.device=cpu")
     run_stage(root, "evaluate")
     run_stage(root, "register")

@@ -59,7 +59,7 @@ def check_mlflow_run(workdir, model_dir) -> None:
     assert all("/" in name for name in metrics), sorted(metrics)
     assert {f"test/per_class/f1/{label}" for label in json.loads(
         (workdir / "data/processed/labels.json").read_text())["labels"]} <= set(metrics)
-    assert len(client.get_metric_history(run_id, "val/macro_f1")) == 2                  # a curve: one per epoch
+    assert len(client.get_metric_history(run_id, "val/macro_f1")) >= 2                  # a curve: several validation passes
     assert [m.step for m in client.get_metric_history(run_id, "test/macro_f1")] == [0]   # a scalar: once
     tables = {a.path for a in client.list_artifacts(run_id, "tables")}
     assert tables == {"tables/confusion_matrix.json", "tables/per_class.json"}
