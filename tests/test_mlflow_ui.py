@@ -12,7 +12,6 @@ experiment (`dvc exp run -S ... -n lr-5e-3`):
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import shutil
@@ -26,8 +25,7 @@ from typing import Iterator
 
 import pytest
 
-from conftest import ROOT, free_port, project_env, run, serving, set_param
-from test_contract import tiny_bert, tiny_csv
+from conftest import GIT_ID, api, free_port, mlflow_server, project_env, run, tiny_project
 
 pytestmark = pytest.mark.slow   # a browser, an MLflow server and five pipeline runs: minutes
 
@@ -39,31 +37,13 @@ CHARTS_DRAWN = """() => {
 }"""
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--no-first-run", "--disable-sync"]
-GIT_ID = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com", "GIT_COMMITTER_NAME": "t",
-          "GIT_COMMITTER_EMAIL": "t@example.com"}
 LABELS = ("account", "billing", "shipping")
 
 
 @pytest.fixture(scope="module")
 def small_project(tmp_path_factory) -> Path:
     """Baked on 63 texts with a tiny BERT; `dvc repro`, then `dvc exp run -n lr-5e-3`: two MLflow runs."""
-    from cookiecutter.main import cookiecutter
-
-    base = tmp_path_factory.mktemp("mlflow-ui")
-    model = tiny_bert(base / "tiny-bert")
-    project = Path(cookiecutter(str(ROOT), no_input=True, output_dir=str(base / "out"), extra_context={
-        "project_name": "Review Demo", "dataset": str(tiny_csv(base / "tickets.csv")),
-        "text_column": "text", "label_column": "label"}))
-    set_param(project / "conf" / "model" / "default.yaml", "name", f'"{model}"')
-    set_param(project / "conf" / "model" / "default.yaml", "freeze_embeddings", "false")
-    set_param(project / "conf" / "smoke.yaml", "steps", "30")
-    set_param(project / "conf" / "train.yaml", "max_epochs", "3")
-    set_param(project / "conf" / "train.yaml", "learning_rate", "1.0e-2")   # a random tiny model learns fast
-    set_param(project / "conf" / "train.yaml", "batch_size", "8")
-    set_param(project / "conf" / "compute" / "default.yaml", "device", "cpu")
-    set_param(project / "conf" / "evaluate.yaml", "samples", "50")
-    set_param(project / "conf" / "evaluate.yaml", "run", "[majority]")    # no embedding baselines: faster
-    run(["git", "commit", "-qam", "a tiny model for the review tests"], project, **GIT_ID)
+    project = tiny_project(tmp_path_factory.mktemp("mlflow-ui"), "Review Demo", max_epochs=3)
     repro = run(["dvc", "repro"], project, timeout=900)
     # a log, not a terminal: progress bars print a first and a last line (and one per 30 s), never one per step
     log = repro.stdout + repro.stderr
@@ -207,24 +187,10 @@ def close_assistant(page) -> None:
     close.first.click()
 
 
-def api(base: str, endpoint: str, body: dict | None = None, **query: str) -> dict:
-    url = f"{base}{endpoint}" + (f"?{urllib.parse.urlencode(query)}" if query else "")
-    request = urllib.request.Request(url, data=json.dumps(body).encode() if body is not None else None,
-                                     headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.loads(response.read())
-
-
 def test_two_dvc_experiments_are_two_runs_compared_through_a_tracking_server(small_project, tmp_path):
     project = tmp_path / small_project.name
     shutil.copytree(small_project, project, symlinks=True)
-    store = tmp_path / "server"
-    store.mkdir()
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    with serving(["mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-                  "--backend-store-uri", f"sqlite:///{store / 'mlflow.db'}",
-                  "--artifacts-destination", str(store / "artifacts")], project, f"{base}/health", cwd=store):
+    with mlflow_server(project, tmp_path / "server") as base:
         # a train-only setting (the smoke test's loss check is not re-run on a random tiny model), with
         # values no run had before (DVC's run cache would restore those instead of training)
         for name, patience in (("patience-1", "1"), ("patience-2", "2")):

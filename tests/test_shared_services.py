@@ -5,17 +5,13 @@ from __future__ import annotations
 
 import json
 import shutil
-import urllib.parse
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from conftest import free_port, run, serving
+from conftest import GIT_ID, api, free_port, mlflow_server, run, serving
 
 pytestmark = pytest.mark.slow
-GIT_ID = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com", "GIT_COMMITTER_NAME": "t",
-          "GIT_COMMITTER_EMAIL": "t@example.com"}
 
 
 @pytest.fixture()
@@ -26,52 +22,35 @@ def project_copy(trained_project, tmp_path) -> Path:
     return copy
 
 
-def api(base: str, endpoint: str, body: dict | None = None, **query: str):
-    url = f"{base}{endpoint}" + (f"?{urllib.parse.urlencode(query)}" if query else "")
-    request = urllib.request.Request(url, data=json.dumps(body).encode() if body is not None else None,
-                                     headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=30) as response:
-        raw = response.read()
-    return raw if endpoint.startswith("/get-artifact") else json.loads(raw)
-
-
 @pytest.fixture()
-def mlflow_server(project_copy, tmp_path):
-    """`mlflow server` on 127.0.0.1: sqlite backend, artifacts served from a local folder."""
-    store = tmp_path / "server"
-    store.mkdir()
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    with serving(["mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-                  "--backend-store-uri", f"sqlite:///{store / 'mlflow.db'}",
-                  "--artifacts-destination", str(store / "artifacts")],
-                 project_copy, f"{base}/health", cwd=store):
+def server(project_copy, tmp_path):
+    with mlflow_server(project_copy, tmp_path / "server") as base:
         yield base
 
 
-def test_train_and_evaluate_log_to_a_tracking_server(project_copy, mlflow_server):
+def test_train_and_evaluate_log_to_a_tracking_server(project_copy, server):
     # a short run is enough here: the point is where it is recorded, not how good it is
     run(["hfclf", "train", "compute.max_minutes=0.05"], project_copy,
-        MLFLOW_TRACKING_URI=mlflow_server)
-    run(["hfclf", "evaluate"], project_copy, MLFLOW_TRACKING_URI=mlflow_server)
+        MLFLOW_TRACKING_URI=server)
+    run(["hfclf", "evaluate"], project_copy, MLFLOW_TRACKING_URI=server)
     saved = json.loads((project_copy / "models/model/mlflow_run.json").read_text())
-    assert saved["tracking_uri"] == mlflow_server
+    assert saved["tracking_uri"] == server
 
-    experiment = api(mlflow_server, "/api/2.0/mlflow/experiments/get-by-name",
+    experiment = api(server, "/api/2.0/mlflow/experiments/get-by-name",
                      experiment_name=project_copy.name)["experiment"]
-    [found] = api(mlflow_server, "/api/2.0/mlflow/runs/search",
+    [found] = api(server, "/api/2.0/mlflow/runs/search",
                   {"experiment_ids": [experiment["experiment_id"]], "max_results": 10})["runs"]
     assert found["info"]["run_id"] == saved["run_id"] and found["info"]["status"] == "FINISHED"
     metrics = {m["key"]: m["value"] for m in found["data"]["metrics"]}
     assert {"val/best_macro_f1", "test/macro_f1", "test/accuracy"} <= set(metrics)
     assert {p["key"] for p in found["data"]["params"]} >= {"train.max_epochs", "model.name"}
-    history = api(mlflow_server, "/api/2.0/mlflow/metrics/get-history", run_id=saved["run_id"], metric_key="val/macro_f1")
+    history = api(server, "/api/2.0/mlflow/metrics/get-history", run_id=saved["run_id"], metric_key="val/macro_f1")
     assert len(history["metrics"]) >= 1
-    figures = api(mlflow_server, "/api/2.0/mlflow/artifacts/list", run_id=saved["run_id"], path="figures")
+    figures = api(server, "/api/2.0/mlflow/artifacts/list", run_id=saved["run_id"], path="figures")
     assert "figures/confusion_matrix.png" in {f["path"] for f in figures["files"]}
-    png = api(mlflow_server, "/get-artifact", path="figures/confusion_matrix.png", run_uuid=saved["run_id"])
+    png = api(server, "/get-artifact", path="figures/confusion_matrix.png", run_uuid=saved["run_id"])
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
-    table = json.loads(api(mlflow_server, "/get-artifact", path="tables/confusion_matrix.json", run_uuid=saved["run_id"]))
+    table = json.loads(api(server, "/get-artifact", path="tables/confusion_matrix.json", run_uuid=saved["run_id"]))
     assert table and "actual" in json.dumps(table)
 
 

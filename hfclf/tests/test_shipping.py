@@ -121,6 +121,47 @@ def test_card_uses_baselines_and_failure_analysis_when_they_exist(shipped, tmp_p
     assert 'model_id = "acme/ticket-router"' in text and "`abc123`" in text
 
 
+# --------------------------------------------------------------------------- shipped code
+
+# Functions a shipped copy never runs: the CLI entry points (`hfclf predict`, `hfclf demo`) and training.
+NEVER_RUN_FROM_A_COPY = {"main", "load_for_training"}
+
+
+def hfclf_imports(path: Path) -> set[str]:
+    """The hfclf modules a file imports (function-level imports too, but not inside
+    NEVER_RUN_FROM_A_COPY), as paths in hfclf/."""
+    import ast
+
+    tree = ast.parse(path.read_text())
+    skipped = {id(node) for function in ast.walk(tree) if isinstance(function, ast.FunctionDef)
+               and function.name in NEVER_RUN_FROM_A_COPY for node in ast.walk(function)}
+    found = set()
+    for node in ast.walk(tree):
+        if id(node) in skipped:
+            continue
+        names = []
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "hfclf":
+            names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+        elif isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names if alias.name.split(".")[0] == "hfclf"]
+        for name in names:
+            parts = name.split(".")[1:]
+            for candidate in ("/".join(parts) + ".py", "/".join(parts + ["__init__.py"])):
+                if (bundle.LIBRARY_DIR / candidate).is_file():
+                    found.add(candidate)
+    return found
+
+
+@pytest.mark.parametrize("modules", [bundle.INFERENCE_MODULES, registry_module.CODE_FILES, ship_space.SPACE_MODULES],
+                         ids=["inference", "mlflow-model", "space"])
+def test_every_shipped_copy_of_the_library_holds_all_it_imports(modules):
+    """A module missing from a shipped copy only fails where the installed hfclf is absent (an MLflow
+    model loaded elsewhere, a Space): check the lists are closed under their imports, lazy ones too."""
+    missing = {f"{name} imports {needed}" for name in modules for needed in hfclf_imports(bundle.LIBRARY_DIR / name)
+               if needed not in modules}
+    assert not missing, sorted(missing)
+
+
 # --------------------------------------------------------------------------- MLflow registry
 
 def test_registered_model_loads_with_pyfunc_and_returns_labels(shipped):
