@@ -166,6 +166,18 @@ def test_smoke_report_lists_every_check_and_throughput(prepared):
     assert result["parameters"] >= result["trainable_parameters"] > 0 and result["device"] == "cpu"
 
 
+def test_smoke_steps_auto_repeat_the_subset_whatever_the_number_of_classes():
+    # Bitext's 11 categories x 8 rows, batch 16: 17 steps; Debian's ~50 sections x 8: 75 steps, where a
+    # fixed 9 steps (144 examples) would not show every example even once, so the loss cannot fall
+    assert smoke.planned_steps("auto", 88, 16, passes=3) == 17
+    assert smoke.planned_steps("auto", 400, 16, passes=3) == 75
+    assert smoke.planned_steps("auto", 6, 6, passes=3) == 9          # never fewer than 9 steps
+    assert smoke.planned_steps(30, 400, 16, passes=3) == 30          # a number is taken as it is
+    for bad in ("many", 2):
+        with pytest.raises(UserError, match="smoke.steps"):
+            smoke.planned_steps(bad, 88, 16, passes=3)
+
+
 def test_smoke_fails_when_the_loss_does_not_fall(project):
     failed = run_stage(project, "smoke", "train.learning_rate=0", check=False)
     no_traceback(failed)

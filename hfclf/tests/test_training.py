@@ -166,3 +166,19 @@ def test_max_epochs_auto_follows_the_data_size():
     with pytest.raises(UserError):
         convergence.max_epochs("many", 3000)
     assert convergence.first_stop_epochs(4, 3, 10) == 1.0 and convergence.first_stop_epochs(4, 3, 0) == 0.0
+
+
+def test_patience_resets_on_a_real_gain_in_score_or_a_falling_loss():
+    from hfclf.train import convergence
+
+    progress = lambda score, loss: convergence.made_progress(score, loss, score_ref=0.80, loss_ref=1.00,
+                                                              min_delta=0.005, loss_min_delta=0.01)
+    assert progress(0.806, 1.00)                 # macro-F1 up by more than min_delta
+    assert not progress(0.804, 1.00)             # a wobble of one row: not progress
+    assert progress(0.80, 0.989)                 # loss down by more than 1%: many classes, F1 still in steps
+    assert not progress(0.80, 0.995)             # loss down 0.5%: not enough
+    assert not progress(0.70, 1.20)              # worse on both
+    assert convergence.made_progress(0.80, 0.999, 0.80, 1.00, 0.005, 0.0)     # loss_min_delta 0: any lower loss
+    text = convergence.describe(4, 3, 500, 10, 0.005, 0.01)
+    assert "4 times per epoch on 500 rows" in text and "more than 0.005" in text and "more than 1% below" in text
+    assert "2% below" in convergence.describe(4, 3, 500, 10, 0.005, 0.02)      # the configured value, not a constant

@@ -20,6 +20,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -31,6 +32,7 @@ from hfclf.infra.cli import stage
 from hfclf.infra.compute import Compute
 from hfclf.infra.errors import UserError
 from hfclf.infra.render import write_json
+from hfclf.infra.settings import from_section
 from hfclf.preflight.gates import write_gate
 from hfclf.train import loop, modeling
 from hfclf.train.stage import settings_from
@@ -42,7 +44,8 @@ log = logging.getLogger(__name__)
 class SmokeSettings:
     examples_per_class: int = 8
     eval_examples_per_class: int = 2
-    steps: int = 9
+    steps: Any = "auto"   # a number, or "auto": `passes` passes over the subset (planned_steps)
+    passes: int = 3
     min_loss_drop: float = 0.02
     max_seconds: float = 120.0
     prediction_tolerance: float = 1e-4
@@ -60,6 +63,21 @@ def balanced_subset(frame: pd.DataFrame, per_class: int, seed: int) -> pd.DataFr
     """Up to `per_class` rows of every label, shuffled."""
     picked = [group.sample(min(per_class, len(group)), random_state=seed) for _, group in frame.groupby("label")]
     return pd.concat(picked).sample(frac=1.0, random_state=seed).reset_index(drop=True)
+
+
+def planned_steps(steps, rows: int, batch_size: int, passes: int) -> int:
+    """`smoke.steps`: a number, or auto = `passes` passes over the `rows` of the subset (at least 9):
+    the loss must fall on examples seen again, and 9 steps of batch 16 do not even show every example
+    once when there are 50 classes."""
+    if str(steps).strip().lower() == "auto":
+        return max(9, math.ceil(passes * rows / max(1, batch_size)))
+    try:
+        count = int(steps)
+    except (TypeError, ValueError):
+        raise UserError(f"smoke.steps must be a whole number or auto, not {steps!r}.") from None
+    if count < 3:
+        raise UserError(f"smoke.steps must be at least 3 (the loss check compares thirds), not {count}.")
+    return count
 
 
 def loss_decreases(losses: list[float], min_drop: float) -> tuple[bool, float, float]:
@@ -103,8 +121,9 @@ def run(model_name: str, labels: list[str], train_df: pd.DataFrame, val_df: pd.D
     passed("model loads", f"{model_name} from {origin}")
     batch_size = min(settings.batch_size, len(train_sub))
     steps_per_epoch = math.ceil(len(train_sub) / batch_size)
+    steps = planned_steps(smoke.steps, len(train_sub), batch_size, smoke.passes)
     run_settings = dataclasses.replace(
-        settings, batch_size=batch_size, epochs=max(1, math.ceil(smoke.steps / steps_per_epoch)),
+        settings, batch_size=batch_size, epochs=max(1, math.ceil(steps / steps_per_epoch)),
         early_stopping_patience=10**6, max_minutes=smoke.max_seconds / 60, log_every_steps=1,
         evals_per_epoch=1, eval_max_rows=None)   # step times with no validation pass in between
     events: list[tuple[float, str, dict]] = []
@@ -205,11 +224,7 @@ def main(cfg: DictConfig) -> None:
     train_df, val_df = dataset.read_split(processed, "train"), dataset.read_split(processed, "validation")
     hw = compute.select(cfg.compute.device, cfg.compute.precision, cfg.compute.threads)
     compute.seed_everything(cfg.compute.seed)
-    s = cfg.smoke
-    settings = SmokeSettings(examples_per_class=s.examples_per_class,
-                                   eval_examples_per_class=s.eval_examples_per_class, steps=s.steps,
-                                   min_loss_drop=s.min_loss_drop,
-                                   max_seconds=s.max_seconds, prediction_tolerance=s.prediction_tolerance)
+    settings = from_section(SmokeSettings, cfg.smoke, "smoke")
     gate_path = reports / "gates" / "smoke.json"   # gates.SMOKE_GATE
     for stale in (reports / "smoke.json", gate_path):   # a failed smoke test leaves no stale pass behind
         stale.unlink(missing_ok=True)

@@ -40,9 +40,20 @@ def first_stop_epochs(evals_per_epoch: int, patience: int, bound: int) -> float:
     return min(float(bound), (1 + patience) / max(1, evals_per_epoch))
 
 
-def describe(evals_per_epoch: int, patience: int, rows: int, bound: int, min_delta: float = 0.0) -> str:
+def made_progress(score: float, loss: float, score_ref: float, loss_ref: float, min_delta: float,
+                  loss_min_delta: float) -> bool:
+    """Whether a validation pass resets patience: macro-F1 more than `min_delta` above the score that
+    last reset it (a sampled score wobbles by a row or two), or a loss more than `loss_min_delta`
+    (relative) below the lowest so far - on many classes and few rows the loss still falls steadily
+    while macro-F1 moves in steps (loss_min_delta 0: any lower loss)."""
+    return score > score_ref + min_delta or loss < loss_ref * (1 - loss_min_delta)
+
+
+def describe(evals_per_epoch: int, patience: int, rows: int, bound: int, min_delta: float = 0.0,
+             loss_min_delta: float = 0.0) -> str:
     every = "at every epoch end" if evals_per_epoch <= 1 else f"{evals_per_epoch} times per epoch"
-    better = (f"a score better by more than {min_delta:g} (or a validation loss 1% lower)" if min_delta
-              else "a better score")
+    better = f"a score better by more than {min_delta:g}" if min_delta else "a better score"
+    better += (f" or a validation loss more than {loss_min_delta:.0%} below its lowest" if loss_min_delta > 0
+               else " or a lower validation loss")
     return (f"validation macro-F1 scored {every} on {rows} rows; stops after {patience} pass(es) without {better} "
             f"(keeping the best weights), at {bound} epoch(s) at most, or at the time budget")

@@ -20,8 +20,8 @@ import torch
 from torch.nn import functional as F
 
 from hfclf.infra import progress as bars
-from hfclf.train import batching
 from hfclf.infra.compute import Compute, release_memory
+from hfclf.train import batching, convergence
 from hfclf.train.distributed import Dist, weights_checksum
 from hfclf.evaluate.metrics import macro_f1
 
@@ -191,13 +191,10 @@ def train(model, tokenizer, train_texts: Sequence[str], train_labels: np.ndarray
             # the last pass's weights are already in the model: no copy (time and a model's worth of RAM)
             state.update(best_f1=score, best_epoch=record["epoch"], best_weights=None if last else
                          copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()}))
-        # patience: progress is a macro-F1 gain of more than min_delta over the score that last reset it
-        # (a sampled score wobbles by a row or two), or a validation loss more than loss_min_delta
-        # (relative) below its lowest so far - on many classes and few rows the loss still falls
-        # steadily while macro-F1 moves in steps
+        # patience resets on a better macro-F1 or a falling validation loss (convergence.made_progress)
         loss_ref = state.get("loss_ref", float("inf"))
-        if score > state.get("patience_ref", -1.0) + settings.min_delta or \
-                record["val_loss"] < loss_ref * (1 - settings.loss_min_delta):
+        if convergence.made_progress(score, record["val_loss"], state.get("patience_ref", -1.0), loss_ref,
+                                     settings.min_delta, settings.loss_min_delta):
             state.update(patience_ref=max(score, state.get("patience_ref", -1.0)), bad_evals=0)
         else:
             state["bad_evals"] += 1
