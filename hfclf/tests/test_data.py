@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hfclf.data import dataset
+from hfclf.data import dataset, splitting
 from hfclf.infra.errors import UserError
 
 
@@ -40,7 +40,7 @@ def test_save_to_disk_folder_keeps_its_splits(tmp_path, tickets):
     dd.save_to_disk(str(tmp_path / "ds"))
     frames, _ = load_and_validate(tmp_path / "ds")
     assert set(frames) == {"train", "test"}
-    splits = dataset.split(frames, "stratified", 0.1, 0.1, 0)
+    splits = splitting.split(frames, "stratified", 0.1, 0.1, 0)
     assert len(splits["test"]) == len(tickets) - 60          # the existing test split is kept as is
     assert len(splits["train"]) + len(splits["validation"]) == 60
 
@@ -103,11 +103,11 @@ def test_integer_labels_become_strings(tmp_path, tickets):
 
 def test_stratified_split_sizes_and_class_balance(tickets):
     frames = {"all": tickets.rename(columns={"instruction": "text", "category": "label"})}
-    splits = dataset.split(frames, "stratified", 0.2, 0.2, seed=0)
+    splits = splitting.split(frames, "stratified", 0.2, 0.2, seed=0)
     assert [len(splits[s]) for s in dataset.SPLITS] == [54, 18, 18]
     for name in dataset.SPLITS:
         assert splits[name]["label"].nunique() == 3
-    again = dataset.split(frames, "stratified", 0.2, 0.2, seed=0)
+    again = splitting.split(frames, "stratified", 0.2, 0.2, seed=0)
     assert dataset.fingerprint(splits) == dataset.fingerprint(again)
 
 
@@ -116,8 +116,8 @@ def test_group_split_keeps_near_duplicates_on_one_side():
     base += [f"reset password {w}" for w in ("now", "today", "asap", "please", "quick", "fast")] * 5
     labels = ["ORDER"] * 30 + ["REFUND"] * 30 + ["ACCOUNT"] * 30
     frames = {"all": pd.DataFrame({"text": base, "label": labels})}
-    splits = dataset.split(frames, "group", 0.2, 0.2, seed=0)
-    keys = {name: set(splits[name]["text"].map(dataset.normalise_text)) for name in dataset.SPLITS}
+    splits = splitting.split(frames, "group", 0.2, 0.2, seed=0)
+    keys = {name: set(splits[name]["text"].map(splitting.normalise_text)) for name in dataset.SPLITS}
     assert not keys["train"] & keys["test"] and not keys["train"] & keys["validation"]
     assert not keys["validation"] & keys["test"]
     assert sum(len(s) for s in splits.values()) == 90
@@ -125,7 +125,7 @@ def test_group_split_keeps_near_duplicates_on_one_side():
 
 def test_write_splits_leaves_old_output_intact_on_failure(tmp_path, tickets, monkeypatch):
     frames = {"all": tickets.rename(columns={"instruction": "text", "category": "label"})}
-    splits = dataset.split(frames, "stratified", 0.2, 0.2, seed=0)
+    splits = splitting.split(frames, "stratified", 0.2, 0.2, seed=0)
     out = tmp_path / "processed"
     dataset.write_splits(splits, ["ACCOUNT", "ORDER", "REFUND"], out, {})
     before = (out / "train.parquet").read_bytes()
@@ -137,3 +137,17 @@ def test_write_splits_leaves_old_output_intact_on_failure(tmp_path, tickets, mon
         dataset.write_splits(splits, ["ACCOUNT", "ORDER", "REFUND"], out, {})
     assert (out / "train.parquet").read_bytes() == before
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".prepare-")]
+
+
+def test_a_split_with_fewer_groups_than_classes_is_random_with_a_warning_not_a_traceback(caplog):
+    # 6 classes whose texts collapse into 8 near-duplicate groups: 10% is 1 group, fewer than the 6 classes,
+    # where sklearn's stratified split raises "test_size = 1 should be >= the number of classes = 6"
+    texts = [f"ticket about {topic} number {n}" for topic in ("a", "b", "c", "d", "e", "f", "g", "h") for n in range(4)]
+    labels = [f"class{i % 6}" for i in range(len(texts))]
+    frames = {"all": pd.DataFrame({"text": texts, "label": labels})}
+    with caplog.at_level("WARNING"):
+        splits = splitting.split(frames, "group", 0.1, 0.1, seed=0)
+    assert sum(len(s) for s in splits.values()) == len(texts) and min(len(s) for s in splits.values()) > 0
+    assert "too few to stratify" in caplog.text and "groups of near-duplicate texts" in caplog.text
+    with pytest.raises(UserError, match="too few rows .* test split"):
+        splitting.split({"all": pd.DataFrame({"text": ["one text"], "label": ["a"]})}, "stratified", 0.1, 0.1, 0)

@@ -1,4 +1,4 @@
-"""Reading, validating and splitting the dataset.
+"""Reading and validating the dataset (splitting: data/splitting.py).
 
 Sources: a Hugging Face Hub dataset id (revision recorded), a local CSV / TSV / JSONL / Parquet
 file, or a `datasets.save_to_disk` folder. Every problem a user can fix raises UserError naming
@@ -10,7 +10,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -364,47 +363,6 @@ class PrepareSettings:
     min_examples_per_class: int = 3
     token_length_sample: int = 20000
     max_malformed_share: float = 0.01
-
-
-# --------------------------------------------------------------------------- splitting
-
-def normalise_text(text: str) -> str:
-    """The form used to find near-duplicates: lowercase, digits as 0, no punctuation, single spaces."""
-    text = re.sub(r"\d+", "0", text.lower())
-    text = re.sub(r"[^\w\s]", " ", text)
-    return re.sub(r"\s+", " ", text).strip()
-
-
-def split(frames: dict[str, pd.DataFrame], method: str, validation_size: float, test_size: float,
-          seed: int) -> dict[str, pd.DataFrame]:
-    """Keep the splits the data has; create the missing ones (stratified or near-duplicate groups)."""
-    from sklearn.model_selection import train_test_split
-
-    if method not in {"stratified", "group"}:
-        raise UserError(f"prepare.split must be 'stratified' or 'group', not '{method}'.")
-    if not 0 < validation_size < 1 or not 0 < test_size < 1 or validation_size + test_size >= 1:
-        raise UserError("prepare.validation_size and prepare.test_size must be in (0, 1) and sum below 1.")
-    pool = pd.concat([frames[k] for k in ("all", "train") if k in frames], ignore_index=True)
-    result = {k: v for k, v in frames.items() if k in ("validation", "test")}
-    needed = [s for s in ("test", "validation") if s not in result]
-    sizes = {"test": test_size, "validation": validation_size}
-    total = 1.0
-    for name in needed:
-        fraction = sizes[name] / total
-        total -= sizes[name]
-        if method == "group":
-            groups = pool["text"].map(normalise_text)
-            group_labels = pool.groupby(groups)["label"].agg(lambda s: s.mode().iloc[0])
-            strat = group_labels if group_labels.value_counts().min() >= 2 else None
-            keep, held = train_test_split(group_labels.index.to_numpy(), test_size=fraction, random_state=seed,
-                                          stratify=strat)
-            in_held = groups.isin(set(held))
-            result[name], pool = pool[in_held], pool[~in_held]
-        else:
-            strat = pool["label"] if pool["label"].value_counts().min() >= 2 else None
-            pool, result[name] = train_test_split(pool, test_size=fraction, random_state=seed, stratify=strat)
-    result["train"] = pool
-    return {name: result[name].reset_index(drop=True) for name in SPLITS}
 
 
 # --------------------------------------------------------------------------- writing

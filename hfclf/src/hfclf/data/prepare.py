@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import DictConfig
 
-from hfclf.data import dataset, probes, profiling
+from hfclf.data import dataset, probes, profiling, splitting
 from hfclf.infra.cli import stage
 from hfclf.infra.render import write_json
 from hfclf.infra.user_code import user_hook
@@ -35,7 +35,7 @@ def main(cfg: DictConfig) -> None:
     known = sorted(set(pd.concat([f["label"] for f in frames.values()])))
     off_topic = (probes.read_out_of_scope(out_of_scope, cfg.data.text_column, cfg.data.label_column, known,
                                           "data.out_of_scope") if out_of_scope else None)
-    splits = dataset.split(frames, cfg.prepare.split, cfg.prepare.validation_size, cfg.prepare.test_size,
+    splits = splitting.split(frames, cfg.prepare.split, cfg.prepare.validation_size, cfg.prepare.test_size,
                         cfg.compute.seed)
     if off_topic:  # data.out_of_scope: an UNKNOWN class the model learns to predict for off-topic texts
         splits = probes.add_out_of_scope(splits, off_topic, cfg.prepare.validation_size, cfg.prepare.test_size,

@@ -1,7 +1,7 @@
 """The pre-training review: what in the prepared data would make a model or its scores misleading.
 
 - leakage: validation/test rows whose text (exactly, or up to case, digits, punctuation and
-  spacing - data.normalise_text) also occurs in an earlier split; severe leakage fails `review`;
+  spacing - data/splitting.normalise_text) also occurs in an earlier split; severe leakage fails `review`;
 - close paraphrases across splits (character n-gram cosine), reported, not failed on;
 - the same text with different labels, class imbalance, very short and truncated texts;
 - likely personal data (emails, phone, card and order/account numbers), counted and shown masked
@@ -18,7 +18,8 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from hfclf.data.dataset import SPLITS, label_variants, normalise_text
+from hfclf.data.dataset import SPLITS, label_variants
+from hfclf.data.splitting import normalise_text
 from hfclf.infra.render import md_table
 from hfclf.preflight.personal_data import personal_data
 
