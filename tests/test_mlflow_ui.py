@@ -15,7 +15,6 @@ import contextlib
 import os
 import re
 import shutil
-import signal
 import subprocess
 import time
 import urllib.parse
@@ -25,7 +24,7 @@ from typing import Iterator
 
 import pytest
 
-from conftest import GIT_ID, api, free_port, mlflow_server, project_env, run, tiny_project
+from conftest import GIT_ID, api, free_port, mlflow_server, project_env, run, stop_group, tiny_project
 
 pytestmark = pytest.mark.slow   # a browser, an MLflow server and five pipeline runs: minutes
 
@@ -88,12 +87,7 @@ def make_ui(project: Path, port: int, log: Path) -> Iterator[str]:
         assert printed, log.read_text()[-3000:]
         yield printed.group(1)
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=30)
+        stop_group(proc)
 
 
 def test_the_mlflow_ui_shows_a_model_training_review_in_a_real_browser(small_project, tmp_path):

@@ -47,6 +47,20 @@ def from_section(cls: type[T], section: Mapping | Any, where: str, **extra: Any)
         raise UserError(f"setting {where}.{key}={values.get(key)!r} is invalid{wanted}: {reason}.") from None
 
 
+def whole_or_auto(value: Any, key: str, minimum: int, why: str = "") -> int | None:
+    """A setting that is a whole number or `auto`: None for auto, else the number, at least `minimum`
+    (`why` explains the minimum in the message)."""
+    if value is None or str(value).strip().lower() == "auto":
+        return None
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise UserError(f"{key} must be a whole number or auto, not {value!r}.") from None
+    if number < minimum:
+        raise UserError(f"{key} must be at least {minimum}{why}, not {number}.")
+    return number
+
+
 # Config sections whose types are checked as soon as a command's config is composed (cli.stage),
 # before any work: section -> "module:SettingsClass". Only the keys a class knows are checked here
 # (the stage's own from_section also refuses unknown keys).

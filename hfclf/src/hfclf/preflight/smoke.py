@@ -32,7 +32,7 @@ from hfclf.infra.cli import stage
 from hfclf.infra.compute import Compute
 from hfclf.infra.errors import UserError
 from hfclf.infra.render import write_json
-from hfclf.infra.settings import from_section
+from hfclf.infra.settings import from_section, whole_or_auto
 from hfclf.preflight.gates import write_gate
 from hfclf.train import loop, modeling
 from hfclf.train.stage import settings_from
@@ -69,15 +69,8 @@ def planned_steps(steps, rows: int, batch_size: int, passes: int) -> int:
     """`smoke.steps`: a number, or auto = `passes` passes over the `rows` of the subset (at least 9):
     the loss must fall on examples seen again, and 9 steps of batch 16 do not even show every example
     once when there are 50 classes."""
-    if str(steps).strip().lower() == "auto":
-        return max(9, math.ceil(passes * rows / max(1, batch_size)))
-    try:
-        count = int(steps)
-    except (TypeError, ValueError):
-        raise UserError(f"smoke.steps must be a whole number or auto, not {steps!r}.") from None
-    if count < 3:
-        raise UserError(f"smoke.steps must be at least 3 (the loss check compares thirds), not {count}.")
-    return count
+    count = whole_or_auto(steps, "smoke.steps", 3, " (the loss check compares thirds)")
+    return max(9, math.ceil(passes * rows / max(1, batch_size))) if count is None else count
 
 
 def loss_decreases(losses: list[float], min_drop: float) -> tuple[bool, float, float]:

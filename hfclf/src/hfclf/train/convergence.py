@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-from hfclf.infra.errors import UserError
+from hfclf.infra.settings import whole_or_auto
 
 AUTO_EXAMPLES = 30_000     # auto: about this many training examples seen at most ...
 AUTO_MIN_EPOCHS = 2        # ... but at least this many passes (large sets)
@@ -18,14 +18,9 @@ AUTO_MAX_EPOCHS = 10       # ... and at most this many (small sets: early stoppi
 
 def max_epochs(value, train_rows: int) -> int:
     """`train.max_epochs`: an int, or "auto" = ceil(AUTO_EXAMPLES / rows) within [2, 10]."""
-    if value is None or str(value).strip().lower() == "auto":
+    epochs = whole_or_auto(value, "train.max_epochs", 1)
+    if epochs is None:
         return int(min(AUTO_MAX_EPOCHS, max(AUTO_MIN_EPOCHS, math.ceil(AUTO_EXAMPLES / max(1, train_rows)))))
-    try:
-        epochs = int(value)
-    except (TypeError, ValueError):
-        raise UserError(f"train.max_epochs must be a whole number or auto, not {value!r}.") from None
-    if epochs < 1:
-        raise UserError(f"train.max_epochs must be at least 1, not {epochs}.")
     return epochs
 
 
