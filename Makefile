@@ -16,7 +16,7 @@ export DVC_NO_ANALYTICS := 1
 export PATH := $(BIN):$(PATH)
 export VIRTUAL_ENV := $(abspath $(VENV))
 
-.PHONY: help install example test test-fast bench bench-profile clean
+.PHONY: help install example test test-fast bench bench-train bench-data bench-profile clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-16s %s\n", $$1, $$2}'
@@ -40,8 +40,13 @@ test-fast: ## the library's and the template's tests that do not train a real mo
 	cd hfclf && python -m pytest -q -p no:cacheprovider tests -m "not slow"
 	python -m pytest -q tests -m "not slow"
 
-bench: ## yardstick (plain Trainer) vs the baked project's train stage, alternating, category + intent; REPEATS=1
-	python bench/run.py --repeats $(or $(REPEATS),1) --csv $(or $(DATA),../shared/data/bitext/customer_support_sample.csv)
+bench: bench-train bench-data ## both benchmarks below (long: hours on a small CPU); REPEATS=3 for both
+
+bench-train: ## yardstick (plain Trainer) vs the baked project's train stage, alternating, category + intent; REPEATS=3
+	python bench/run.py --repeats $(or $(REPEATS),3) --csv $(or $(DATA),../shared/data/bitext/customer_support_sample.csv)
+
+bench-data: ## the defaults vs a fixed 5 epochs, baselines, plan's estimate error on real datasets built offline (bench/results/convergence.md); DATASETS=bitext,debian-1k,debian-10k,man REPEATS=3
+	python bench/convergence.py --repeats $(or $(REPEATS),3) $(if $(DATASETS),--datasets $(DATASETS))
 
 bench-profile: ## where the yardstick's time goes (cProfile of one epoch, by phase)
 	python bench/profile_yardstick.py

@@ -1,31 +1,73 @@
-"""Convergence-based stopping vs a fixed schedule, and the plan's estimate vs the actual time.
+"""Generality, measured: the template's defaults on real datasets nobody here wrote, of different shapes.
 
-For each dataset it bakes a project (template defaults), runs the stages up to `plan` (smoke
-measures throughput; the plan estimates), then trains with the defaults (`dvc repro -s -f train`,
-timed) and with a fixed schedule (`train.max_epochs=N`, no early stopping), and prints test
-macro-F1, training time and the plan's estimate for each.
+For each dataset it bakes a project (template defaults, nothing tuned for the data), runs the
+stages up to `plan` (smoke measures throughput; the plan estimates), then, alternating the order
+across repeats, trains
+- `default`: the defaults (convergence-based stopping), `dvc repro -s -f train`, then `hfclf evaluate`
+  with its default baselines (read back from reports/metrics.json: `baselines`, `best_baseline`);
+- `fixed`: a fixed schedule (`train.max_epochs=N`, no early stopping, one validation pass per epoch),
+  then `hfclf evaluate` without baselines (same splits, so the same baselines);
+and reports test macro-F1, training time (the loop, from reports/training.json, and the whole
+process), and the plan's estimate error: its measured throughput (smoke) times the epochs actually
+run and validation passes made, against the loop's actual seconds (+10%: the plan said 10% more).
 
-    python bench/convergence.py [--repeats 1] [--fixed-epochs 5] [--datasets bitext,debian]
+Datasets (built offline on the fly into the work folder, never committed; see bench/datasets.py):
+- `bitext`: the Bitext customer-support sample (../shared), `instruction` -> `category`;
+- `debian-1k`, `debian-10k`: Debian package descriptions -> section (one line, ~54 classes);
+- `man`: English man pages -> man1..man8 (up to ~2000 characters, 6 classes).
+
+    python bench/convergence.py [--datasets bitext,debian-1k,debian-10k,man] [--repeats 1]
+                                [--fixed-epochs 5] [--max-rows N] [--out bench/results/convergence.md]
+
+--max-rows caps every dataset (stratified, seeded) for a quick smoke run of this script; its
+numbers mean nothing. Prints one Markdown table and writes it to --out (raw runs beside it, .json).
 """
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
-import statistics
+import os
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import importlib.util
+import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import CSV, ROOT, env_for  # noqa: E402
+from run import CSV, ROOT, env_for, machine, spread  # noqa: E402
 
 _spec = importlib.util.spec_from_file_location("bench_datasets", Path(__file__).with_name("datasets.py"))
 datasets = importlib.util.module_from_spec(_spec)   # not `import datasets`: that name is Hugging Face's
 _spec.loader.exec_module(datasets)
+
+DATASETS = ("bitext", "debian-1k", "debian-10k", "man")
+DESCRIBED = {"bitext": "Bitext customer support, instruction -> category",
+             "debian-1k": "Debian package descriptions -> section (apt-cache dumpavail), ~1k rows",
+             "debian-10k": "Debian package descriptions -> section (apt-cache dumpavail), ~10k rows",
+             "man": "English man pages (NAME + DESCRIPTION) -> man section"}
+
+
+def build(name: str, work: Path, max_rows: int | None, seed: int = 0) -> tuple[Path, str, str]:
+    """The dataset as a CSV in the work folder, and its text and label columns."""
+    if name == "bitext":
+        frame, text, label = pd.read_csv(CSV), "instruction", "category"
+    elif name.startswith("debian-"):
+        frame, text, label = datasets.debian(rows={"debian-1k": 1000, "debian-10k": 10000}[name]), "text", "label"
+    elif name == "man":
+        frame, text, label = datasets.manpages(), "text", "label"
+    else:
+        sys.exit(f"unknown dataset {name!r}; choose from {', '.join(DATASETS)}")
+    if max_rows and len(frame) > max_rows:   # stratified, every class kept (smoke runs of this script only)
+        share = max_rows / len(frame)
+        frame = pd.concat(group.sample(max(min(len(group), 10), round(len(group) * share)), random_state=seed)
+                          for _, group in frame.groupby(label)).sample(frac=1.0, random_state=seed)
+    path = work / f"{name}.csv"
+    frame.to_csv(path, index=False)
+    return path, text, label
 
 
 def bake_with(csv: Path, text: str, label: str, into: Path) -> Path:
@@ -40,74 +82,148 @@ def run(cmd: list[str], project: Path) -> float:
     started = time.perf_counter()
     done = subprocess.run(cmd, cwd=project, env=env_for(project), capture_output=True, text=True)
     if done.returncode:
-        sys.exit(f"`{' '.join(cmd)}` failed:\n{done.stderr[-3000:]}")
+        sys.exit(f"`{' '.join(cmd)}` failed in {project}:\n{done.stderr[-3000:]}")
     return time.perf_counter() - started
 
 
-def scores(project: Path) -> dict:
-    metrics = json.loads((project / "reports" / "metrics.json").read_text())
-    training = json.loads((project / "reports" / "training.json").read_text())
-    return {"macro_f1": metrics["macro_f1"], "train_s": training["train_seconds"], "epochs": training["epochs_run"],
-            "best_epoch": training["best_epoch"], "stop": training["stop_reason"]}
+def read(project: Path, name: str) -> dict:
+    return json.loads((project / "reports" / name).read_text())
+
+
+def estimate_seconds(plan: dict, epochs: float, evals_per_epoch: int) -> float:
+    """The plan's clock for a run of `epochs` epochs with this many validation passes per epoch: the
+    smoke test's training and inference throughput, as the plan uses them (without its fixed overhead)."""
+    e, rows, eval_rows = plan["estimate"], plan["data"]["rows"], plan["training"]["eval_rows"]
+    per_epoch = (rows["train"] / max(e["train_examples_per_second"], 1e-9)
+                 + evals_per_epoch * eval_rows / max(e["inference_examples_per_second"], 1e-9))
+    return per_epoch * epochs
+
+
+def one_run(project: Path, plan: dict, variant: str, fixed_epochs: int) -> dict:
+    if variant == "default":
+        wall = run(["dvc", "repro", "-s", "-f", "train"], project)
+        run(["hfclf", "evaluate"], project)                                   # with its default baselines
+        evals = plan["training"]["evals_per_epoch"]
+    else:
+        wall = run(["hfclf", "train", f"train.max_epochs={fixed_epochs}", "train.early_stopping_patience=1000000",
+                    "train.evals_per_epoch=1"], project)
+        run(["hfclf", "evaluate", "evaluate.baselines.run=[]"], project)     # same splits: same baselines
+        evals = 1
+    metrics, training = read(project, "metrics.json"), read(project, "training.json")
+    estimate = estimate_seconds(plan, training["epochs_run"], evals)
+    return {"variant": variant, "macro_f1": metrics["macro_f1"], "accuracy": metrics["accuracy"],
+            "train_s": training["train_seconds"], "wall_s": wall, "epochs": training["epochs_run"],
+            "best_epoch": training["best_epoch"], "stop": training["stop_reason"], "estimate_s": estimate,
+            "estimate_error": estimate / training["train_seconds"] - 1,
+            "baselines": metrics.get("baselines") or {}, "best_baseline": metrics.get("best_baseline"),
+            "margin_over_best_baseline": metrics.get("margin_over_best_baseline") or {},
+            "load1": os.getloadavg()[0]}
+
+
+def describe(name: str, frame: pd.DataFrame, plan: dict) -> dict:
+    lengths = frame.iloc[:, 0].astype(str).str.len()
+    e, t, m = plan["estimate"], plan["training"], plan["model"]
+    return {"name": name, "rows": plan["data"]["rows"], "classes": plan["data"]["classes"],
+            "chars_p50": float(lengths.quantile(0.5)), "chars_p95": float(lengths.quantile(0.95)),
+            "truncated_share": m["truncated_share"], "max_length": m["max_length"], "epoch_bound": t["epochs"],
+            "plan_seconds_per_epoch": e["seconds_per_epoch"],
+            "plan_range_s": (e["min_minutes"] * 60, e["total_minutes"] * 60)}
+
+
+def table(shapes: dict, results: dict, repeats: int, fixed_epochs: int) -> str:
+    data = ["| dataset | source | rows train / validation / test | classes | text characters p50 / p95 | "
+            "truncated at max_length | plan: epoch bound, s per epoch, range (s) |",
+            "|---|---|---|---|---|---|---|"]
+    for name, s in shapes.items():
+        r = s["rows"]
+        data.append(f"| {name} | {DESCRIBED[name]} | {r['train']} / {r['validation']} / {r['test']} | {s['classes']} | "
+                    f"{s['chars_p50']:.0f} / {s['chars_p95']:.0f} | {s['truncated_share']:.1%} at {s['max_length']} | "
+                    f"{s['epoch_bound']}, {s['plan_seconds_per_epoch']:.0f}, "
+                    f"{s['plan_range_s'][0]:.0f}–{s['plan_range_s'][1]:.0f} |")
+    rows = ["| dataset | model | runs | test macro-F1 | training loop (s) | whole process (s) | epochs run (best) | "
+            "stop | plan's estimate (s) | estimate error |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
+    labels = {"default": "fine-tune, defaults (convergence)", "fixed": f"fine-tune, fixed {fixed_epochs} epochs"}
+    for name, runs in results.items():
+        for variant in ("default", "fixed"):
+            rs = [r for r in runs if r["variant"] == variant]
+            if not rs:
+                continue
+            rows.append(f"| {name} | {labels[variant]} | {len(rs)} | {spread([r['macro_f1'] for r in rs], '.4f')} | "
+                        f"{spread([r['train_s'] for r in rs], '.1f')} | {spread([r['wall_s'] for r in rs], '.1f')} | "
+                        f"{', '.join('%.3g (%.3g)' % (r['epochs'], r['best_epoch']) for r in rs)} | "
+                        f"{', '.join(sorted({r['stop'] for r in rs}))} | {spread([r['estimate_s'] for r in rs], '.1f')} | "
+                        f"{spread([100 * r['estimate_error'] for r in rs], '+.0f')}% |")
+        scored = [r for r in runs if r["baselines"]]
+        for baseline in (scored[0]["baselines"] if scored else {}):
+            f1 = [r["baselines"][baseline]["macro_f1"] for r in scored if baseline in r["baselines"]]
+            best = " (best)" if scored[0]["best_baseline"] == baseline else ""
+            rows.append(f"| {name} | baseline `{baseline}`{best} | {len(f1)} | {spread(f1, '.4f')} | | | | | | |")
+    note = (f"median [min–max] of {repeats} repeats, the variants' order alternating" if repeats > 1
+            else "one run each")
+    return "\n".join(["Datasets (built on the fly; the plan's numbers from `dvc repro plan` on the baked project):", "",
+                      *data, "", f"Results ({note}; baselines from the default run's reports/metrics.json):", "",
+                      *rows, "",
+                      "Training loop: reports/training.json `train_seconds`; whole process: `dvc repro -s -f train` "
+                      "(defaults) or `hfclf train ...` (fixed). Plan's estimate: the smoke test's measured "
+                      "throughput times the epochs actually run and the validation passes made (the plan's "
+                      "per-epoch model, without its fixed overhead); estimate error = estimate / loop − 1 "
+                      "(+10%: the plan expected 10% more time than the loop took)."])
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--datasets", default=",".join(DATASETS), help=f"comma-separated, from {', '.join(DATASETS)}")
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--fixed-epochs", type=int, default=5)
-    parser.add_argument("--datasets", default="bitext,debian")
-    parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--variants", default="default,fixed", help="default (convergence) and/or fixed")
+    parser.add_argument("--max-rows", type=int, default=None, help="cap each dataset (smoke runs of this script)")
+    parser.add_argument("--workdir", type=Path, default=None, help="keep the datasets and baked projects here")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "convergence.md")
     args = parser.parse_args()
+    names = [n.strip() for n in args.datasets.split(",") if n.strip()]
+    unknown = sorted(set(names) - set(DATASETS))
+    if unknown:
+        sys.exit(f"unknown dataset(s) {unknown}; choose from {', '.join(DATASETS)}")
+    variants = [v for v in ("default", "fixed") if v in args.variants.split(",")]
     work = args.workdir or Path(tempfile.mkdtemp(prefix="convergence-"))
-    sources = {"bitext": (CSV, "instruction", "category")}
-    if "debian" in args.datasets:
-        path = work / "debian.csv"
-        datasets.debian().to_csv(path, index=False)
-        sources["debian"] = (path, "text", "label")
-    results = []
-    for name in args.datasets.split(","):
-        csv, text, label = sources[name]
+    work.mkdir(parents=True, exist_ok=True)
+    load_before = os.getloadavg()
+    print(f"machine: {machine()}; load average {load_before[0]:.2f}; work folder {work}", flush=True)
+    shapes, results = {}, {}
+    for name in names:
+        started = time.perf_counter()
+        csv, text, label = build(name, work, args.max_rows)
         project = bake_with(csv, text, label, work / name)
-        if name == "debian":   # 54 classes x 8 rows: each seen once in smoke's steps, the loss barely moves
-            smoke = project / "conf" / "smoke.yaml"
-            smoke.write_text(smoke.read_text().replace("examples_per_class: 8", "examples_per_class: 2")
-                             .replace("steps: 9 ", "steps: 30 "))
         run(["dvc", "repro", "plan"], project)
-        plan = json.loads((project / "reports" / "training_plan.json").read_text())
-        e, t = plan["estimate"], plan["training"]
-        per_epoch = e["seconds_per_epoch"]
+        plan = read(project, "training_plan.json")
+        shapes[name] = describe(name, pd.read_csv(csv, usecols=[text]), plan)
+        print(f"{name}: {shapes[name]['rows']} rows, {shapes[name]['classes']} classes; built, baked and planned in "
+              f"{time.perf_counter() - started:.0f} s", flush=True)
+        results[name] = []
         for repeat in range(args.repeats):
-            order = ["default", "fixed"] if repeat % 2 == 0 else ["fixed", "default"]
-            for variant in [v for v in order if v in args.variants.split(",")]:
-                if variant == "default":
-                    wall = run(["dvc", "repro", "-s", "-f", "train"], project)
-                else:
-                    wall = run(["hfclf", "train", f"train.max_epochs={args.fixed_epochs}",
-                                "train.early_stopping_patience=1000000", "train.evals_per_epoch=1"], project)
-                run(["hfclf", "evaluate"], project)
-                s = scores(project) | {"dataset": name, "variant": variant, "repeat": repeat, "wall_s": round(wall, 1),
-                                       "estimate_s": round(per_epoch * s_epochs(project), 1),
-                                       "plan_range_min": e["min_minutes"], "plan_range_max": e["total_minutes"],
-                                       "plan_bound": t["epochs"]}
-                s["estimate_error"] = round(s["estimate_s"] / s["train_s"] - 1, 3)
-                print(json.dumps(s), flush=True)
-                results.append(s)
-    print("\n| dataset | variant | runs | test macro-F1 (median) | train s (median) | epochs run | estimate error |")
-    print("|---|---|---|---|---|---|---|")
-    for name in args.datasets.split(","):
-        for variant in ("default", "fixed"):
-            rows = [r for r in results if r["dataset"] == name and r["variant"] == variant]
-            if rows:
-                print(f"| {name} | {variant} | {len(rows)} | {statistics.median(r['macro_f1'] for r in rows):.4f} | "
-                      f"{statistics.median(r['train_s'] for r in rows):.1f} | "
-                      f"{', '.join(str(r['epochs']) for r in rows)} | "
-                      f"{', '.join(format(r['estimate_error'], '+.0%') for r in rows)} |")
-
-
-def s_epochs(project: Path) -> float:
-    """Epochs actually run (the plan's per-epoch estimate times this = its estimate of this run)."""
-    return float(json.loads((project / "reports" / "training.json").read_text())["epochs_run"])
+            for variant in (variants if repeat % 2 == 0 else variants[::-1]):
+                result = one_run(project, plan, variant, args.fixed_epochs) | {"repeat": repeat}
+                results[name].append(result)
+                print(f"[{repeat + 1}/{args.repeats}] {name:>10} {variant:>7}: macro-F1 {result['macro_f1']:.4f}, "
+                      f"loop {result['train_s']:.1f} s (process {result['wall_s']:.1f} s), "
+                      f"{result['epochs']:g} epochs ({result['stop']}), plan's estimate {result['estimate_s']:.1f} s "
+                      f"({result['estimate_error']:+.0%}), load {result['load1']:.2f}", flush=True)
+    load_after = os.getloadavg()
+    text = "\n".join([f"Machine: {machine()}.",
+                      f"Load average (1/5/15 min) before: {' / '.join(f'{v:.2f}' for v in load_before)}; "
+                      f"after: {' / '.join(f'{v:.2f}' for v in load_after)}."
+                      + (f" **Capped at {args.max_rows} rows per dataset (a smoke run: the numbers mean nothing).**"
+                         if args.max_rows else ""), "",
+                      table(shapes, results, args.repeats, args.fixed_epochs)])
+    print("\n" + text)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(text + "\n", encoding="utf-8")
+    args.out.with_suffix(".json").write_text(json.dumps({"datasets": shapes, "results": results,
+                                                         "max_rows": args.max_rows}, indent=2), encoding="utf-8")
+    print(f"\nwritten to {args.out}")
+    if args.workdir is None:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -3,15 +3,24 @@
 `debian`: Debian's package index (`apt-cache dumpavail`): each package's one-line `Description`
 labelled with its `Section`, sections with at least `min_per_section` packages, a seeded,
 stratified subsample of about `rows` rows. A topic-classification set nobody here wrote, with
-~30-50 classes of uneven difficulty (libs vs devel vs python are close).
+~30-50 classes of uneven difficulty (libs vs devel vs python are close). Short texts, many classes.
+
+`man`: English man pages (/usr/share/man/man{1,2,3,5,7,8}, gzip roff read directly, never `man`):
+the NAME line's description plus the DESCRIPTION section, roff stripped, cut to ~2000 characters,
+labelled man1, man2, ... (user commands, system calls, library calls, file formats, overviews,
+administration). A seeded cap of `rows_per_section` pages per section. Long texts, few classes.
 
     python bench/datasets.py debian --out /tmp/debian.csv [--rows 3000] [--seed 0]
+    python bench/datasets.py man --out /tmp/man.csv [--rows-per-section 400] [--seed 0]
 
-Columns: `text`, `label` (and `package`). Run `apt-get update` once if dumpavail lists nothing.
+Columns: `text`, `label` (and `package` / `page`). Run `apt-get update` once if dumpavail lists nothing.
 """
 from __future__ import annotations
 
 import argparse
+import gzip
+import random
+import re
 import subprocess
 from pathlib import Path
 
@@ -48,18 +57,167 @@ def debian(rows: int = 3000, min_per_section: int = 30, seed: int = 0) -> pd.Dat
     return pd.concat(picked).sample(frac=1.0, random_state=seed).reset_index(drop=True)
 
 
+MAN_ROOT = Path("/usr/share/man")
+MAN_SECTIONS = ("1", "2", "3", "5", "7", "8")
+# macros whose arguments are running text: man(7) font macros (alternating ones join their arguments
+# without spaces), and mdoc(7)'s inline ones (their callable macro names among the arguments are dropped)
+_FONT = {"B", "I", "SM", "SB"}
+_ALTERNATING = {"BR", "RB", "BI", "IB", "IR", "RI"}
+_MDOC_INLINE = {"Nm", "Nd", "Xr", "Ar", "Fl", "Cm", "Pa", "Sy", "Em", "Li", "Dq", "Qq", "Sq", "Pq", "Ql", "Va",
+                "Fn", "Fa", "Ft", "Dv", "Er", "Ev", "Ic", "Op", "No", "Ns", "Tn", "Ux", "Lk", "Mt", "Ad", "An",
+                "Ms", "Vt", "It"}
+_GLYPHS = {"em": " - ", "en": "-", "hy": "-", "mi": "-", "bu": "", "aq": "'", "dq": '"', "lq": '"', "rq": '"',
+           "oq": "'", "cq": "'", "co": "(c)", "rg": "(R)", "tm": "(TM)", "mu": "x", "<=": "<=", ">=": ">=",
+           "!=": "!=", "->": "->", "<-": "<-", "ti": "~", "ha": "^", "rs": "\\", "dg": "", "de": " degrees",
+           "Aq": "'", "C`": '"', "C'": '"', "L\"": '"', "R\"": '"', "PI": "pi", "sp": " ", "pl": "+", "eq": "="}
+_ESCAPES = [
+    (re.compile(r"\\\".*$"), ""),                                          # comment to the end of the line
+    (re.compile(r"\\f(\[[^\]]*\]|\(..|.)"), ""),                           # font: \fB \fI \fR \fP \f5 \f(CW \f[B]
+    (re.compile(r"\\s[+-]?(\d|\(\d\d|\[\d+\])"), ""),                      # size: \s-1 \s0
+    (re.compile(r"\\[hvwlLNDxXoSbZ]'[^']*'"), ""),                         # motions, widths, lines, glyph numbers
+    (re.compile(r"\\[*n]\[[^\]]*\]"), lambda m: _GLYPHS.get(m.group(0)[3:-1], "")),   # \*[name] \n[reg]
+    (re.compile(r"\\[*n]\(..|\\[*n]."), lambda m: _GLYPHS.get(m.group(0)[-2:], "")),   # \*(Aq \*(C` \nx
+    (re.compile(r"\\\[([^\]]*)\]"), lambda m: _GLYPHS.get(m.group(1), "")),           # \[em]
+    (re.compile(r"\\\((..)"), lambda m: _GLYPHS.get(m.group(1), "")),                  # \(em \(bu
+    (re.compile(r"\\[-e\\]"), lambda m: "-" if m.group(0) == "\\-" else "\\"),         # \- \e \\
+    (re.compile(r"\\[ ~0]"), " "),                                          # unbreakable spaces
+    (re.compile(r"\\[&|^%c:)!{}]|\\[kz].?|\\$"), ""),                       # zero-width and control escapes
+    (re.compile(r"\\(.)"), r"\1"),                                         # any other escaped character: itself
+]
+
+
+def roff_text(line: str) -> str:
+    """One roff text line without its escapes."""
+    for pattern, replacement in _ESCAPES:
+        line = pattern.sub(replacement, line)
+    return line
+
+
+def _macro_args(rest: str) -> list[str]:
+    return [a[1:-1] if len(a) > 1 and a[0] == a[-1] == '"' else a
+            for a in re.findall(r'"(?:[^"]|"")*"|\S+', rest)]
+
+
+def man_sections(source: str) -> dict[str, list[str]]:
+    """A page's text lines by section heading (NAME, DESCRIPTION, ...): request and macro lines dropped,
+    except the text arguments of font and inline macros; tables (.TS/.TE) and macro definitions dropped."""
+    sections: dict[str, list[str]] = {}
+    current, skip_until, heading_next = None, None, False
+    lines = re.sub(r"(?<!\\)\\\n", "", source).splitlines()          # join continued lines
+    for line in lines:
+        if skip_until:
+            if re.match(skip_until, line):
+                skip_until = None
+            continue
+        if line.startswith((".", "'")):
+            name, _, rest = line[1:].strip().partition(" ")
+            if name in ("TS", "de", "de1", "am", "ig", "EQ"):
+                skip_until = {"TS": r"[.']\s*TE", "EQ": r"[.']\s*EN"}.get(name, r"[.']\s*\.")   # `..` or `.  .`
+            elif name in ("SH", "Sh"):
+                heading_next = not rest.strip()                        # `.SH` alone: the heading is the next line
+                current = " ".join(_macro_args(roff_text(rest))).upper().strip()
+                sections.setdefault(current, [])
+            elif current is not None and name == "IP" and rest.strip():     # .IP "tag" indent: keep the tag
+                sections[current].append(roff_text(_macro_args(rest)[0]))
+            elif current is not None and name in _FONT:
+                sections[current].append(roff_text(" ".join(_macro_args(rest))))
+            elif current is not None and name in _ALTERNATING:
+                sections[current].append(roff_text("".join(_macro_args(rest))))
+            elif current is not None and name == "Nd":                       # mdoc's NAME description
+                sections[current].append("- " + roff_text(rest))
+            elif current is not None and name in _MDOC_INLINE:
+                words = [w for w in _macro_args(rest) if not re.fullmatch(r"[A-Z][a-z]", w)]
+                sections[current].append(roff_text(" ".join(words)))
+        elif heading_next:
+            heading_next, current = False, roff_text(line).upper().strip()
+            sections.setdefault(current, [])
+        elif current is not None:
+            sections[current].append(roff_text(line))
+    return sections
+
+
+def man_text(source: str, max_chars: int = 2000) -> str:
+    """The NAME line's description (after `\\-`, or mdoc's .Nd) and the DESCRIPTION section (else the
+    first section after NAME and SYNOPSIS), whitespace collapsed, cut at a word before max_chars."""
+    sections = man_sections(source)
+    name = " ".join(" ".join(sections.get("NAME", [])).split())
+    description = name.split(" - ", 1)[1] if " - " in name else name
+    body_key = next((k for k in sections if k == "DESCRIPTION"),
+                    next((k for k in sections if k not in ("NAME", "SYNOPSIS", "LIBRARY", "")), None))
+    body = " ".join(" ".join(sections.get(body_key, [])).split()) if body_key else ""
+    text = f"{description.rstrip('.')}. {body}".strip() if description else body
+    if len(text) > max_chars:
+        text = text[:max_chars].rsplit(" ", 1)[0]
+    return text
+
+
+def _family(file_name: str) -> str:
+    """The command or library family of a page, e.g. gcloud for gcloud_alpha_compute_disks_move.1.gz."""
+    return re.split(r"[_.:-]", file_name, maxsplit=1)[0].lower()
+
+
+def manpages(rows_per_section: int = 400, seed: int = 0, min_rows: int | None = None, min_chars: int = 100,
+             max_chars: int = 2000, max_family_share: float = 0.1, root: Path = MAN_ROOT) -> pd.DataFrame:
+    """English man pages labelled with their section (man1, man2, ...), at most rows_per_section per
+    section; sections with fewer than min_rows (default: half the cap) usable pages are dropped. Each
+    section's file names are shuffled (seeded per section) and read until the cap is met, so only what
+    is kept (plus rejects: `.so` redirects, texts under min_chars, duplicates) is decompressed.
+    No family of pages (file names up to the first _ - . :) gets more than max_family_share of a
+    section: on the machine this was written on, man1 holds 16,631 `gcloud_*` pages of 17,904, which
+    would make the class mean "gcloud"."""
+    min_rows = rows_per_section // 2 if min_rows is None else min_rows
+    rows, seen = [], set()
+    for section in MAN_SECTIONS:
+        folder = root / f"man{section}"
+        if not folder.is_dir():
+            continue
+        names = sorted(p.name for p in folder.iterdir() if p.name.endswith(".gz") and not p.is_symlink())
+        random.Random(f"{seed}/man{section}").shuffle(names)
+        family_cap = max(1, int(rows_per_section * max_family_share))
+        kept, families = [], {}
+        for file_name in names:
+            if len(kept) >= rows_per_section:
+                break
+            family = _family(file_name)
+            if families.get(family, 0) >= family_cap:
+                continue
+            try:
+                source = gzip.decompress((folder / file_name).read_bytes()).decode("utf-8", "replace")
+            except (OSError, EOFError):
+                continue
+            if re.search(r"^\.so\s", source, re.M) and not re.search(r"^\.S[Hh]\b", source, re.M):
+                continue                                               # a redirect to another page
+            text = man_text(source, max_chars)
+            if len(text) < min_chars or text in seen:
+                continue
+            seen.add(text)
+            families[family] = families.get(family, 0) + 1
+            kept.append({"text": text, "label": f"man{section}", "page": file_name.removesuffix(".gz")})
+        if len(kept) >= min_rows:
+            rows += kept
+    frame = pd.DataFrame(rows, columns=["text", "label", "page"])
+    return frame.sample(frac=1.0, random_state=seed).reset_index(drop=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("name", choices=["debian"])
+    parser.add_argument("name", choices=["debian", "man"])
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--rows", type=int, default=3000)
-    parser.add_argument("--min-per-section", type=int, default=30)
+    parser.add_argument("--rows", type=int, default=3000, help="debian: about this many rows in all")
+    parser.add_argument("--min-per-section", type=int, default=30, help="debian: smallest section kept")
+    parser.add_argument("--rows-per-section", type=int, default=400, help="man: at most this many pages per section")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    frame = debian(args.rows, args.min_per_section, args.seed)
+    if args.name == "debian":
+        frame = debian(args.rows, args.min_per_section, args.seed)
+    else:
+        frame = manpages(args.rows_per_section, args.seed)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     frame.to_csv(args.out, index=False)
-    print(f"{args.out}: {len(frame)} rows, {frame['label'].nunique()} sections")
+    lengths = frame["text"].str.len()
+    print(f"{args.out}: {len(frame)} rows, {frame['label'].nunique()} sections; text length (characters) "
+          + ", ".join(f"p{q}: {lengths.quantile(q / 100):.0f}" for q in (5, 50, 95)) + f", max {lengths.max()}")
+    print(", ".join(f"{label} {n}" for label, n in frame["label"].value_counts().sort_index().items()))
 
 
 if __name__ == "__main__":

@@ -119,7 +119,8 @@ def mlflow_server(project: Path, store: Path) -> Iterator[str]:
     base = f"http://127.0.0.1:{port}"
     with serving(["mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
                   "--backend-store-uri", f"sqlite:///{store / 'mlflow.db'}",
-                  "--artifacts-destination", str(store / "artifacts")], project, f"{base}/health", cwd=store):
+                  "--artifacts-destination", str(store / "artifacts")], project, f"{base}/health", cwd=store,
+                 MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false"):   # GenAI job runner: 5 processes nothing here uses
         yield base
 
 

@@ -50,8 +50,13 @@ def small_project(tmp_path_factory) -> Path:
     assert "\r" not in log and 0 < len(bar_lines) <= 40, bar_lines
     run(["git", "add", "-A"], project)
     run(["git", "commit", "-qm", "first results"], project, **GIT_ID)
-    run(["dvc", "exp", "run", "-S", "conf/train.yaml:train.learning_rate=5.0e-3", "-n", "lr-5e-3"], project,
-        timeout=900)
+    # `-S` edits conf/train.yaml in the workspace as a user's edit would; up to analyze (what the review shows)
+    changed = run(["dvc", "exp", "run", "analyze", "-S", "conf/train.yaml:train.learning_rate=5.0e-3",
+                   "-n", "lr-5e-3"], project, timeout=900).stdout
+    assert "Running stage 'train'" in changed and "Running stage 'evaluate'" in changed
+    assert "Running stage 'prepare'" not in changed
+    shown = run(["dvc", "exp", "show", "--json"], project).stdout
+    assert "lr-5e-3" in shown and "macro_f1" in shown
     return project
 
 
@@ -188,8 +193,8 @@ def test_two_dvc_experiments_are_two_runs_compared_through_a_tracking_server(sma
         # a train-only setting (the smoke test's loss check is not re-run on a random tiny model), with
         # values no run had before (DVC's run cache would restore those instead of training)
         for name, patience in (("patience-1", "1"), ("patience-2", "2")):
-            run(["dvc", "exp", "run", "-S", f"conf/train.yaml:train.early_stopping_patience={patience}", "-n", name],
-                project, timeout=900, MLFLOW_TRACKING_URI=base)
+            run(["dvc", "exp", "run", "evaluate", "-S", f"conf/train.yaml:train.early_stopping_patience={patience}",
+                 "-n", name], project, timeout=900, MLFLOW_TRACKING_URI=base)
         experiment = api(base, "/api/2.0/mlflow/experiments/get-by-name", experiment_name=project.name)["experiment"]
         found = api(base, "/api/2.0/mlflow/runs/search", {"experiment_ids": [experiment["experiment_id"]],
                                                           "max_results": 10})["runs"]

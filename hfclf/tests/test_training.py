@@ -136,6 +136,8 @@ def test_stops_when_validation_stops_improving_within_the_first_epoch(tiny_model
     assert [h["epoch"] for h in result.history] == [0.25, 0.5, 0.75]
     assert result.best_epoch == 0.25 and result.steps == 9
     assert len([m for _, m in logged if "val/macro_f1" in m]) == 3       # each pass logged once
+    # the training loss is logged before each pass (steps 3, 6, 9) as well as every log_every_steps (2)
+    assert [step for step, m in logged if "train/loss" in m] == [2, 3, 4, 6, 8, 9]
 
 
 def test_ends_with_the_weights_of_the_best_validation_pass(tiny_model_dir, tickets):

@@ -232,7 +232,11 @@ def train(model, tokenizer, train_texts: Sequence[str], train_labels: np.ndarray
             running_loss += loss.item()
             running_n += 1
             progress.update(1)
-            if state["step"] % settings.log_every_steps == 0:
+            in_epoch = state["step"] - epoch * steps_per_epoch
+            # the training loss every log_every_steps, and before every validation pass (a run that
+            # stops early still has its training curve, aligned with the validation points)
+            if state["step"] % settings.log_every_steps == 0 or in_epoch in eval_points or \
+                    in_epoch == steps_per_epoch:
                 mean = dist.mean(running_loss / running_n)
                 progress.set_postfix(loss=f"{mean:.4f}", epoch=epoch + 1, refresh=False)
                 on_metrics({"train/loss": mean, "train/learning_rate": scheduler.get_last_lr()[0]}, state["step"])
@@ -240,7 +244,7 @@ def train(model, tokenizer, train_texts: Sequence[str], train_labels: np.ndarray
             if dist.any(time.monotonic() - clock > budget):  # every rank stops at the same step
                 stop_reason = "time_budget"
                 break
-            if state["step"] - epoch * steps_per_epoch in eval_points:   # a validation pass mid-epoch
+            if in_epoch in eval_points:   # a validation pass mid-epoch
                 if validate(last=False):
                     stop_reason = "early_stopping"
                     break
