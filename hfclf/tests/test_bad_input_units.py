@@ -126,3 +126,34 @@ def test_a_text_with_interpolation_syntax_is_data_in_settings():
 
     text = "a ${PATH} \\${x} $HOME `id`\nline"
     assert from_section(PredictSettings, {"text": text}, "predict").text == text
+
+
+def test_a_dataset_registered_by_a_parallel_run_is_logged_again_not_a_failed_trial(tmp_path, monkeypatch):
+    """A sweep's parallel trials log the same dataset at the same moment; the store's get-or-create
+    lets one of them hit `UNIQUE constraint failed` (seen in CI). Here the other trial's insert lands
+    just before ours, in a real sqlite store; ours must still be logged, once."""
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    frames = {"train": pd.DataFrame({"text": ["a", "b"], "label": ["x", "y"]})}
+    origin = {"kind": "file", "path": str(tmp_path / "t.csv")}
+    real, calls = mlflow.log_input, []
+
+    def raced(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:   # the parallel trial wins the race: its dataset exists, our insert fails
+            with mlflow.start_run(nested=True):
+                real(*args, **kwargs)
+            raise mlflow.exceptions.MlflowException("(sqlite3.IntegrityError) UNIQUE constraint failed: "
+                                                    "datasets.experiment_id, datasets.name, datasets.digest")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(mlflow, "log_input", raced)
+    with mlflow.start_run() as run:
+        tracking.log_datasets(frames, "0123456789abcdef", origin)
+    inputs = mlflow.get_run(run.info.run_id).inputs.dataset_inputs
+    assert len(calls) == 2 and [d.dataset.digest for d in inputs] == ["0123456789abcdef"]
+    monkeypatch.setattr(mlflow, "log_input", lambda *a, **k: (_ for _ in ()).throw(
+        mlflow.exceptions.MlflowException("some other store error")))
+    with mlflow.start_run(), pytest.raises(mlflow.exceptions.MlflowException, match="some other"):
+        tracking.log_datasets(frames, "0123456789abcdef", origin)   # anything else still fails loudly

@@ -288,7 +288,16 @@ def log_datasets(frames: dict[str, "object"], fingerprint: str, origin: dict | N
         data = mlflow.data.from_pandas(frame[columns], source=_source(origin, context), name=f"{base}/{context}",
                                        targets="label" if "label" in columns else None,
                                        digest=str(fingerprint)[:36])
-        mlflow.log_input(data, context=context, tags={"source": source_text, "rows": str(len(frame))})
+        tags = {"source": source_text, "rows": str(len(frame))}
+        try:
+            mlflow.log_input(data, context=context, tags=tags)
+        except mlflow.exceptions.MlflowException as err:
+            # parallel runs (a sweep's trials) logging the same dataset at once race in the store's
+            # get-or-create: the loser sees a UNIQUE violation, and the dataset now exists - log it again
+            if "UNIQUE constraint failed" not in str(err):
+                raise
+            log.info("dataset %s was registered by a parallel run at the same moment: logging it again", data.name)
+            mlflow.log_input(data, context=context, tags=tags)
 
 
 # --------------------------------------------------------------------------- the UI
