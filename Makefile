@@ -33,11 +33,12 @@ example: ## bake the default project into build/ and run its whole pipeline with
 	$(MAKE) -C $(EXAMPLE) all   # this venv already holds the library (editable, from ./hfclf) that the project pins
 
 # Tests run on 2 workers (pytest-xdist; JOBS=1 for one): much of a test's time is one process starting
-# or waiting, so two share the cores well. Each module stays on one worker (its fixtures are built once).
+# or waiting, so two share the cores well. Each file stays on one worker (its module fixtures are built
+# once; a session fixture, such as the Bitext-trained project, at most once per worker).
 JOBS ?= 2
 test: ## every test: the hfclf library's (once), then the template's (bake, run what was baked, the project's own test inside); JOBS=2
 	cd hfclf && python -m pytest -q -p no:cacheprovider tests -n $(JOBS) --dist loadfile
-	python -m pytest -q tests -n $(JOBS) --dist loadgroup
+	python -m pytest -q tests -n $(JOBS) --dist loadfile
 
 test-fast: ## the library's and the template's tests that do not train a real model
 	cd hfclf && python -m pytest -q -p no:cacheprovider tests -m "not slow"

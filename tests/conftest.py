@@ -36,14 +36,6 @@ WORDS = {"billing": ["invoice", "refund", "charge", "payment", "receipt", "bill"
 FRAMES = ["I have a question about my {w}", "please help me with the {w}", "something is wrong with my {w}"]
 
 
-def pytest_collection_modifyitems(items):
-    """Under pytest-xdist (`-n 2 --dist loadgroup`, as `make test` runs): one worker per module, and
-    every test of the Bitext-trained project on one worker, so no fixture is built twice."""
-    for item in items:
-        group = "trained" if "trained_project" in getattr(item, "fixturenames", ()) else item.module.__name__
-        item.add_marker(pytest.mark.xdist_group(group))
-
-
 @pytest.fixture(scope="session")
 def bitext_csv() -> Path:
     assert BITEXT_CSV.exists(), f"the Bitext sample is expected at {BITEXT_CSV} (../shared beside the repo)"
