@@ -36,7 +36,7 @@ def main(cfg: DictConfig) -> None:
     off_topic = (probes.read_out_of_scope(out_of_scope, cfg.data.text_column, cfg.data.label_column, known,
                                           "data.out_of_scope") if out_of_scope else None)
     splits = splitting.split(frames, cfg.prepare.split, cfg.prepare.validation_size, cfg.prepare.test_size,
-                        cfg.compute.seed)
+                             cfg.compute.seed)
     if off_topic:  # data.out_of_scope: an UNKNOWN class the model learns to predict for off-topic texts
         splits = probes.add_out_of_scope(splits, off_topic, cfg.prepare.validation_size, cfg.prepare.test_size,
                                          cfg.compute.seed)

@@ -40,8 +40,8 @@ def holdout(labels: pd.Series, fraction: float, seed: int, what: str, name: str)
                         f"or provide a '{name}' split in the data.")
     stratify = labels.to_numpy() if labels.value_counts().min() >= 2 and min(held, items - held) >= classes else None
     if stratify is None:
-        log.warning("%s split: %d %s for %d classes, too few to stratify by label; held out at random "
-                    "(review reports classes missing from a split)", name, items, what, classes)
+        log.warning("%s split: %d %s for %d classes, too few to stratify by label; held out at random, "
+                    "so a class may be missing from it", name, items, what, classes)
     _, picked = train_test_split(np.arange(items), test_size=held, random_state=seed, stratify=stratify)
     mask = np.zeros(items, dtype=bool)
     mask[picked] = True
