@@ -5,20 +5,30 @@ labelled with its `Section`, sections with at least `min_per_section` packages, 
 stratified subsample of about `rows` rows. A topic-classification set nobody here wrote, with
 ~30-50 classes of uneven difficulty (libs vs devel vs python are close). Short texts, many classes.
 
+`debtags`: the same index as a multi-label set: each package's one-line `Description` labelled
+with its debtags (the `Tag:` field, which continues on following lines) of the chosen facets
+(default `role`, `use`, `implemented-in`, written `use::editing`; the `::TODO` placeholders left out),
+labels with at least `min_per_label` packages, packages with at least one of them, de-duplicated by
+package and by text, a seeded subsample of `rows` rows. Columns `text`, `labels` (a JSON list), `package`.
+
 `man`: English man pages (/usr/share/man/man{1,2,3,5,7,8}, gzip roff read directly, never `man`):
 the NAME line's description plus the DESCRIPTION section, roff stripped, cut to ~2000 characters,
 labelled man1, man2, ... (user commands, system calls, library calls, file formats, overviews,
 administration). A seeded cap of `rows_per_section` pages per section. Long texts, few classes.
 
     python bench/datasets.py debian --out /tmp/debian.csv [--rows 3000] [--seed 0]
+    python bench/datasets.py debtags --out /tmp/debtags.csv [--rows 3000] [--facets role,use,implemented-in]
+                                     [--min-per-label 50] [--seed 0]
     python bench/datasets.py man --out /tmp/man.csv [--rows-per-section 400] [--seed 0]
 
-Columns: `text`, `label` (and `package` / `page`). Run `apt-get update` once if dumpavail lists nothing.
+Columns: `text`, `label` (and `package` / `page`); debtags: `text`, `labels`, `package`.
+Run `apt-get update` once if dumpavail lists nothing.
 """
 from __future__ import annotations
 
 import argparse
 import gzip
+import json
 import random
 import re
 import subprocess
@@ -55,6 +65,64 @@ def debian(rows: int = 3000, min_per_section: int = 30, seed: int = 0) -> pd.Dat
     picked = [group.sample(min(len(group), max(min_per_section // 2, round(len(group) * share))), random_state=seed)
               for _, group in frame.groupby("label")]
     return pd.concat(picked).sample(frac=1.0, random_state=seed).reset_index(drop=True)
+
+
+DEBTAG_FACETS = ("role", "use", "implemented-in")
+
+
+def dump_records(text: str) -> list[dict[str, str]]:
+    """The stanzas of `apt-cache dumpavail` as field -> value. A field continued on the following
+    lines (they start with a space or tab: `Tag:`, the long `Description`) keeps them, one per line."""
+    records, record, last = [], {}, None
+    for line in text.splitlines() + [""]:
+        if not line.strip():
+            if record:
+                records.append(record)
+            record, last = {}, None
+        elif line.startswith((" ", "\t")):
+            if last is not None:
+                record[last] += "\n" + line.strip()
+        elif ":" in line:
+            key, value = line.split(":", 1)
+            last = key if key not in record else None      # a repeated field: the first one counts
+            if last is not None:
+                record[key] = value.strip()
+    return records
+
+
+def package_tags(tag_field: str, facets: tuple[str, ...]) -> list[str]:
+    """The debtags of a `Tag:` value (over several lines) in `facets`, without `facet::TODO` placeholders."""
+    tags = (tag.strip() for tag in tag_field.replace("\n", " ").split(","))
+    return sorted({tag for tag in tags if tag.split("::", 1)[0] in facets and not tag.endswith("::TODO")})
+
+
+def debtags_table(records: list[dict[str, str]], facets: tuple[str, ...] = DEBTAG_FACETS,
+                  min_per_label: int = 50) -> pd.DataFrame:
+    """Every package with a description and a kept tag: columns package, text, tags (a sorted list).
+    A tag is kept when at least `min_per_label` distinct packages (after de-duplication) carry it."""
+    rows = [{"package": r["Package"], "text": r["Description"].splitlines()[0].strip(),
+             "tags": package_tags(r.get("Tag", ""), facets)} for r in records
+            if r.get("Package") and r.get("Description", "").strip()]
+    frame = pd.DataFrame(rows, columns=["package", "text", "tags"])
+    frame = frame[frame["tags"].map(bool)].drop_duplicates("package").drop_duplicates("text")
+    counts = frame["tags"].explode().value_counts()
+    kept = set(counts[counts >= min_per_label].index)
+    frame = frame.assign(tags=frame["tags"].map(lambda tags: [t for t in tags if t in kept]))
+    return frame[frame["tags"].map(bool)].reset_index(drop=True)
+
+
+def debtags(rows: int = 3000, facets: tuple[str, ...] = DEBTAG_FACETS, min_per_label: int = 50, seed: int = 0,
+            dump: str | None = None) -> pd.DataFrame:
+    """The debtags multi-label set (module docstring) from `dump`, or from `apt-cache dumpavail`."""
+    if dump is None:
+        dump = subprocess.run(["apt-cache", "dumpavail"], check=True, capture_output=True, text=True).stdout
+    table = debtags_table(dump_records(dump), tuple(facets), min_per_label)
+    if table.empty:
+        raise SystemExit(f"apt-cache dumpavail lists no package with a tag of {', '.join(facets)} carried by "
+                         f"{min_per_label}+ packages: run `apt-get update` once, or lower --min-per-label.")
+    picked = table.sample(min(rows, len(table)), random_state=seed).reset_index(drop=True)
+    return pd.DataFrame({"text": picked["text"], "labels": picked["tags"].map(json.dumps),
+                         "package": picked["package"]})
 
 
 MAN_ROOT = Path("/usr/share/man")
@@ -201,19 +269,31 @@ def manpages(rows_per_section: int = 400, seed: int = 0, min_rows: int | None = 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("name", choices=["debian", "man"])
+    parser.add_argument("name", choices=["debian", "debtags", "man"])
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--rows", type=int, default=3000, help="debian: about this many rows in all")
+    parser.add_argument("--rows", type=int, default=3000, help="debian: about this many rows in all; debtags: rows")
+    parser.add_argument("--facets", default=",".join(DEBTAG_FACETS), help="debtags: the facets whose tags are labels")
+    parser.add_argument("--min-per-label", type=int, default=50, help="debtags: smallest label kept (packages)")
     parser.add_argument("--min-per-section", type=int, default=30, help="debian: smallest section kept")
     parser.add_argument("--rows-per-section", type=int, default=400, help="man: at most this many pages per section")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     if args.name == "debian":
         frame = debian(args.rows, args.min_per_section, args.seed)
+    elif args.name == "debtags":
+        facets = tuple(f.strip() for f in args.facets.split(",") if f.strip())
+        frame = debtags(args.rows, facets, args.min_per_label, args.seed)
     else:
         frame = manpages(args.rows_per_section, args.seed)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     frame.to_csv(args.out, index=False)
+    if args.name == "debtags":
+        sets = frame["labels"].map(json.loads)
+        counts = sets.explode().value_counts()
+        print(f"{args.out}: {len(frame)} rows, {len(counts)} labels, {sets.map(len).mean():.2f} labels per row "
+              f"(max {sets.map(len).max()})")
+        print(", ".join(f"{label} {n}" for label, n in counts.items()))
+        return
     lengths = frame["text"].str.len()
     print(f"{args.out}: {len(frame)} rows, {frame['label'].nunique()} sections; text length (characters) "
           + ", ".join(f"p{q}: {lengths.quantile(q / 100):.0f}" for q in (5, 50, 95)) + f", max {lengths.max()}")

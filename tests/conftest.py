@@ -154,14 +154,19 @@ def tiny_csv(path: Path) -> Path:
 def tiny_project(base: Path, project_name: str, max_epochs: int) -> Path:
     """A project baked on the 63-text CSV, configured to fine-tune hfclf.testing's seeded tiny BERT
     on the CPU (every stage in seconds; evaluation with the majority baseline only), committed to git."""
+    return tiny_model_project(base, max_epochs, project_name=project_name,
+                              dataset=str(tiny_csv(base / "tickets.csv")), text_column="text", label_column="label")
+
+
+def tiny_model_project(base: Path, max_epochs: int, **answers: str) -> Path:
+    """A project baked with `answers` into base/out, set to fine-tune hfclf.testing's seeded tiny
+    BERT on the CPU (the majority baseline only, 50 bootstrap samples), committed to git."""
     from cookiecutter.main import cookiecutter
 
     from hfclf.testing import tiny_bert
 
     model = tiny_bert(base / "tiny-bert")
-    project = Path(cookiecutter(str(ROOT), no_input=True, output_dir=str(base / "out"), extra_context={
-        "project_name": project_name, "dataset": str(tiny_csv(base / "tickets.csv")),
-        "text_column": "text", "label_column": "label"}))
+    project = Path(cookiecutter(str(ROOT), no_input=True, output_dir=str(base / "out"), extra_context=answers))
     set_param(project / "conf" / "model" / "default.yaml", "name", f'"{model}"')
     set_param(project / "conf" / "model" / "default.yaml", "freeze_embeddings", "false")
     set_param(project / "conf" / "smoke.yaml", "steps", "30")

@@ -76,8 +76,8 @@ class Stage:
 STAGES: tuple[Stage, ...] = (
     Stage("prepare",
           params=(("conf/prepare.yaml", ("prepare",)),
-                  (DATA, ("source", "revision", "subset", "text_column", "label_column", "out_of_scope",
-                          "loader", "clean")),
+                  (DATA, ("source", "revision", "subset", "text_column", "label_column", "task", "label_format",
+                          "label_delimiter", "label_columns", "out_of_scope", "loader", "clean")),
                   (MODEL, ("name", "max_length")),
                   (COMPUTE, ("seed",))),
           deps=(_p("data/raw"), _p(USER_DATA_CODE, "your loader / cleaner (data.loader, data.clean)")),

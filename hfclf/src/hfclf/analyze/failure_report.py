@@ -51,60 +51,65 @@ def _temperature_line(conf: dict) -> str:
             f"{t['validation_ece_after']:.4f} on validation, {t['test_ece_before']:.4f} → {t['test_ece_after']:.4f} on test.")
 
 
-def plot_reliability(bins: list[dict], ece: float, path: Path):
+def plot_reliability(bins: list[dict], ece: float, path: Path, xlabel: str = "confidence",
+                     ylabel: str = "accuracy"):
+    """Reliability bars; multi-label passes a label's probability (x) and how often the label is true (y)."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(4.8, 4.4))
     ax.plot([0, 1], [0, 1], "--", color="grey", label="perfect calibration")
     centres = [(b["low"] + b["high"]) / 2 for b in bins]
     widths = [b["high"] - b["low"] for b in bins]
-    ax.bar(centres, [b["accuracy"] for b in bins], width=widths, edgecolor="black", alpha=0.7, label="accuracy")
+    ax.bar(centres, [b["accuracy"] for b in bins], width=widths, edgecolor="black", alpha=0.7, label=ylabel)
     ax.plot([b["confidence"] for b in bins], [b["accuracy"] for b in bins], "o", color="tab:red",
             label="mean confidence")
     for centre, b in zip(centres, bins):
         ax.annotate(str(b["n"]), (centre, min(b["accuracy"] + 0.02, 1.0)), ha="center", fontsize=6)
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1.05)
-    ax.set_xlabel("confidence")
-    ax.set_ylabel("accuracy")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.set_title(f"Reliability (ECE {ece:.4f})")
     ax.legend(fontsize=7, loc="upper left")
     return _save(fig, path)
 
 
-def plot_slices(slices: list[dict], overall: float, path: Path):
+def plot_slices(slices: list[dict], overall: float, path: Path, metric: str = "accuracy",
+                title: str = "Accuracy by slice", overall_name: str = "overall", axis: str = "accuracy"):
+    """One bar per slice (its `metric`, with its interval), flagged ones red, the overall value dashed."""
     plt = pyplot()
     shown = slices[:60]
     fig, ax = plt.subplots(figsize=(7, max(2.5, 0.22 * len(shown) + 1)))
     y = np.arange(len(shown))
     colours = ["tab:red" if s["flagged"] else "tab:blue" for s in shown]
-    ax.barh(y, [s["accuracy"] for s in shown], color=colours, alpha=0.8,
-            xerr=[[max(0.0, s["accuracy"] - s["ci_low"]) for s in shown],
-                  [max(0.0, s["ci_high"] - s["accuracy"]) for s in shown]],
+    ax.barh(y, [s[metric] for s in shown], color=colours, alpha=0.8,
+            xerr=[[max(0.0, s[metric] - s["ci_low"]) for s in shown],
+                  [max(0.0, s["ci_high"] - s[metric]) for s in shown]],
             error_kw={"elinewidth": 0.6, "ecolor": "grey"})
-    ax.axvline(overall, color="black", linestyle="--", linewidth=1, label=f"overall {overall:.3f}")
+    ax.axvline(overall, color="black", linestyle="--", linewidth=1, label=f"{overall_name} {overall:.3f}")
     ax.set_yticks(y, [f"{s['slice']} (n={s['rows']})" for s in shown], fontsize=6)
     ax.invert_yaxis()
     low = min([s["ci_low"] for s in shown] + [overall]) if shown else 0
     ax.set_xlim(max(0.0, low - 0.05), 1.0)
-    ax.set_xlabel("accuracy (bars: 95% Wilson interval; red: flagged)")
-    ax.set_title("Accuracy by slice")
+    ax.set_xlabel(f"{axis} (bars: 95% Wilson interval; red: flagged)")
+    ax.set_title(title)
     ax.legend(fontsize=7, loc="lower left")
     return _save(fig, path)
 
 
-def plot_robustness(robust: dict, path: Path):
+def plot_robustness(robust: dict, path: Path, metric: str = "accuracy", axis: str = "test accuracy"):
+    """The clean `metric` and its value under each perturbation (rows keyed `metric`, `clean_<metric>`)."""
     plt = pyplot()
     rows = robust["perturbations"]
     names = ["clean"] + [r["perturbation"] for r in rows]
-    values = [robust["clean_accuracy"]] + [r["accuracy"] for r in rows]
+    values = [robust[f"clean_{metric}"]] + [r[metric] for r in rows]
     fig, ax = plt.subplots(figsize=(6, 0.45 * len(names) + 1.2))
     ax.barh(names, values, color=["tab:green"] + ["tab:orange"] * len(rows))
     for i, v in enumerate(values):
         ax.text(min(v, 0.98), i, f" {v:.3f}", va="center", ha="right", fontsize=8, color="white")
     ax.invert_yaxis()
     ax.set_xlim(max(0.0, min(values) - 0.1), 1.0)
-    ax.set_xlabel("test accuracy")
-    ax.set_title("Robustness: accuracy on perturbed test texts")
+    ax.set_xlabel(axis)
+    ax.set_title(f"Robustness: {axis.removeprefix('test ')} on perturbed test texts")
     return _save(fig, path)
 
 

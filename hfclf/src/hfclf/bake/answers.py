@@ -120,6 +120,9 @@ def validate_answers(answers: Mapping[str, Any]) -> None:
     if text(answers, "text_column") == text(answers, "label_column"):
         raise BakeError("label_column", f"'{text(answers, 'label_column')}' is also the text_column; "
                                         "they must differ.")
+    task = text(answers, "task") or "single_label"   # a checkout's answers from before the choice existed
+    if task not in ("single_label", "multi_label"):  # data/multilabel.TASKS (this module runs in the hook)
+        raise BakeError("task", f"'{task}' is not a task: use single_label or multi_label.")
     hub = text(answers, "hub_repo_id")
     if hub and not HUB_REPO_RE.match(hub):
         raise BakeError("hub_repo_id", f"'{hub}' is not a Hub repo id; use owner/name or leave it empty.")

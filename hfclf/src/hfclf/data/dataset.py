@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from hfclf.data.multilabel import LabelSpec, check_label_sets, dataset_format, label_set_rows, rare_labels
 from hfclf.infra.errors import UserError
 from hfclf.infra.files import staged_folder
 
@@ -264,31 +265,41 @@ class CleanReport:
     dropped_empty_text: int = 0
     dropped_missing_label: int = 0
     rows_in: int = 0
+    dropped_rare_labels: dict = field(default_factory=dict)   # prepare.rare_labels=drop: label -> rows
+    dropped_without_label: int = 0   # multi_label: rows whose every label was a dropped rare one
 
 
-def validate(data: LoadedData, text_column: str, label_column: str, source: str,
-             min_examples_per_class: int) -> tuple[dict[str, pd.DataFrame], CleanReport]:
-    """Check columns and labels, drop empty texts; return frames with columns text, label + extras."""
+def validate(data: LoadedData, text_column: str, label_column: str, source: str, min_examples_per_class: int,
+             labels: LabelSpec | None = None,
+             rare_labels: str = "refuse") -> tuple[dict[str, pd.DataFrame], CleanReport]:
+    """Check columns and labels, drop empty texts; return frames with columns text, label + extras.
+
+    `labels` says how the raw data holds them (task and, for multi_label, the format: data/multilabel.py);
+    a multi-label row's `label` is then its canonical label set. `rare_labels` (prepare.rare_labels):
+    a class or label with fewer than `min_examples_per_class` rows is refused, or dropped."""
+    labels = labels or LabelSpec()
     report = CleanReport()
     frames: dict[str, pd.DataFrame] = {}
     unknown = set(data.frames) - set(SPLIT_ALIASES) - {"all"}
     if unknown and len(data.frames) > 1:
         raise UserError(f"'{source}' has splits {sorted(data.frames)}; expected names among "
                         f"{sorted(SPLIT_ALIASES)}. Save the data as one file to let prepare split it.")
+    fmt = dataset_format(data.frames, text_column, label_column, labels) if labels.multi else None
     for name, frame in data.frames.items():
-        missing = [c for c in (text_column, label_column) if c not in frame.columns]
+        missing = [c for c in (text_column, *labels.label_keys(label_column)) if c not in frame.columns]
         if missing:
+            setting = ("data.label_columns" if labels.multi and labels.columns
+                       else "data.text_column / data.label_column")
             raise UserError(f"'{source}' (split '{name}') has no column {', '.join(repr(m) for m in missing)}. "
-                            f"Its columns are: {', '.join(map(str, frame.columns))}. Set data.text_column / "
-                            "data.label_column in conf/data/default.yaml.")
+                            f"Its columns are: {', '.join(map(str, frame.columns))}. Set {setting} in "
+                            "conf/data/default.yaml.")
         report.rows_in += len(frame)
-        frame = frame.rename(columns={text_column: "text", label_column: "label"})
-        text = frame["text"]
-        empty = text.isna() | text.astype(str).str.strip().eq("")
-        no_label = frame["label"].isna() | frame["label"].astype(str).str.strip().eq("")
-        report.dropped_empty_text += int(empty.sum())
-        report.dropped_missing_label += int((no_label & ~empty).sum())
-        frame = frame[~empty & ~no_label].copy()
+        if labels.multi:
+            frame, empty = label_set_rows(frame, text_column, label_column, labels, fmt, source, name,
+                                          _first_data_line(data, source, name))
+            report.dropped_empty_text += empty
+        else:
+            frame = _class_rows(frame, text_column, label_column, report)
         frame["text"] = frame["text"].map(lambda v: str.__str__(v) if isinstance(v, str) else str(v))
         for column in frame.columns.drop(["text", "label"], errors="ignore"):   # JSON numbers: plain text
             if frame[column].map(lambda v: isinstance(v, JsonNumber)).any():
@@ -296,7 +307,8 @@ def validate(data: LoadedData, text_column: str, label_column: str, source: str,
         frames[SPLIT_ALIASES.get(name, name)] = frame.reset_index(drop=True)
     if report.rows_in == 0:
         raise UserError(f"'{source}' has a header but no rows.")
-    _normalise_labels(frames, source, label_column)
+    if not labels.multi:
+        _normalise_labels(frames, source, label_column)
     if report.dropped_empty_text:
         log.warning("dropped %d rows with an empty or missing '%s'", report.dropped_empty_text, text_column)
     if report.dropped_missing_label:
@@ -304,19 +316,54 @@ def validate(data: LoadedData, text_column: str, label_column: str, source: str,
     kept = sum(len(f) for f in frames.values())
     if kept == 0:
         raise UserError(f"'{source}': all {report.rows_in} rows have an empty '{text_column}' or '{label_column}'.")
+    where = (f"the label columns {', '.join(repr(c) for c in labels.columns)}" if labels.multi and labels.columns
+             else f"column '{label_column}'" if labels.multi else f"'{label_column}'")
+    needs_split = "all" in frames or "validation" not in frames or "test" not in frames
+    minimum = min_examples_per_class if needs_split else 0
+    if labels.multi:
+        frames, report.dropped_rare_labels, report.dropped_without_label = check_label_sets(
+            frames, source, where, minimum, rare_labels)
+        return frames, report
+    return _check_classes(frames, report, source, where, minimum, rare_labels), report
+
+
+def _class_rows(frame: pd.DataFrame, text_column: str, label_column: str, report: CleanReport) -> pd.DataFrame:
+    """single_label: the rows with a text and a label, as columns text, label + extras (counted in `report`)."""
+    frame = frame.rename(columns={text_column: "text", label_column: "label"})
+    text = frame["text"]
+    empty = text.isna() | text.astype(str).str.strip().eq("")
+    no_label = frame["label"].isna() | frame["label"].astype(str).str.strip().eq("")
+    report.dropped_empty_text += int(empty.sum())
+    report.dropped_missing_label += int((no_label & ~empty).sum())
+    return frame[~empty & ~no_label].copy()
+
+
+def _first_data_line(data: LoadedData, source: str, name: str) -> int | None:
+    """The file line of data row 1 when data rows map to file lines: a CSV/TSV read whole (no malformed
+    lines dropped, no data.clean step) has its header on line 1. None otherwise (row numbers only)."""
+    plain = (data.origin.get("type") == "file" and Path(source).suffix.lower() in (".csv", ".tsv")
+             and not data.origin.get("malformed_rows") and "clean" not in data.origin and name == "all")
+    return 2 if plain else None
+
+
+def _check_classes(frames: dict[str, pd.DataFrame], report: CleanReport, source: str, where: str,
+                   min_examples: int, rare_policy: str) -> dict[str, pd.DataFrame]:
+    """single_label: at least two classes; classes too rare to split refused or dropped (prepare.rare_labels)."""
     counts = pd.concat([f["label"] for f in frames.values()]).value_counts()
     if len(counts) < 2:
-        raise UserError(f"'{source}': column '{label_column}' has a single class ({counts.index[0]!r}, "
+        raise UserError(f"'{source}': column {where} has a single class ({counts.index[0]!r}, "
                         f"{counts.iloc[0]} rows); a classifier needs at least two.")
-    if "all" in frames or "validation" not in frames or "test" not in frames:
-        too_few = counts[counts < min_examples_per_class]
-        if len(too_few):
-            listed = ", ".join(f"{label!r} ({n})" for label, n in too_few.items())
-            raise UserError(f"'{source}': {len(too_few)} label(s) in '{label_column}' have fewer than "
-                            f"{min_examples_per_class} rows, too few to split into train/validation/test: "
-                            f"{listed}. Add examples, merge or drop these labels, or lower "
-                            "prepare.min_examples_per_class.")
-    return frames, report
+    rare = rare_labels(counts, min_examples, rare_policy, source, where)
+    if rare:
+        frames = {name: f[~f["label"].isin(rare)].reset_index(drop=True) for name, f in frames.items()}
+        report.dropped_rare_labels = rare
+        log.warning("dropped %d rows of %d class(es) with fewer than %d rows (prepare.rare_labels=drop): %s",
+                    sum(rare.values()), len(rare), min_examples, ", ".join(f"{k} ({v})" for k, v in rare.items()))
+        left = pd.concat([f["label"] for f in frames.values()]).nunique()
+        if left < 2:
+            raise UserError(f"'{source}': after dropping the classes with fewer than {min_examples} rows "
+                            f"(prepare.rare_labels=drop), {left} class is left; a classifier needs at least two.")
+    return frames
 
 
 def _normalise_labels(frames: dict[str, pd.DataFrame], source: str, label_column: str) -> None:
@@ -361,6 +408,7 @@ class PrepareSettings:
     validation_size: float = 0.1
     test_size: float = 0.1
     min_examples_per_class: int = 3
+    rare_labels: str = "refuse"      # refuse | drop: a class (multi_label: a label) under min_examples_per_class
     token_length_sample: int = 20000
     max_malformed_share: float = 0.01
 

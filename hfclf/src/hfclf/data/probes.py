@@ -4,7 +4,9 @@ and labels and raises UserError naming the file, the column and the fix.
 
 Out-of-scope files: `.txt` (one text per line; blank lines and lines starting with `#` skipped),
 or CSV / TSV / JSONL / Parquet with a text column (`text` or the dataset's text column); a label
-column, if present, may only hold UNKNOWN or nothing. Challenge files: CSV / TSV / JSONL / Parquet
+column, if present, may only hold UNKNOWN or nothing (multi-label: also `[]`). In a multi-label
+project the out-of-scope texts join the splits with the empty label set `[]` - the model learns to
+predict no label for them - instead of a class UNKNOWN. Challenge files: CSV / TSV / JSONL / Parquet
 with a text and a label column whose labels the model knows.
 """
 from __future__ import annotations
@@ -15,9 +17,11 @@ from typing import Sequence
 import pandas as pd
 
 from hfclf.data.dataset import read_file
+from hfclf.data.multilabel import encode
 from hfclf.infra.errors import UserError
 
 UNKNOWN = "UNKNOWN"
+NO_LABEL = encode([])   # multi-label: the empty label set `[]`
 
 
 def _pick(frame: pd.DataFrame, candidates: Sequence[str], path: Path, what: str, key: str) -> str:
@@ -30,8 +34,9 @@ def _pick(frame: pd.DataFrame, candidates: Sequence[str], path: Path, what: str,
 
 
 def read_out_of_scope(path: str | Path, text_column: str, label_column: str = "label", labels: Sequence[str] = (),
-                      key: str = "") -> list[str]:
-    """The texts of an out-of-scope file, stripped, empty ones dropped; refuses rows labelled as a class."""
+                      key: str = "", multi_label: bool = False) -> list[str]:
+    """The texts of an out-of-scope file, stripped, empty ones dropped; refuses rows labelled as a class
+    (`multi_label`: a label column may also hold the empty set `[]`)."""
     path = Path(path)
     key = key or "the out-of-scope setting"
     if not path.exists():
@@ -49,13 +54,15 @@ def read_out_of_scope(path: str | Path, text_column: str, label_column: str = "l
         label_col = next((c for c in ("label", label_column) if c in frame.columns and c != column), None)
         if label_col is not None:
             values = frame[label_col].dropna().astype(str).str.strip()
-            wrong = sorted(set(values[(values != "") & (values != UNKNOWN)]))
+            no_label = {"", UNKNOWN} | ({NO_LABEL} if multi_label else set())
+            wrong = sorted(set(values[~values.isin(no_label)]))
             if wrong:
                 known = [w for w in wrong if w in set(labels)]
                 why = (f"{known} are classes of the model, so those rows are in scope" if known
                        else f"{wrong[:10]} are not '{UNKNOWN}'")
+                allowed = f"'{UNKNOWN}'" + (f" or {NO_LABEL}" if multi_label else "")
                 raise UserError(f"'{path}' column '{label_col}' has label(s) {wrong[:10]}: out-of-scope rows must "
-                                f"have no label or '{UNKNOWN}' ({why}). Move in-scope rows to a challenge file "
+                                f"have no label or {allowed} ({why}). Move in-scope rows to a challenge file "
                                 "(analyze.challenge.path) or drop the label column.")
         texts = [str(t).strip() for t in frame[column].dropna()]
         texts = [t for t in texts if t]
@@ -92,17 +99,18 @@ def read_challenge(path: str | Path, text_column: str, label_column: str, labels
 
 
 def add_out_of_scope(splits: dict[str, pd.DataFrame], texts: Sequence[str], validation_size: float,
-                     test_size: float, seed: int) -> dict[str, pd.DataFrame]:
-    """Add out-of-scope texts as class UNKNOWN to every split, in the prepare fractions."""
+                     test_size: float, seed: int, label: str = UNKNOWN) -> dict[str, pd.DataFrame]:
+    """Add out-of-scope texts to every split, in the prepare fractions, labelled `label`: class UNKNOWN,
+    or for a multi-label task NO_LABEL (the empty set)."""
     from sklearn.model_selection import train_test_split
 
     texts = list(dict.fromkeys(texts))
     if len(texts) < 3:
         raise UserError(f"data.out_of_scope has {len(texts)} distinct text(s); at least 3 are needed to put "
-                        f"'{UNKNOWN}' examples into train, validation and test.")
+                        f"'{label}' examples into train, validation and test.")
     rest, test = train_test_split(texts, test_size=max(test_size, 1 / len(texts)), random_state=seed)
     train, validation = train_test_split(rest, test_size=max(validation_size / (1 - test_size), 1 / len(rest)),
                                          random_state=seed)
     parts = {"train": train, "validation": validation, "test": test}
-    return {name: pd.concat([frame, pd.DataFrame({"text": parts[name], "label": UNKNOWN})], ignore_index=True)
+    return {name: pd.concat([frame, pd.DataFrame({"text": parts[name], "label": label})], ignore_index=True)
             for name, frame in splits.items()}

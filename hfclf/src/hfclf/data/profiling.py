@@ -1,5 +1,13 @@
 """The data profile written by `prepare`: sizes, classes, text lengths (characters, words and
-tokens of the base model's tokenizer), extra columns, and its two plots."""
+tokens of the base model's tokenizer), extra columns, and its two plots.
+
+Keys: `task` (single_label | multi_label); `labels` and `num_classes` (the individual labels);
+`per_class` {split: {label: rows}} - for multi_label the rows *carrying* each label (its support),
+so a split's numbers add up to more than its rows; `examples` {label: up to 3 texts carrying it}.
+multi_label adds `label_cardinality` (labels per row over all splits: mean, max, and `rows_with`,
+the share of rows with "0", "1", "2" and "3+" labels; 0 are out-of-scope texts) and `label_pairs`
+(the 10 label pairs most often in one row: [{"labels": [a, b], "rows": n}]).
+"""
 from __future__ import annotations
 
 import json
@@ -9,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from hfclf.data import multilabel
 from hfclf.infra.render import _pyplot, md_table
 
 log = logging.getLogger(__name__)
@@ -55,15 +64,27 @@ def token_lengths(texts: pd.Series, model_name: str, sample: int, seed: int) -> 
 
 
 def profile(splits: dict[str, pd.DataFrame], labels: list[str], origin: dict, dropped: dict,
-            fingerprint: str, tokens: tuple[np.ndarray, dict] | None = None, split: dict | None = None) -> dict:
-    """The profile as a JSON-able dict; `tokens` from token_lengths(), `split` says how splits were made."""
+            fingerprint: str, tokens: tuple[np.ndarray, dict] | None = None, split: dict | None = None,
+            task: str = multilabel.SINGLE) -> dict:
+    """The profile as a JSON-able dict; `tokens` from token_lengths(), `split` says how splits were made,
+    `task` multi_label reads each `label` as a canonical label set (keys: module docstring)."""
+    multi = task == multilabel.MULTI
     everything = pd.concat(splits.values(), ignore_index=True)
-    per_class = {split: frame["label"].value_counts().reindex(labels, fill_value=0).astype(int).to_dict()
-                 for split, frame in splits.items()}
+    if multi:
+        per_class = {split: multilabel.label_support(frame["label"], labels) for split, frame in splits.items()}
+        carrying = multilabel.matrix(everything["label"], labels).astype(bool)
+        examples = {label: everything.loc[carrying[:, i], "text"].head(3).tolist() for i, label in enumerate(labels)}
+    else:
+        per_class = {split: frame["label"].value_counts().reindex(labels, fill_value=0).astype(int).to_dict()
+                     for split, frame in splits.items()}
+        examples = {label: everything.loc[everything["label"] == label, "text"].head(3).tolist() for label in labels}
     extra = [c for c in everything.columns if c not in ("text", "label")]
     token_stats = {"text_tokens": length_stats(tokens[0]) | tokens[1]} if tokens is not None else {}
+    label_sets = ({"label_cardinality": multilabel.cardinality(everything["label"]),
+                   "label_pairs": multilabel.co_occurrence(everything["label"])} if multi else {})
     return {
         "source": origin,
+        "task": task,
         "split": split or {},
         "fingerprint": fingerprint,
         "rows": {split: len(frame) for split, frame in splits.items()},
@@ -72,30 +93,37 @@ def profile(splits: dict[str, pd.DataFrame], labels: list[str], origin: dict, dr
         "num_classes": len(labels),
         "labels": labels,
         "per_class": per_class,
+        **label_sets,
         "text_chars": length_stats(everything["text"].str.len()),
         "text_words": length_stats(everything["text"].str.split().str.len()),
         **token_stats,
-        "examples": {label: everything.loc[everything["label"] == label, "text"].head(3).tolist()
-                     for label in labels},
+        "examples": examples,
         "extra_columns": {c: {"distinct": int(everything[c].nunique()),
                               "top": everything[c].astype(str).value_counts().head(5).to_dict()} for c in extra},
     }
 
 
 def profile_markdown(p: dict) -> str:
+    multi = p.get("task") == multilabel.MULTI
+    unit = "label" if multi else "class"
     rows = [(label, *(p["per_class"][s].get(label, 0) for s in p["rows"]),
              sum(p["per_class"][s].get(label, 0) for s in p["rows"])) for label in p["labels"]]
+    totals = ("**rows**" if multi else "**total**", *p["rows"].values(), p["rows_total"])
     lengths = [(name, *(_number(p[key][k]) for k in ("min", "p50", "p95", "p99", "max")))
                for name, key in (("characters", "text_chars"), ("words", "text_words"))
                + ((("tokens", "text_tokens"),) if "text_tokens" in p else ())]
     lines = [
         "# Data profile", "",
         f"Source: `{p['source']}` · fingerprint `{p['fingerprint']}`", "",
-        f"{p['rows_total']} rows in {p['num_classes']} classes; dropped: "
-        + ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in p["dropped"].items()), "",
-        "## Rows per class and split", "",
-        md_table(["label", *p["rows"], "total"], rows + [("**total**", *p["rows"].values(), p["rows_total"])]), "",
-        "![rows per class](figures/class_counts.png)", "",
+        (f"{p['rows_total']} rows, {p['num_classes']} labels (a row carries a set of them); dropped: " if multi
+         else f"{p['rows_total']} rows in {p['num_classes']} classes; dropped: ")
+        + ", ".join(f"{k.replace('_', ' ')}: {_dropped(v)}" for k, v in p["dropped"].items()), "",
+        f"## Rows per {unit} and split", "",
+        *(["A row counts once under each of its labels, so the columns add up to more than the rows.", ""]
+          if multi else []),
+        md_table(["label", *p["rows"], "total"], rows + [totals]), "",
+        f"![rows per {unit}](figures/class_counts.png)", "",
+        *(_label_sets_markdown(p) if multi else []),
         "## Text length", "",
         md_table(["unit", "min", "median", "p95", "p99", "max"], lengths), "",
     ]
@@ -107,7 +135,7 @@ def profile_markdown(p: dict) -> str:
                   f"included; the model takes at most {tok['model_max_positions']}): {longer}.", ""]
     if p.get("split"):
         lines += [f"Splits: {_describe_split(p['split'])}", ""]
-    lines += ["![text lengths](figures/text_lengths.png)", "", "## Examples per class", ""]
+    lines += ["![text lengths](figures/text_lengths.png)", "", f"## Examples per {unit}", ""]
     for label, examples in p["examples"].items():
         lines.append(f"- **{label}**: " + " · ".join(f"“{e[:80]}”" for e in examples))
     if p.get("label_variants"):
@@ -128,6 +156,26 @@ def profile_markdown(p: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _dropped(value) -> str:
+    """A `dropped` entry: a count, or label -> rows (prepare.rare_labels=drop)."""
+    if isinstance(value, dict):
+        return ", ".join(f"`{k}` ({v})" for k, v in value.items()) or "none"
+    return str(value)
+
+
+def _label_sets_markdown(p: dict) -> list[str]:
+    """multi_label: labels per row and the label pairs that most often occur together."""
+    card = p["label_cardinality"]
+    shares = " · ".join(f"{k} label{'' if k == '1' else 's'}: {v:.1%}" for k, v in card["rows_with"].items())
+    lines = ["## Labels per row", "",
+             f"Mean {card['mean']:.2f}, at most {card['max']}. Share of rows with {shares} "
+             "(rows with 0 labels are out-of-scope texts).", "", "## Labels that occur together", ""]
+    if not p["label_pairs"]:
+        return lines + ["No row carries two labels.", ""]
+    return lines + [md_table(["labels", "rows"], [(" + ".join(pair["labels"]), pair["rows"])
+                                                  for pair in p["label_pairs"]]), ""]
+
+
 def _number(value):
     """Whole numbers print without decimals in the tables (md_table gives floats 4 decimals)."""
     return int(value) if float(value).is_integer() else round(float(value), 1)
@@ -138,12 +186,14 @@ def _describe_split(split: dict) -> str:
     made = [name for name in ("validation", "test") if name not in kept]
     parts = [f"{', '.join(kept)} kept as the source has them"] if kept else []
     if made:
-        parts.append(f"{', '.join(made)} made by prepare (`{split.get('method')}`)")
+        how = ", iterative stratification over the label sets" if split.get("stratification") == "iterative" else ""
+        parts.append(f"{', '.join(made)} made by prepare (`{split.get('method')}`{how})")
     return "; ".join(parts) + "."
 
 
 def plot_class_counts(p: dict, path: Path):
-    """Horizontal bars per class, stacked by split; returns the figure (for MLflow)."""
+    """Horizontal bars per class (multi-label: rows carrying each label), stacked by split; returns the
+    figure (for MLflow)."""
     plt = _pyplot()
     labels = p["labels"]
     fig, ax = plt.subplots(figsize=(7, max(2.5, 0.32 * len(labels) + 1.2)))
@@ -154,7 +204,7 @@ def plot_class_counts(p: dict, path: Path):
         left += values
     ax.invert_yaxis()
     ax.set_xlabel("rows")
-    ax.set_title("Rows per class and split")
+    ax.set_title("Rows per label and split" if p.get("task") == multilabel.MULTI else "Rows per class and split")
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

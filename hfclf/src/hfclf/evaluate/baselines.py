@@ -82,9 +82,9 @@ def embed(model, tokenizer, texts: Sequence[str], hw: Compute, max_length: int, 
     return out
 
 
-def frozen_embeddings(model_name: str, train_texts: Sequence[str], train_y: np.ndarray,
-                      test_texts: Sequence[str], hw: Compute, max_length: int, batch_size: int, c: float,
-                      seed: int) -> np.ndarray:
+def base_model_features(model_name: str, texts: Sequence[str], hw: Compute, max_length: int,
+                        batch_size: int) -> np.ndarray:
+    """`embed` with the named base model (resolved like training resolves it: local, Hub, packaged)."""
     from transformers import AutoModel, AutoTokenizer
 
     from hfclf.train.modeling import resolve_model
@@ -92,7 +92,13 @@ def frozen_embeddings(model_name: str, train_texts: Sequence[str], train_y: np.n
     folder, origin = resolve_model(model_name)
     log.info("frozen-embedding baseline: %s from %s", model_name, origin)
     tokenizer, encoder = AutoTokenizer.from_pretrained(folder), AutoModel.from_pretrained(folder)
-    features = embed(encoder, tokenizer, list(train_texts) + list(test_texts), hw, max_length, batch_size)
+    return embed(encoder, tokenizer, texts, hw, max_length, batch_size)
+
+
+def frozen_embeddings(model_name: str, train_texts: Sequence[str], train_y: np.ndarray,
+                      test_texts: Sequence[str], hw: Compute, max_length: int, batch_size: int, c: float,
+                      seed: int) -> np.ndarray:
+    features = base_model_features(model_name, list(train_texts) + list(test_texts), hw, max_length, batch_size)
     return _fit_predict(features[: len(train_texts)], train_y, features[len(train_texts):], c, seed)
 
 

@@ -7,6 +7,11 @@
 - likely personal data (emails, phone, card and order/account numbers), counted and shown masked
   (personal_data.py).
 
+Multi-label splits (labels.json task multi_label: each `label` a canonical label set) are reviewed
+per individual label: imbalance compares the labels' support in train, `rare_labels` lists labels
+with fewer than review.rare_label_min training rows, and label conflicts are identical texts with
+different label sets.
+
 Everything is computed from the splits alone; the stage (review.py) decides what fails. The
 report's text (`review_markdown`, `leakage_error`) stays here, next to the findings it words.
 """
@@ -18,6 +23,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
+from hfclf.data import multilabel
 from hfclf.data.dataset import SPLITS, label_variants
 from hfclf.data.splitting import normalise_text
 from hfclf.infra.render import md_table
@@ -40,6 +46,7 @@ class ReviewSettings:
     length_risk_share: float = 0.01
     examples: int = 5
     fail_on_label_variants: bool = False   # fail when labels differ only by case, spacing or number format
+    rare_label_min: int = 10   # multi-label: a label with fewer training rows than this is a risk
     seed: int = 42
 
 
@@ -115,21 +122,35 @@ def similarity(splits: dict[str, pd.DataFrame], settings: ReviewSettings) -> dic
 
 # --------------------------------------------------------------------------- labels and lengths
 
-def label_conflicts(splits: dict[str, pd.DataFrame], settings: ReviewSettings) -> dict:
-    """Texts that are the same up to case, digits, punctuation and spacing but carry different labels."""
+def label_conflicts(splits: dict[str, pd.DataFrame], settings: ReviewSettings, multi: bool = False) -> dict:
+    """Texts that are the same up to case, digits, punctuation and spacing but carry different labels
+    (multi-label: different label sets, shown as `a + b`)."""
     everything = pd.concat([splits[s][["text", "label"]] for s in SPLITS], ignore_index=True)
     everything["key"] = everything["text"].map(normalise_text)
     labels_per_key = everything.groupby("key")["label"].nunique()
     conflicting = labels_per_key[labels_per_key > 1].index
     rows = everything[everything["key"].isin(conflicting)]
-    examples = [{"text": group["text"].iloc[0], "labels": group["label"].value_counts().to_dict()}
+    shown = multilabel.readable if multi else str
+    examples = [{"text": group["text"].iloc[0], "labels": {shown(k): int(v) for k, v in
+                                                           group["label"].value_counts().items()}}
                 for _, group in list(rows.groupby("key"))[: settings.examples]]
     return {"texts": int(len(conflicting)), "rows": int(len(rows)),
             "fraction": round(len(rows) / max(len(everything), 1), 4), "examples": examples}
 
 
-def imbalance(splits: dict[str, pd.DataFrame], settings: ReviewSettings) -> dict:
-    counts = splits["train"]["label"].value_counts()
+def train_support(splits: dict[str, pd.DataFrame], multi: bool) -> pd.Series:
+    """Training rows per class, most frequent first; multi-label: rows carrying each label of any split."""
+    if not multi:
+        return splits["train"]["label"].value_counts()
+    labels = multilabel.all_labels(pd.concat([splits[name]["label"] for name in SPLITS]))
+    support = pd.Series(multilabel.label_support(splits["train"]["label"], labels), dtype=int)
+    return support.sort_values(ascending=False, kind="stable")
+
+
+def imbalance(splits: dict[str, pd.DataFrame], settings: ReviewSettings, multi: bool = False) -> dict:
+    """Largest/smallest class in train; multi-label: per label, over the labels train has at all."""
+    counts = train_support(splits, multi)
+    counts = counts[counts > 0]
     share = counts / counts.sum()
     uniform = 1 / len(counts)
     minority = share[share < settings.minority_share * uniform]
@@ -138,6 +159,13 @@ def imbalance(splits: dict[str, pd.DataFrame], settings: ReviewSettings) -> dict
             "majority": str(counts.index[0]), "minority_classes": {k: int(counts[k]) for k in minority.index},
             "minority_share_threshold": round(settings.minority_share * uniform, 4),
             "severe": ratio >= settings.imbalance_ratio}
+
+
+def rare_labels(splits: dict[str, pd.DataFrame], settings: ReviewSettings) -> dict:
+    """Multi-label: labels with fewer than rare_label_min training rows (0: in validation/test only)."""
+    counts = train_support(splits, multi=True)
+    rare = counts[counts < settings.rare_label_min].sort_values(kind="stable")
+    return {"threshold": settings.rare_label_min, "labels": {str(k): int(v) for k, v in rare.items()}}
 
 
 def lengths(splits: dict[str, pd.DataFrame], settings: ReviewSettings, max_length: int,
@@ -164,16 +192,21 @@ def lengths(splits: dict[str, pd.DataFrame], settings: ReviewSettings, max_lengt
 # --------------------------------------------------------------------------- the whole review
 
 def review(splits: dict[str, pd.DataFrame], settings: ReviewSettings, max_length: int,
-           count_tokens: Callable[[list[str]], list[int]] | None = None) -> dict:
+           count_tokens: Callable[[list[str]], list[int]] | None = None, task: str = multilabel.SINGLE) -> dict:
+    """Every finding, its risks and the verdict; `task` from labels.json."""
+    multi = task == multilabel.MULTI
+    values = pd.concat([splits[name]["label"] for name in SPLITS])
     result = {
+        "task": task,
         "rows": {name: len(splits[name]) for name in SPLITS},
         "leakage": leakage(splits, settings),
         "similar": similarity(splits, settings),
-        "label_conflicts": label_conflicts(splits, settings),
-        "imbalance": imbalance(splits, settings),
+        "label_conflicts": label_conflicts(splits, settings, multi),
+        "imbalance": imbalance(splits, settings, multi),
+        **({"rare_labels": rare_labels(splits, settings)} if multi else {}),
         "lengths": lengths(splits, settings, max_length, count_tokens),
         "personal_data": personal_data(splits, settings),
-        "label_variants": label_variants(pd.concat([splits[name]["label"] for name in SPLITS]).unique()),
+        "label_variants": label_variants(multilabel.all_labels(values) if multi else values.unique()),
     }
     result["risks"] = risks(result, settings)
     leak = result["leakage"]
@@ -190,15 +223,26 @@ def risks(r: dict, settings: ReviewSettings) -> list[str]:
         split, against = leak["worst"]
         out.append(f"{leak['max_fraction']:.1%} of {split} rows repeat a {against} text (up to case, digits, "
                    f"punctuation): {split} scores on them are optimistic")
+    multi = r.get("task") == multilabel.MULTI
     conflicts = r["label_conflicts"]
     if conflicts["texts"]:
-        out.append(f"{conflicts['texts']} texts ({conflicts['rows']} rows) carry different labels: "
-                   "the model cannot be right on all of them")
+        out.append(f"{conflicts['texts']} texts ({conflicts['rows']} rows) carry different label"
+                   f"{' sets' if multi else 's'}: the model cannot be right on all of them")
     imb = r["imbalance"]
-    if imb["severe"]:
+    if imb["severe"] and multi:
+        minority = ", ".join(imb["minority_classes"]) or "the smallest labels"
+        out.append(f"label imbalance {imb['ratio']:.1f}:1 in train, rows carrying the most vs the least frequent "
+                   f"label (minority: {minority}): watch per-label recall and macro-F1, not only micro-F1")
+    elif imb["severe"]:
         minority = ", ".join(imb["minority_classes"]) or "the smallest classes"
         out.append(f"class imbalance {imb['ratio']:.1f}:1 in train (minority: {minority}): "
                    "watch per-class recall, not only accuracy")
+    rare = r.get("rare_labels")
+    if rare and rare["labels"]:
+        listed = ", ".join(f"{k} ({v})" for k, v in list(rare["labels"].items())[:10])
+        more = f" and {len(rare['labels']) - 10} more" if len(rare["labels"]) > 10 else ""
+        out.append(f"{len(rare['labels'])} labels have fewer than {rare['threshold']} training rows: {listed}{more}; "
+                   "the model will seldom predict them and their scores rest on a handful of test rows")
     lengths_ = r["lengths"]
     if lengths_["long"]["fraction"] > 0:
         out.append(f"{lengths_['long']['rows']} texts ({lengths_['long']['fraction']:.1%}) are longer than "
@@ -242,6 +286,23 @@ def leakage_error(r: dict, split_info: dict) -> str:
             "Details in reports/review.md.")
 
 
+def balance_markdown(r: dict) -> list[str]:
+    """The class balance section; multi-label: label support in train and the rare labels."""
+    imb = r["imbalance"]
+    minority = ", ".join(f"`{k}` ({v})" for k, v in imb["minority_classes"].items()) or "none"
+    if r.get("task") != multilabel.MULTI:
+        return ["## Class balance (train)", "",
+                f"Largest/smallest class: {imb['ratio']:.1f}:1 (majority `{imb['majority']}`). Minority classes "
+                f"(under {imb['minority_share_threshold']:.1%} of rows): {minority}.", ""]
+    rare = r["rare_labels"]
+    listed = ", ".join(f"`{k}` ({v})" for k, v in rare["labels"].items()) or "none"
+    return ["## Label balance (train)", "",
+            f"Training rows carrying the most / the least frequent label: {imb['ratio']:.1f}:1 (most frequent "
+            f"`{imb['majority']}`). Minority labels (under {imb['minority_share_threshold']:.1%} of all label "
+            f"occurrences): {minority}.", "",
+            f"Rare labels (fewer than {rare['threshold']} training rows, review.rare_label_min): {listed}.", ""]
+
+
 def review_markdown(r: dict) -> str:
     leak = r["leakage"]
     verdict = {"pass": "✅ pass", "fail": "❌ **fail: severe leakage**",
@@ -270,15 +331,12 @@ def review_markdown(r: dict) -> str:
         lines += [f"- “{a}” ↔ “{b}” ({s})" for a, b, s in similar["examples"]]
         lines.append("")
     conflicts = r["label_conflicts"]
-    lines += ["## Same text, different labels", "",
+    lines += ["## Same text, different label sets" if r.get("task") == multilabel.MULTI
+              else "## Same text, different labels", "",
               f"{conflicts['texts']} texts, {conflicts['rows']} rows ({conflicts['fraction']:.1%})."]
     lines += [f"- “{e['text']}”: " + ", ".join(f"{k} ×{v}" for k, v in e["labels"].items())
               for e in conflicts["examples"]]
-    imb = r["imbalance"]
-    lines += ["", "## Class balance (train)", "",
-              f"Largest/smallest class: {imb['ratio']:.1f}:1 (majority `{imb['majority']}`). Minority classes "
-              f"(under {imb['minority_share_threshold']:.1%} of rows): "
-              + (", ".join(f"`{k}` ({v})" for k, v in imb["minority_classes"].items()) or "none") + ".", ""]
+    lines += ["", *balance_markdown(r)]
     lengths_ = r["lengths"]
     lines += ["## Very short and truncated texts", "",
               f"- fewer than {lengths_['short']['words_below']} words: {lengths_['short']['rows']} "

@@ -39,7 +39,10 @@ def main(cfg: DictConfig) -> None:
     profile_path = reports / "data_profile.json"
     split_info = json.loads(profile_path.read_text(encoding="utf-8")).get("split", {}) if profile_path.exists() else {}
     settings = from_section(checks.ReviewSettings, cfg.review, "review", seed=cfg.compute.seed)
-    result = checks.review(splits, settings, cfg.model.max_length, token_counter(cfg.model.name))
+    labels_path = processed / "labels.json"   # the task is prepare's record, never the config
+    labels_info = json.loads(labels_path.read_text(encoding="utf-8")) if labels_path.exists() else {}
+    result = checks.review(splits, settings, cfg.model.max_length, token_counter(cfg.model.name),
+                           labels_info.get("task", "single_label"))
     result["split"] = split_info
     write_json(reports / "review.json", result)
     files.write_text(reports / "review.md", checks.review_markdown(result))

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 
-from hfclf.data import dataset
+from hfclf.data import dataset, multilabel
 from hfclf.infra import compute
 from hfclf.infra.cli import stage
 from hfclf.infra.compute import Compute
@@ -34,7 +34,7 @@ from hfclf.infra.errors import UserError
 from hfclf.infra.render import write_json
 from hfclf.infra.settings import from_section, whole_or_auto
 from hfclf.preflight.gates import write_gate
-from hfclf.train import loop, modeling
+from hfclf.train import loop, modeling, objective
 from hfclf.train.stage import settings_from
 
 log = logging.getLogger(__name__)
@@ -59,10 +59,22 @@ class SmokeFailure(UserError):
         self.check = check
 
 
-def balanced_subset(frame: pd.DataFrame, per_class: int, seed: int) -> pd.DataFrame:
-    """Up to `per_class` rows of every label, shuffled."""
-    picked = [group.sample(min(per_class, len(group)), random_state=seed) for _, group in frame.groupby("label")]
-    return pd.concat(picked).sample(frac=1.0, random_state=seed).reset_index(drop=True)
+def balanced_subset(frame: pd.DataFrame, per_class: int, seed: int, multi_label: bool = False) -> pd.DataFrame:
+    """Up to `per_class` rows of every label, shuffled. Multi-label: up to `per_class` rows carrying
+    each label (a row picked for one label counts for all of its labels)."""
+    if not multi_label:
+        picked = [group.sample(min(per_class, len(group)), random_state=seed) for _, group in frame.groupby("label")]
+        return pd.concat(picked).sample(frac=1.0, random_state=seed).reset_index(drop=True)
+    shuffled = frame.sample(frac=1.0, random_state=seed)
+    counts: dict[str, int] = {}
+    keep = []
+    for position, value in enumerate(shuffled["label"]):
+        labels = multilabel.decode(value)
+        if any(counts.get(label, 0) < per_class for label in labels):
+            keep.append(position)
+            for label in labels:
+                counts[label] = counts.get(label, 0) + 1
+    return shuffled.iloc[keep].reset_index(drop=True)
 
 
 def planned_steps(steps, rows: int, batch_size: int, passes: int) -> int:
@@ -81,9 +93,11 @@ def loss_decreases(losses: list[float], min_drop: float) -> tuple[bool, float, f
 
 
 def same_predictions(before: np.ndarray, after: np.ndarray, tolerance: float) -> tuple[bool, float]:
+    """Same shape, the same decisions (top class; multi-label: every label's side of 0.5) and
+    probabilities within `tolerance`."""
     difference = float(np.abs(before - after).max()) if before.size else 0.0
     return before.shape == after.shape and bool((before.argmax(1) == after.argmax(1)).all()) \
-        and difference <= tolerance, difference
+        and bool(((before >= 0.5) == (after >= 0.5)).all()) and difference <= tolerance, difference
 
 
 def label_mapping_problems(labels: list[str], loaded: modeling.Predictor) -> list[str]:
@@ -94,23 +108,27 @@ def label_mapping_problems(labels: list[str], loaded: modeling.Predictor) -> lis
     label2id = {str(k): int(v) for k, v in (loaded.model.config.label2id or {}).items()}
     if label2id != {label: i for i, label in enumerate(labels)}:
         problems.append(f"label2id is {label2id}")
+    problem_type = getattr(loaded.model.config, "problem_type", None)
+    if loaded.multi_label and problem_type != "multi_label_classification":   # pipeline() would use softmax
+        problems.append(f"a multi-label model saved with problem_type {problem_type!r}")
     return problems
 
 
 def run(model_name: str, labels: list[str], train_df: pd.DataFrame, val_df: pd.DataFrame,
-        settings: loop.TrainSettings, smoke: SmokeSettings, hw: Compute, builder: str | None = None) -> dict:
+        settings: loop.TrainSettings, smoke: SmokeSettings, hw: Compute, builder: str | None = None,
+        task: str = multilabel.SINGLE) -> dict:
     """Run every check; return the report (raise SmokeFailure at the first failed check)."""
     started = time.monotonic()
-    index = {label: i for i, label in enumerate(labels)}
-    train_sub = balanced_subset(train_df, smoke.examples_per_class, settings.seed)
-    val_sub = balanced_subset(val_df, smoke.eval_examples_per_class, settings.seed)
+    goal = objective.for_task(task)
+    train_sub = balanced_subset(train_df, smoke.examples_per_class, settings.seed, goal.multi_label)
+    val_sub = balanced_subset(val_df, smoke.eval_examples_per_class, settings.seed, goal.multi_label)
     checks: list[dict] = []
 
     def passed(name: str, detail: str) -> None:
         checks.append({"check": name, "passed": True, "detail": detail})
         log.info("smoke check '%s' passed: %s", name, detail)
 
-    tokenizer, model, origin = modeling.load_for_training(model_name, labels, settings.seed, builder)
+    tokenizer, model, origin = modeling.load_for_training(model_name, labels, settings.seed, builder, task)
     passed("model loads", f"{model_name} from {origin}")
     batch_size = min(settings.batch_size, len(train_sub))
     steps_per_epoch = math.ceil(len(train_sub) / batch_size)
@@ -122,9 +140,9 @@ def run(model_name: str, labels: list[str], train_df: pd.DataFrame, val_df: pd.D
     events: list[tuple[float, str, dict]] = []
     try:
         result = loop.train(
-            model, tokenizer, train_sub["text"].tolist(), train_sub["label"].map(index).to_numpy(),
-            val_sub["text"].tolist(), val_sub["label"].map(index).to_numpy(), run_settings, hw,
-            on_metrics=lambda metrics, step: events.append((time.perf_counter(), step, metrics)))
+            model, tokenizer, train_sub["text"].tolist(), goal.targets(train_sub["label"], labels),
+            val_sub["text"].tolist(), goal.targets(val_sub["label"], labels), run_settings, hw,
+            on_metrics=lambda metrics, step: events.append((time.perf_counter(), step, metrics)), objective=goal)
     except FloatingPointError as err:
         raise SmokeFailure("loss is finite", f"{err}") from None
     losses = [m["train/loss"] for _, _, m in events if "train/loss" in m]
@@ -140,17 +158,18 @@ def run(model_name: str, labels: list[str], train_df: pd.DataFrame, val_df: pd.D
                                              "Check train.learning_rate (too low or too high) and that labels match texts.")
     passed("loss decreases", f"{first:.4f} → {last:.4f}")
 
-    live = modeling.Predictor(model, tokenizer, settings.max_length, hw)
+    live = modeling.Predictor(model, tokenizer, settings.max_length, hw, meta={"task": task})
     val_texts = val_sub["text"].tolist()
     probs = live.predict_proba(val_texts, settings.eval_batch_size)
     if not np.isfinite(probs).all() or probs.shape != (len(val_texts), len(labels)):
         raise SmokeFailure("evaluation runs", f"probabilities of shape {probs.shape} with non-finite values")
-    accuracy = float((probs.argmax(1) == val_sub["label"].map(index).to_numpy()).mean())
+    truth = goal.targets(val_sub["label"], labels)
+    accuracy = float((goal.decide(probs) == truth).reshape(len(val_texts), -1).all(1).mean())
     passed("evaluation runs", f"{len(val_texts)} validation rows, accuracy {accuracy:.2f} (tiny subset: not a score)")
 
     with tempfile.TemporaryDirectory(prefix="smoke-model-") as folder:
         modeling.save(model, tokenizer, Path(folder), {"max_length": settings.max_length, "abstain_threshold": None,
-                                                       "labels": labels, "smoke": True})
+                                                       "labels": labels, "smoke": True, "task": task})
         try:
             loaded = modeling.Predictor.from_dir(folder, hw)
         except Exception as err:  # anything here means the saved folder is unusable
@@ -164,7 +183,8 @@ def run(model_name: str, labels: list[str], train_df: pd.DataFrame, val_df: pd.D
                                f"{smoke.prediction_tolerance:g}) or a different predicted class.")
         passed("identical predictions after reload", f"max difference {difference:.1e}")
         problems = label_mapping_problems(labels, loaded)
-        decoded = [p.label for p in loaded.predict(val_texts[:len(labels)])]
+        predicted = loaded.predict(val_texts[:len(labels)])
+        decoded = [label for p in predicted for label in (p.labels if goal.multi_label else [p.label])]
         if problems or any(label not in labels for label in decoded):
             raise SmokeFailure("label mapping round-trip", "; ".join(problems) or f"decoded labels {decoded}")
         passed("label mapping round-trip", f"{len(labels)} labels")
@@ -213,7 +233,8 @@ def gate(report: dict) -> dict:
 @stage("smoke")
 def main(cfg: DictConfig) -> None:
     processed, reports = Path(cfg.paths.processed), Path(cfg.paths.reports)
-    labels = dataset.read_labels(processed)["labels"]
+    label_info = dataset.read_labels(processed)
+    labels = label_info["labels"]
     train_df, val_df = dataset.read_split(processed, "train"), dataset.read_split(processed, "validation")
     hw = compute.select(cfg.compute.device, cfg.compute.precision, cfg.compute.threads)
     compute.seed_everything(cfg.compute.seed)
@@ -221,7 +242,8 @@ def main(cfg: DictConfig) -> None:
     gate_path = reports / "gates" / "smoke.json"   # gates.SMOKE_GATE
     for stale in (reports / "smoke.json", gate_path):   # a failed smoke test leaves no stale pass behind
         stale.unlink(missing_ok=True)
-    report = run(cfg.model.name, labels, train_df, val_df, settings_from(cfg), settings, hw, cfg.model.get("builder"))
+    report = run(cfg.model.name, labels, train_df, val_df, settings_from(cfg), settings, hw, cfg.model.get("builder"),
+                 label_info.get("task", multilabel.SINGLE))
     write_json(reports / "smoke.json", report)
     write_gate(gate_path, gate(report))
     log.info("smoke test passed in %.1f s on %s (%s): %.0f train / %.0f inference examples per second",

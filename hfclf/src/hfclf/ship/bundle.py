@@ -5,6 +5,10 @@ snippet of its card, whose one `model_id = "..."` line names the repo the folder
 the card, the confusion matrix) through infra/files.py, so a failure never leaves half of it;
 `retarget` points the snippet at another repo (publish does, when the target is known).
 
+A multi-label model (classifier.json `task: multi_label`) gets its own snippet,
+`multi_label_snippet`: the pipeline's per-label sigmoid scores against the per-label thresholds of
+classifier.json; its labels.json records the task and those thresholds too.
+
 The library code that ships with a model is chosen here too: `INFERENCE_MODULES`, the part of
 hfclf that loads and runs a trained model (light dependencies: torch, transformers, numpy), which
 `copy_library` copies as `hfclf/...` into the MLflow model (register.py) and the Space (space.py).
@@ -17,6 +21,7 @@ import shutil
 from pathlib import Path
 
 import hfclf
+from hfclf.data import multilabel as label_sets
 from hfclf.infra.files import staged_folder
 
 LIBRARY_DIR = Path(hfclf.__file__).resolve().parent
@@ -65,6 +70,32 @@ def usage_snippet(repo_id: str, threshold) -> str:
     ])
 
 
+def multi_label_snippet(repo_id: str) -> str:
+    """A runnable example for a published multi-label folder: transformers pipeline (one sigmoid score
+    per label, from the model's problem_type) + the per-label thresholds saved in classifier.json."""
+    return "\n".join([
+        "```python",
+        "import json",
+        "",
+        "from transformers import pipeline",
+        "from transformers.utils import cached_file",
+        "",
+        f'model_id = "{repo_id}"',
+        "# Multi-label: one independent (sigmoid) score per label; every label whose score reaches its",
+        "# own threshold applies - several labels, or none. The thresholds were tuned on validation.",
+        'classify = pipeline("text-classification", model=model_id, top_k=None)',
+        'with open(cached_file(model_id, "classifier.json"), encoding="utf-8") as f:',
+        '    thresholds = json.load(f)["thresholds"]   # one per label, in the model\'s label order',
+        "label_ids = classify.model.config.label2id",
+        "",
+        'tickets = ["I was charged twice and my parcel never arrived", "how do I change my shipping address?"]',
+        "for ticket, scores in zip(tickets, classify(tickets, truncation=True)):",
+        '    labels = sorted(s["label"] for s in scores if s["score"] >= thresholds[label_ids[s["label"]]])',
+        '    print(f"{json.dumps(labels)}  {ticket}")',
+        "```",
+    ])
+
+
 def extract_snippet(card_text: str) -> str:
     """The Python code of the card's usage snippet (the first ```python block)."""
     match = re.search(r"```python\n(.*?)```", card_text, re.S)
@@ -102,11 +133,19 @@ def stage_folder(model_dir: Path, out_dir: Path, card_text: str, confusion_png: 
         (tmp / LABELS_FILE).write_text(json.dumps({
             "labels": labels, "id2label": {str(i): label for i, label in enumerate(labels)},
             "label2id": {label: i for i, label in enumerate(labels)},
-            "abstain_threshold": meta.get("abstain_threshold")}, indent=2), encoding="utf-8")
+            "abstain_threshold": meta.get("abstain_threshold"), **_multi_label_entries(meta)}, indent=2),
+            encoding="utf-8")
         if confusion_png.exists():
             shutil.copy2(confusion_png, tmp / CONFUSION_IMAGE)
         (tmp / CARD_FILE).write_text(card_text, encoding="utf-8")
     return sorted(out_dir.iterdir())
+
+
+def _multi_label_entries(meta: dict) -> dict:
+    """labels.json's extra keys for a multi-label model (none for a single-label one)."""
+    if not label_sets.is_multi_label(meta):
+        return {}
+    return {"task": label_sets.MULTI, "thresholds": meta.get("thresholds")}
 
 
 def copy_library(modules, dest: Path) -> Path:

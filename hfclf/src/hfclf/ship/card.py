@@ -4,8 +4,9 @@
 register, and of review/analyze when they exist, dvc.lock); `build` turns that into a
 `huggingface_hub.ModelCard`: metadata (hub_metadata.py, validated the way the Hub reads it) on top
 of the Markdown written here, next to the data it describes; bundle.py writes the folder atomically.
-The card is also logged into the model's MLflow run. Output: dist/model/ (README.md, weights,
-config, tokenizer, labels.json, classifier.json, confusion_matrix.png).
+A multi-label model (classifier.json `task: multi_label`) gets the same card with its own
+sections from card_multilabel.py. The card is also logged into the model's MLflow run. Output:
+dist/model/ (README.md, weights, config, tokenizer, labels.json, classifier.json, confusion_matrix.png).
 """
 from __future__ import annotations
 
@@ -19,11 +20,12 @@ import pandas as pd
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
+from hfclf.data import multilabel as label_sets
 from hfclf.infra import tracking
 from hfclf.infra.cli import stage
 from hfclf.infra.errors import UserError
 from hfclf.infra.render import md_table, pct
-from hfclf.ship import bundle, hub_metadata
+from hfclf.ship import bundle, card_multilabel, hub_metadata
 
 log = logging.getLogger(__name__)
 
@@ -103,12 +105,12 @@ def _hyperparameters(inputs: CardInputs) -> list[tuple[str, str]]:
     return rows
 
 
-def _baselines_table(inputs: CardInputs) -> str:
-    keys = ["accuracy", "macro_f1"]
+def _baselines_table(inputs: CardInputs, keys=("accuracy", "macro_f1"), names=("accuracy", "macro-F1")) -> str:
+    """This model against the evaluation stage's baselines on `keys` (shown as `names`), and the margin."""
     rows = [("**this model**", *(float(inputs.metrics.get(k, float("nan"))) for k in keys))]
     for name, scores in inputs.baselines.items():
         rows.append((name, *(float(scores[k]) if isinstance(scores.get(k), (int, float)) else "-" for k in keys)))
-    table = md_table(["model", "accuracy", "macro-F1"], rows)
+    table = md_table(["model", *names], rows)
     margin, best = inputs.metrics.get("margin_over_best_baseline"), inputs.metrics.get("best_baseline")
     if isinstance(margin, dict) and best:
         table += ("\n\nMargin over the best baseline (" + str(best) + "): "
@@ -167,26 +169,32 @@ def _reproducibility(inputs: CardInputs) -> str:
     return "\n".join(lines)
 
 
-def body(inputs: CardInputs, settings: dict, repo_id: str) -> str:
-    meta, metrics, training, profile = inputs.meta, inputs.metrics, inputs.training, inputs.profile
-    labels = meta["labels"]
-    base = meta.get("base_model")
+def provenance(inputs: CardInputs, settings: dict) -> str:
+    """`fine-tuned from <base> on <data> (text column ..., label column ...)`, the base and data linked on the Hub."""
+    base = inputs.meta.get("base_model")
     base_link = f"[`{base}`](https://huggingface.co/{base})" if hub_metadata.is_hub_id(base) else f"`{base}`"
     source = settings["dataset"]
     source_text = f"[`{source}`](https://huggingface.co/datasets/{source})" if hub_metadata.is_hub_id(source) else f"`{Path(source).name}`"
-    threshold = meta.get("abstain_threshold")
-    rows = profile.get("rows", {})
-    support = {label: inputs.per_class.get(label, {}).get("support", 0) for label in labels}
+    return (f"fine-tuned from {base_link} on {source_text} "
+            f"(text column `{settings['text_column']}`, label column `{settings['label_column']}`)")
 
-    out = [f"# {settings['model_name']}", "", settings["description"], "",
-           f"A text classifier for {len(labels)} labels, fine-tuned from {base_link} on {source_text} "
-           f"(text column `{settings['text_column']}`, label column `{settings['label_column']}`). "
-           f"On the held-out test split ({metrics.get('n', rows.get('test', '?'))} texts) it reaches "
-           f"**accuracy {pct(metrics['accuracy'])}** and **macro-F1 {pct(metrics['macro_f1'])}**.", "",
-           "## Labels", "",
+
+def _summary(inputs: CardInputs, settings: dict) -> list[str]:
+    metrics, rows = inputs.metrics, inputs.profile.get("rows", {})
+    return [f"A text classifier for {len(inputs.meta['labels'])} labels, {provenance(inputs, settings)}. "
+            f"On the held-out test split ({metrics.get('n', rows.get('test', '?'))} texts) it reaches "
+            f"**accuracy {pct(metrics['accuracy'])}** and **macro-F1 {pct(metrics['macro_f1'])}**.", ""]
+
+
+def _labels(inputs: CardInputs) -> list[str]:
+    """The label table, and how the abstain threshold (if any) was chosen."""
+    meta, labels = inputs.meta, inputs.meta["labels"]
+    support = {label: inputs.per_class.get(label, {}).get("support", 0) for label in labels}
+    out = ["## Labels", "",
            md_table(["id", "label", "test F1", "test support"],
                     [(i, label, float(inputs.per_class.get(label, {}).get("f1", float("nan"))), support[label])
                      for i, label in enumerate(labels)]), ""]
+    threshold = meta.get("abstain_threshold")
     if threshold is not None:
         chosen = meta.get("abstain") or {}
         how = (f" It was chosen on the validation split for a precision of at least {chosen['target_precision']} "
@@ -194,53 +202,92 @@ def body(inputs: CardInputs, settings: dict, repo_id: str) -> str:
                if {"target_precision", "coverage", "precision"} <= set(chosen) else "")
         out += [f"Below a top-class confidence of **{float(threshold):.3f}** (saved in `classifier.json`) the "
                 f"model's answer should be read as `UNKNOWN` and routed to a person.{how}", ""]
+    return out
 
-    out += ["## Intended use", "", settings["intended_use"].strip(), "",
+
+def _use(settings: dict, snippet: str, intended_note: list[str]) -> list[str]:
+    return ["## Intended use", "", settings["intended_use"].strip(), "", *intended_note,
             "## Out-of-scope use", "", *[f"- {item}" for item in settings["out_of_scope"]], "",
-            "## How to use", "", bundle.usage_snippet(repo_id, threshold), "",
+            "## How to use", "", snippet, "",
             "In the project that trained it: `make predict TICKET=\"my parcel never arrived\"`, or "
             "`hfclf predict predict.input=tickets.csv predict.output=predictions.csv` for a file.", ""]
 
-    stop = training.get("stop_reason", "?")
-    out += ["## Training details", "",
+
+def _training(inputs: CardInputs, units: str, best_line: str) -> list[str]:
+    """Training details: data (`units`: classes | labels), device, time, the best epoch, sizes, hyperparameters."""
+    training, profile, labels = inputs.training, inputs.profile, inputs.meta["labels"]
+    rows = profile.get("rows", {})
+    return ["## Training details", "",
             f"- data: {rows.get('train', '?')} train / {rows.get('validation', '?')} validation / "
-            f"{rows.get('test', '?')} test texts, {profile.get('num_classes', len(labels))} classes",
+            f"{rows.get('test', '?')} test texts, {profile.get('num_classes', len(labels))} {units}",
             f"- device: `{training.get('device', '?')}` · precision: `{training.get('precision', '?')}` · "
             f"threads: {training.get('threads', '?')}",
             f"- training time: {float(training.get('train_seconds', 0)):.0f} s · {training.get('steps', '?')} steps · "
-            f"epochs run: {training.get('epochs_run', '?')} · stopped: {stop}",
-            f"- best epoch {training.get('best_epoch', '?')} by validation macro-F1 "
-            f"({float(training.get('best_val_macro_f1', 0)):.4f})",
+            f"epochs run: {training.get('epochs_run', '?')} · stopped: {training.get('stop_reason', '?')}",
+            best_line,
             f"- parameters: {int(training.get('parameters', 0)):,} ({int(training.get('trainable_parameters', 0)):,} trainable)",
             "", md_table(["hyperparameter", "value"], _hyperparameters(inputs)), ""]
 
-    out += ["## Evaluation", "", "On the test split, never seen during training or model selection:", "",
-            md_table(["metric", "value"], [(k.replace("_", "-"), float(metrics[k]))
-                                           for k in ("accuracy", "macro_f1", "weighted_f1") if k in metrics]), ""]
+
+def _best_epoch(training: dict) -> str:
+    return (f"- best epoch {training.get('best_epoch', '?')} by validation macro-F1 "
+            f"({float(training.get('best_val_macro_f1', 0)):.4f})")
+
+
+def _evaluation(inputs: CardInputs) -> list[str]:
+    metrics = inputs.metrics
+    out = ["## Evaluation", "", "On the test split, never seen during training or model selection:", "",
+           md_table(["metric", "value"], [(k.replace("_", "-"), float(metrics[k]))
+                                          for k in ("accuracy", "macro_f1", "weighted_f1") if k in metrics]), ""]
     out += _confidence_intervals(metrics)
     if inputs.baselines:
         out += ["", "### Baselines (same split)", "", _baselines_table(inputs)]
     worst = sorted(inputs.per_class.items(), key=lambda kv: kv[1].get("f1", 0))
-    out += ["", "### Per class", "",
-            md_table(["label", "precision", "recall", "F1", "support"],
-                     [(label, float(s["precision"]), float(s["recall"]), float(s["f1"]), int(s["support"]))
-                      for label, s in worst]), "",
-            "### Confusion matrix", "", f"![confusion matrix, row-normalised]({bundle.CONFUSION_IMAGE})", ""]
+    return out + ["", "### Per class", "",
+                  md_table(["label", "precision", "recall", "F1", "support"],
+                           [(label, float(s["precision"]), float(s["recall"]), float(s["f1"]), int(s["support"]))
+                            for label, s in worst]), "",
+                  "### Confusion matrix", "", f"![confusion matrix, row-normalised]({bundle.CONFUSION_IMAGE})", ""]
 
-    out += ["## Failure analysis and limitations", ""]
-    wrong = inputs.predictions[inputs.predictions["actual"] != inputs.predictions["predicted"]]
+
+def _errors(inputs: CardInputs) -> list[str]:
+    """The most frequent confusions, and the limit every single-label classifier has."""
+    predictions, labels = inputs.predictions, inputs.meta["labels"]
+    wrong = predictions[predictions["actual"] != predictions["predicted"]]
     pairs = wrong.groupby(["actual", "predicted"]).size().sort_values(ascending=False).head(5)
-    if len(pairs):
-        out += ["Most frequent confusions on the test split:", "",
-                *[f"- {a} → {p}: {n}×" for (a, p), n in pairs.items()], ""]
-    out += [*[f"- {item}" for item in settings["limitations"]],
-            f"- It knows only these {len(labels)} labels: any other request is forced into one of them"
-            + (" unless its confidence falls below the abstain threshold." if threshold is not None else
-               " (no abstain threshold is set for this model)."), ""]
+    out = (["Most frequent confusions on the test split:", "",
+            *[f"- {a} → {p}: {n}×" for (a, p), n in pairs.items()], ""] if len(pairs) else [])
+    limit = (f"- It knows only these {len(labels)} labels: any other request is forced into one of them"
+             + (" unless its confidence falls below the abstain threshold." if inputs.meta.get("abstain_threshold")
+                is not None else " (no abstain threshold is set for this model)."))
+    return out + [limit]
+
+
+def _limitations(inputs: CardInputs, settings: dict, errors: list[str]) -> list[str]:
+    """Failure analysis and limitations: `errors` (the task's own lines, its limit last), the configured
+    limitations and an excerpt of reports/failure_analysis.md."""
+    out = ["## Failure analysis and limitations", "", *errors[:-1],
+           *[f"- {item}" for item in settings["limitations"]], errors[-1], ""]
     if inputs.failure_analysis and settings["failure_analysis_max_lines"] > 0:
         out += ["### From the failure analysis", "", _failure_excerpt(inputs.failure_analysis,
                                                                       settings["failure_analysis_max_lines"]), ""]
-    out += ["## Reproducibility", "", _reproducibility(inputs), ""]
+    return out
+
+
+def body(inputs: CardInputs, settings: dict, repo_id: str) -> str:
+    """The card's Markdown; a multi-label model's task-specific sections come from card_multilabel.py."""
+    if label_sets.is_multi_label(inputs.meta):
+        baselines = _baselines_table(inputs, *card_multilabel.BASELINE_COLUMNS) if inputs.baselines else None
+        sections = card_multilabel.sections(inputs, settings, repo_id, provenance(inputs, settings), baselines)
+    else:
+        sections = {"summary": _summary(inputs, settings), "labels": _labels(inputs), "intended": [],
+                    "snippet": bundle.usage_snippet(repo_id, inputs.meta.get("abstain_threshold")),
+                    "units": "classes", "best_epoch": _best_epoch(inputs.training),
+                    "evaluation": _evaluation(inputs), "errors": _errors(inputs)}
+    out = [f"# {settings['model_name']}", "", settings["description"], "", *sections["summary"],
+           *sections["labels"], *_use(settings, sections["snippet"], sections["intended"]),
+           *_training(inputs, sections["units"], sections["best_epoch"]), *sections["evaluation"],
+           *_limitations(inputs, settings, sections["errors"]), "## Reproducibility", "", _reproducibility(inputs), ""]
     return "\n".join(out)
 
 

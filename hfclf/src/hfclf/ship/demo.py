@@ -70,16 +70,29 @@ class Demo:
         return text
 
     def classify(self, text: str) -> tuple[dict[str, float], str]:
-        """(top-k label -> confidence, the decision line)."""
+        """(top-k label -> confidence, the decision line). Multi-label: the scores hold every label over
+        its threshold (and the top-k), the decision line lists those labels."""
         text = self._check_text(text)
         prediction = self.predictor.predict([text], top_k=self.settings["top_k"])[0]
         scores = {label: round(score, 4) for label, score in prediction.top_k}
+        if prediction.labels is not None:   # top_k holds every chosen label (Predictor)
+            return scores, self._label_set_line(prediction)
         if prediction.label == UNKNOWN:
             decision = (f"{UNKNOWN} - best guess {prediction.top_k[0][0]} at {prediction.confidence:.2f}, "
                         f"below the abstain threshold {self.threshold:.2f}")
         else:
             decision = f"{prediction.label} ({prediction.confidence:.2f})"
         return scores, decision
+
+    def _label_set_line(self, prediction) -> str:
+        """`billing (0.91); refund (0.63)`, or why no label was given."""
+        scores = dict(prediction.top_k)
+        if prediction.labels:
+            return "; ".join(f"{label} ({scores[label]:.2f})" for label in prediction.labels)
+        closest, score = prediction.top_k[0]
+        index = self.predictor.labels.index(closest)
+        return (f"no label - none is over its threshold; closest {closest} at {score:.2f} "
+                f"(threshold {self.predictor.thresholds[index]:.2f})")
 
     def classify_file(self, path: str | None) -> str:
         """Predictions for an uploaded CSV, written to a new temporary CSV whose path is returned."""
@@ -113,8 +126,11 @@ class Demo:
         """Append one feedback row to the local CSV; returns a confirmation line."""
         text = self._check_text(text)
         labels = set(self.predictor.labels) | {UNKNOWN}
-        if correct_label and correct_label not in labels:
-            raise ValueError(f"'{correct_label}' is not one of the model's labels.")
+        given = [correct_label] if isinstance(correct_label, str) else list(correct_label or [])  # multi-label: several
+        unknown = [label for label in given if label not in labels]
+        if unknown:
+            raise ValueError(f"'{unknown[0]}' is not one of the model's labels.")
+        correct_label = "; ".join(given)
         self.flagging_dir.mkdir(parents=True, exist_ok=True)
         path = self.flagging_dir / FEEDBACK_FILE
         with self._lock:
@@ -125,6 +141,8 @@ class Demo:
                     writer.writerow(FEEDBACK_COLUMNS)
                 # every cell is formula-safe: `decision` is whatever the client sent, not our label
                 label, _, confidence = (decision or "").partition(" ")
+                if self.predictor.multi_label:   # the whole label-set line; the confidences are in it
+                    label, confidence = decision or "", ""
                 writer.writerow(safe_row([datetime.now(timezone.utc).isoformat(timespec="seconds"), text,
                                           label[:200], confidence.strip("()")[:50], correct_label or "",
                                           (comment or "")[:500]]))
@@ -160,6 +178,9 @@ def build_app(predictor: Predictor, settings: dict, examples: list[list[str]]):
 
     threshold = (f"Below a confidence of {predictor.threshold:.2f} the answer is `{UNKNOWN}`."
                  if predictor.threshold is not None else "No abstain threshold is set: the best label is always given.")
+    if predictor.multi_label:
+        threshold = ("A ticket gets every label whose score reaches that label's own threshold (tuned on "
+                     "validation), so it can get several labels, or none.")
     with gr.Blocks(title=settings["title"]) as blocks:
         gr.Markdown(f"# {settings['title']}\n{settings['description']} {threshold}")
         with gr.Tab("One ticket"):
@@ -169,12 +190,15 @@ def build_app(predictor: Predictor, settings: dict, examples: list[list[str]]):
                                       placeholder="e.g. I was charged twice for my order")
                     submit = gr.Button("Submit", variant="primary")
                 with gr.Column():
-                    decision = gr.Textbox(label="Predicted label", interactive=False)
-                    scores = gr.Label(label="Top labels", num_top_classes=settings["top_k"])
+                    decision = gr.Textbox(label="Predicted labels" if predictor.multi_label else "Predicted label",
+                                          interactive=False)
+                    scores = gr.Label(label="Top labels", num_top_classes=None if predictor.multi_label else settings["top_k"])
             if examples:
                 gr.Examples(examples=examples, inputs=[text], label="Examples from the test set (the later ones are hard)")
             with gr.Accordion("Wrong? Tell us (saved to a local CSV)", open=False):
-                correct = gr.Dropdown(choices=[*predictor.labels, UNKNOWN], label="Correct label")
+                correct = (gr.Dropdown(choices=predictor.labels, multiselect=True, label="Correct labels")
+                           if predictor.multi_label else
+                           gr.Dropdown(choices=[*predictor.labels, UNKNOWN], label="Correct label"))
                 comment = gr.Textbox(label="Comment (optional)", max_length=500)
                 flag_button = gr.Button("Flag")
                 flagged = gr.Markdown()

@@ -1,6 +1,11 @@
 """The model card's YAML metadata - what the Hugging Face Hub reads from it: licence, base model,
 datasets, pipeline tag, widget examples and the model-index of test scores - and `validate`,
 which checks that metadata the way the Hub reads it (card.py puts it on top of the card).
+
+A multi-label model's metadata has its own model-index (micro/macro/samples F1 with their
+`average` as args, subset accuracy as exact_match, Hamming loss) and the tag
+`multi-label-classification`; the pipeline tag stays text-classification, which the Hub's widget
+runs with one sigmoid score per label (the model's problem_type).
 """
 from __future__ import annotations
 
@@ -11,6 +16,8 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from hfclf.data import multilabel as label_sets
+
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 HUB_LICENSES = {"apache-2.0", "mit", "cc-by-4.0", "cc-by-sa-4.0", "cc-by-nc-4.0", "cdla-sharing-1.0",
                 "cdla-permissive-2.0", "bsd-3-clause", "gpl-3.0", "openrail", "other", "unknown"}
@@ -20,8 +27,9 @@ def is_hub_id(name: str | None) -> bool:
     return bool(name) and bool(HUB_ID.match(str(name))) and not Path(str(name)).exists()
 
 
-def widget_examples(predictions: pd.DataFrame, n: int, max_chars: int = 200) -> list[dict]:
-    """Correctly classified test texts, one per class in turn, the most confident first."""
+def widget_examples(predictions: pd.DataFrame, n: int, max_chars: int = 200, title=str) -> list[dict]:
+    """Correctly classified test texts, one per class (multi-label: per label set) in turn, the most
+    confident first; `title` names an example after its actual label (set)."""
     right = predictions[predictions["actual"] == predictions["predicted"]]
     if "confidence" in right:
         right = right.sort_values("confidence", ascending=False)
@@ -29,8 +37,30 @@ def widget_examples(predictions: pd.DataFrame, n: int, max_chars: int = 200) -> 
     for _, row in right.groupby("actual", sort=True).head(1).iterrows():
         if len(picked) >= n:
             break
-        picked.append({"text": str(row["text"])[:max_chars], "example_title": str(row["actual"])})
+        picked.append({"text": str(row["text"])[:max_chars], "example_title": title(row["actual"])})
     return picked
+
+
+# The model-index rows: (metric type, metrics.json key, name, config, args) of the task's test scores.
+SINGLE_LABEL_METRICS = (("accuracy", "accuracy", "Accuracy", None, None), ("f1", "macro_f1", "Macro F1", "macro", None),
+                        ("f1", "weighted_f1", "Weighted F1", "weighted", None))
+MULTI_LABEL_METRICS = (("f1", "micro_f1", "micro-F1", "micro", {"average": "micro"}),
+                       ("f1", "macro_f1", "macro-F1", "macro", {"average": "macro"}),
+                       ("f1", "samples_f1", "samples-F1", "samples", {"average": "samples"}),
+                       ("exact_match", "subset_accuracy", "subset accuracy", None, None),
+                       ("hamming_loss", "hamming_loss", "Hamming loss", None, None))
+TAGS = ["text-classification", "generated-from-cookiecutter-hf-classifier"]
+MULTI_LABEL_TAG = "multi-label-classification"
+
+
+def _task(meta: dict) -> dict:
+    """What the metadata says differently for a multi-label model: metrics, tags, widget titles."""
+    if not label_sets.is_multi_label(meta):
+        return {"rows": SINGLE_LABEL_METRICS, "task_name": "Text Classification", "tags": TAGS,
+                "metrics": ["accuracy", "f1"], "title": str}
+    return {"rows": MULTI_LABEL_METRICS, "task_name": "Multi-label Text Classification",
+            "tags": [TAGS[0], MULTI_LABEL_TAG, *TAGS[1:]], "metrics": ["f1", "exact_match", "hamming_loss"],
+            "title": label_sets.readable}
 
 
 def card_data(inputs, settings: dict):
@@ -40,13 +70,12 @@ def card_data(inputs, settings: dict):
     source = settings["dataset"]
     dataset_type = source if is_hub_id(source) else Path(source).suffix.lstrip(".") or "local"
     dataset_name = source if is_hub_id(source) else Path(source).name
-    metric_rows = [("accuracy", "accuracy", "Accuracy", None), ("f1", "macro_f1", "Macro F1", "macro"),
-                   ("f1", "weighted_f1", "Weighted F1", "weighted")]
-    results = [EvalResult(task_type="text-classification", task_name="Text Classification",
+    task = _task(inputs.meta)
+    results = [EvalResult(task_type="text-classification", task_name=task["task_name"],
                           dataset_type=dataset_type, dataset_name=dataset_name, dataset_split="test",
                           metric_type=kind, metric_value=round(float(inputs.metrics[key]), 4), metric_name=name,
-                          metric_config=config)
-               for kind, key, name, config in metric_rows if key in inputs.metrics]
+                          metric_config=config, metric_args=args)
+               for kind, key, name, config, args in task["rows"] if key in inputs.metrics]
     license_ = settings["license"]
     extra = {"license_name": settings.get("license_name") or "custom"} if license_ == "other" else {}
     return ModelCardData(
@@ -54,9 +83,8 @@ def card_data(inputs, settings: dict):
         library_name="transformers", pipeline_tag="text-classification",
         base_model=inputs.meta.get("base_model") if is_hub_id(inputs.meta.get("base_model")) else None,
         datasets=[source] if is_hub_id(source) else None,
-        tags=["text-classification", "generated-from-cookiecutter-hf-classifier"],
-        metrics=["accuracy", "f1"], eval_results=results,
-        widget=widget_examples(inputs.predictions, settings["widget_examples"]), **extra)
+        tags=task["tags"], metrics=task["metrics"], eval_results=results,
+        widget=widget_examples(inputs.predictions, settings["widget_examples"], title=task["title"]), **extra)
 
 
 def validate(card) -> list[str]:

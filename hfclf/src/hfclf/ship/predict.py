@@ -8,9 +8,10 @@ The one text comes from the environment variable TICKET (conf/predict.yaml reads
 `text: ${oc.env:TICKET,null}`), so a ticket's quotes, `=` or `$` never pass through a shell or
 Hydra's override grammar. Each text gets its label - `UNKNOWN` when the top confidence is below the
 model's abstain threshold (classifier.json) - the confidence and the top-k labels, printed on
-stdout (log lines go to stderr). A file (CSV, or TSV by its extension) is predicted in batches
-with a progress bar; the output CSV is the input plus `predicted_label`, `confidence` and `top_k`
-(JSON) columns, written atomically. Relative paths are the project root's, like every hfclf command's.
+stdout (log lines go to stderr); a multi-label model gives each text its label set (every label at
+or over its threshold; `labels` in JSON, `predicted_labels` in a file). A file (CSV, or TSV by its
+extension) is predicted in batches with a progress bar; the output CSV is the input plus
+`predicted_label`, `confidence` and `top_k` (JSON) columns, written atomically. Relative paths are the project root's, like every hfclf command's.
 
 Only light imports at module level: the demo and the Hugging Face Space reuse `with_predictions`.
 """
@@ -74,8 +75,11 @@ def read_input(path: Path, column: str | None, candidates: list[str]):
 
 
 def with_predictions(frame, predictions):
-    """The input rows plus predicted_label (UNKNOWN below the threshold), confidence and top_k (JSON)."""
+    """The input rows plus predicted_label (UNKNOWN below the threshold), confidence and top_k (JSON);
+    multi-label: predicted_labels (a JSON list) too, predicted_label being the same labels joined by '; '."""
     frame = frame.copy()
+    if predictions and predictions[0].labels is not None:
+        frame["predicted_labels"] = [json.dumps(p.labels, ensure_ascii=False) for p in predictions]
     frame["predicted_label"] = [p.label for p in predictions]
     frame["confidence"] = [round(p.confidence, 4) for p in predictions]
     frame["top_k"] = [json.dumps([[label, round(score, 4)] for label, score in p.top_k]) for p in predictions]
@@ -84,6 +88,8 @@ def with_predictions(frame, predictions):
 
 def run(s: PredictSettings) -> None:
     """Label `s.text` or the rows of `s.input`; print them, or write `s.output`."""
+    import pandas as pd
+
     from hfclf.infra import compute
     from hfclf.infra.files import write_csv
     from hfclf.train.modeling import Predictor
@@ -96,7 +102,8 @@ def run(s: PredictSettings) -> None:
     if s.output:
         frame = with_predictions(frame, predictions)
         write_csv(frame, Path(s.output))   # atomic and formula-safe
-        counts = frame["predicted_label"].value_counts()
+        counts = (frame["predicted_label"].value_counts() if predictor.task != "multi_label" else
+                  pd.Series([label for p in predictions for label in p.labels], dtype=object).value_counts())
         print(f"wrote {len(frame)} predictions to {s.output} ("
               + ", ".join(f"{label} {n}" for label, n in counts.items()) + ")", file=sys.stderr)
         return
@@ -104,10 +111,12 @@ def run(s: PredictSettings) -> None:
         if s.json:
             print(json.dumps({"text": text, "label": p.label, "confidence": round(p.confidence, 4),
                               "top_k": [[label, round(score, 4)] for label, score in p.top_k],
+                              **({"labels": p.labels} if p.labels is not None else {}),
                               **({"reason": p.reason} if p.reason else {})}))
         else:
             others = "  ".join(f"{label} {score:.3f}" for label, score in p.top_k) or p.reason or ""
-            print(f"{p.label:<20} {p.confidence:.3f}  [{others}]  {text[:80]}")
+            shown = p.label if p.labels is None else "; ".join(p.labels) or "(no label)"
+            print(f"{shown:<20} {p.confidence:.3f}  [{others}]  {text[:80]}")
 
 
 def _logs_to_stderr() -> None:

@@ -9,6 +9,7 @@ never by surprise.
 repo id or a token that plan is all there is (a dry run). With both, `push` creates the repo if
 needed and uploads the folder in **one** commit whose message names the git commit; files the
 Hub already has unchanged are skipped, so a re-run is a no-op. Nothing local is ever deleted.
+The Space's README says what the demo answers: a label, or (a multi-label model) a label set.
 
 A real push is recorded in reports/publish.json and on the model's MLflow run and registered
 version (repo, commit). The token is only handed to huggingface_hub: it is never printed, logged,
@@ -24,6 +25,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from hfclf.data import multilabel as label_sets
 from hfclf.infra import files, tracking
 from hfclf.infra.cli import stage
 from hfclf.infra.errors import UserError
@@ -54,6 +56,12 @@ class Plan:
     commit_description: str
     token_source: str | None    # where the token came from (never the token itself)
     dry_run_reason: str | None  # None = this plan will be pushed
+
+
+def is_multi_label(model_dir: Path) -> bool:
+    """Whether the staged model predicts label sets (its classifier.json's task)."""
+    meta_path = model_dir / "classifier.json"
+    return meta_path.exists() and label_sets.is_multi_label(json.loads(meta_path.read_text(encoding="utf-8")))
 
 
 def resolve_token() -> tuple[str | None, str | None]:
@@ -249,7 +257,7 @@ def main(cfg: DictConfig) -> None:
 
         examples = demo.examples_from(reports / "predictions.csv", demo_settings["examples"])
         space.build_space(space_dir, model_repo, demo_settings, examples, card_settings.model_name,
-                          card_settings.license)
+                          card_settings.license, is_multi_label(Path(cfg.publish.model_dir)))
 
     plan = build_plan(
         Path(cfg.publish.model_dir), repo_id, cfg.hub_repo.private, space_id, cfg.hub_repo.space_private,

@@ -6,7 +6,9 @@ code the model runs (bundle.INFERENCE_MODULES, as `hfclf/...`) travels inside th
 (`code_paths`), so loading it needs no install of hfclf, only its dependencies.
 
 Registering is idempotent: a version of the same run whose weights, classifier.json and code
-match is reused, not duplicated. Output: reports/registry.json (name, version, models:/ URI)
+match is reused, not duplicated. A multi-label model's signature adds the `labels` column (the
+predicted label set, serving.py) and its version is tagged with the task and per-label thresholds
+instead of an abstain threshold. Output: reports/registry.json (name, version, models:/ URI)
 that `card` and `publish` record.
 """
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from hfclf.data import multilabel as label_sets
 from hfclf.infra import tracking
 from hfclf.infra.cli import stage
 from hfclf.infra.errors import UserError
@@ -31,6 +34,7 @@ log = logging.getLogger(__name__)
 WEIGHTS = "model.safetensors"
 # The library modules the pyfunc model runs, as paths inside hfclf/ (they are all it ships).
 CODE_FILES = (*bundle.INFERENCE_MODULES, "ship/serving.py", "ship/pyfunc_model.py")
+MAX_TAG_CHARS = 5000      # a tag value MLflow keeps whole everywhere (logged-model and run tags: 8000)
 
 
 @dataclass
@@ -55,13 +59,16 @@ def fingerprint(model_dir: Path) -> str:
     return digest.hexdigest()
 
 
-def signature():
+def signature(multi_label: bool = False):
+    """Texts in; label, confidence, top-k out (a multi-label model first gives `labels`, the set as JSON)."""
     from mlflow.models import ModelSignature
     from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
 
+    label_set = [ColSpec("string", "labels")] if multi_label else []
     return ModelSignature(
         inputs=Schema([ColSpec("string")]),  # one column of texts: a list[str] or a DataFrame
-        outputs=Schema([ColSpec("string", "label"), ColSpec("double", "confidence"), ColSpec("string", "top_k")]),
+        outputs=Schema([*label_set, ColSpec("string", "label"), ColSpec("double", "confidence"),
+                        ColSpec("string", "top_k")]),
         params=ParamSchema([ParamSpec("top_k", "long", 3), ParamSpec("batch_size", "long", 64)]))
 
 
@@ -109,7 +116,8 @@ def register(model_dir: Path, name: str, run_id: str, tags: dict[str, str], desc
         library = bundle.copy_library(CODE_FILES, Path(code))
         info = mlflow.pyfunc.log_model(
             name=artifact_name, python_model=str(library / "ship" / "pyfunc_model.py"),
-            artifacts={"model": str(model_dir)}, code_paths=[str(library)], signature=signature(),
+            artifacts={"model": str(model_dir)}, code_paths=[str(library)],
+            signature=signature(label_sets.is_multi_label(read_meta(model_dir))),
             pip_requirements=pip_requirements(), registered_model_name=name, tags=all_tags,
             await_registration_for=60)
     version = str(info.registered_model_version)
@@ -120,6 +128,27 @@ def register(model_dir: Path, name: str, run_id: str, tags: dict[str, str], desc
     client.update_model_version(name, version, description=description)
     log.info("registered %s version %s (%s)", name, version, info.model_uri)
     return Registered(name, version, f"models:/{name}/{version}", run_id, sha, False)
+
+
+def read_meta(model_dir: Path) -> dict:
+    return json.loads((model_dir / "classifier.json").read_text(encoding="utf-8"))
+
+
+def decision_tags(meta: dict) -> dict[str, str]:
+    """How the version decides: the abstain threshold, or (multi-label) the task and per-label thresholds."""
+    if not label_sets.is_multi_label(meta):
+        return {"abstain_threshold": str(meta.get("abstain_threshold"))}
+    thresholds = [round(float(t), 4) for t in meta.get("thresholds") or []]
+    shown = json.dumps(dict(zip(meta.get("labels", []), thresholds)), ensure_ascii=False)
+    too_long = len(shown) > MAX_TAG_CHARS   # hundreds of labels: the model's classifier.json holds them all
+    return {"task": label_sets.MULTI, "thresholds": "in classifier.json (too many to tag)" if too_long else shown}
+
+
+def summary_line(meta: dict) -> str:
+    """The description's first line: what kind of classifier, over how many labels, from which base model."""
+    kind = (f"multi-label text classifier over {len(meta.get('labels', []))} labels"
+            if label_sets.is_multi_label(meta) else f"{len(meta.get('labels', []))}-class text classifier")
+    return f"{kind} fine-tuned from `{meta.get('base_model')}`."
 
 
 def as_dict(registered: Registered) -> dict:
@@ -137,17 +166,17 @@ def main(cfg: DictConfig) -> None:
     if not (model_dir / WEIGHTS).exists():
         raise UserError(f"'{model_dir / WEIGHTS}' is missing: run `make train` first.")
     metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
-    meta = json.loads((model_dir / "classifier.json").read_text(encoding="utf-8"))
+    meta = read_meta(model_dir)
     # the same grouped names as the run's metrics (test/accuracy, test/macro_f1, test/macro_f1_ci_low ...)
     headline = {f"test/{k}": f"{v:.4f}" for k, v in metrics.items() if isinstance(v, float)}
     tags = {**headline, "git_commit": tracking.git_commit(), "data_fingerprint": str(meta.get("data_fingerprint")),
-            "base_model": str(meta.get("base_model")), "abstain_threshold": str(meta.get("abstain_threshold"))}
+            "base_model": str(meta.get("base_model")), **decision_tags(meta)}
     with tracking.model_run(cfg, model_dir) as run:
         # the version links back to its run (its run_id; the run's name, id and commit in tags and description)
         run_name = run.info.run_name or run.info.run_id
         tags |= {"mlflow_run_id": run.info.run_id, "mlflow_run_name": run_name}
         description = "\n".join([
-            f"{len(meta.get('labels', []))}-class text classifier fine-tuned from `{meta.get('base_model')}`.", "",
+            summary_line(meta), "",
             f"Trained in MLflow run **{run_name}** (`{run.info.run_id}`), git `{tags['git_commit']}`, "
             f"data fingerprint `{tags['data_fingerprint']}`.", "",
             "Test: " + ", ".join(f"{k.removeprefix('test/')} {v}" for k, v in headline.items())])

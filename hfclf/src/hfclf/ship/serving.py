@@ -3,7 +3,8 @@
 `TicketClassifier` wraps train/modeling.py's `Predictor`; MLflow builds it from code
 (pyfunc_model.py) when the model is loaded, so `mlflow.pyfunc.load_model("models:/<name>/<version>")`
 returns a model whose `predict(DataFrame with a "text" column | list of str)` gives one row per
-text: label (UNKNOWN below the abstain threshold), confidence and the top-k as JSON. Only light
+text: label (UNKNOWN below the abstain threshold), confidence and the top-k as JSON; a multi-label
+model adds `labels`, the predicted label set as a JSON list. Only light
 imports here: this module runs inside the MLflow model, with bundle.INFERENCE_MODULES beside it.
 """
 from __future__ import annotations
@@ -26,7 +27,10 @@ class TicketClassifier(mlflow.pyfunc.PythonModel):
         params = params or {}
         predictions = self.predictor.predict(texts_from(model_input), top_k=int(params.get("top_k", 3)),
                                              batch_size=int(params.get("batch_size", 64)))
+        labels = {"labels": [json.dumps(p.labels, ensure_ascii=False) for p in predictions]} \
+            if self.predictor.multi_label else {}   # multi-label: the set as a JSON list
         return pd.DataFrame({
+            **labels,
             "label": [p.label for p in predictions],
             "confidence": [round(p.confidence, 6) for p in predictions],
             "top_k": [json.dumps([[label, round(score, 6)] for label, score in p.top_k]) for p in predictions],

@@ -42,10 +42,19 @@ def requirements() -> list[str]:
             f"torch=={version('torch').split('+')[0]}", "huggingface_hub", "pandas", "numpy", "tqdm"]
 
 
+def what_it_does(multi_label: bool) -> str:
+    """The README's sentence on what a visitor gets back."""
+    if multi_label:
+        return ("type a support ticket, get every label whose score reaches that label's own threshold (several "
+                "labels, or none), with the scores.")
+    return "type a support ticket, get the top labels with their confidence (`UNKNOWN` below the abstain threshold)."
+
+
 def build_space(space_dir: Path, model_repo: str, demo_settings: dict, examples: list[list[str]], title: str,
-                license_: str) -> None:
+                license_: str, multi_label: bool = False) -> None:
     """Generate the Space folder: app.py, requirements.txt, README.md (Space metadata), demo.json and
-    the library's inference and demo modules; written in a temporary folder, then swapped in."""
+    the library's inference and demo modules; written in a temporary folder, then swapped in.
+    `multi_label`: the model predicts label sets (classifier.json's task), which the README says."""
     import gradio
 
     with staged_folder(space_dir) as tmp:
@@ -59,6 +68,5 @@ def build_space(space_dir: Path, model_repo: str, demo_settings: dict, examples:
             "---", f"title: {title}", "emoji: 🏷️", "colorFrom: blue", "colorTo: gray", "sdk: gradio",
             f"sdk_version: {gradio.__version__}", "app_file: app.py", "pinned: false", f"license: {license_}",
             "models:", f"- {model_repo}", "---", "",
-            f"# {title}", "", f"Demo of [`{model_repo}`](https://huggingface.co/{model_repo}): type a support "
-            "ticket, get the top labels with their confidence (`UNKNOWN` below the abstain threshold).",
+            f"# {title}", "", f"Demo of [`{model_repo}`](https://huggingface.co/{model_repo}): {what_it_does(multi_label)}",
             "A private model repo needs an `HF_TOKEN` secret in this Space's settings.", ""]), encoding="utf-8")

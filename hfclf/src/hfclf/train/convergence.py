@@ -45,10 +45,10 @@ def made_progress(score: float, loss: float, score_ref: float, loss_ref: float, 
 
 
 def describe(evals_per_epoch: int, patience: int, rows: int, bound: int, min_delta: float = 0.0,
-             loss_min_delta: float = 0.0) -> str:
+             loss_min_delta: float = 0.0, score: str = "macro-F1") -> str:
     every = "at every epoch end" if evals_per_epoch <= 1 else f"{evals_per_epoch} times per epoch"
     better = f"a score better by more than {min_delta:g}" if min_delta else "a better score"
     better += (f" or a validation loss more than {loss_min_delta:.0%} below its lowest" if loss_min_delta > 0
                else " or a lower validation loss")
-    return (f"validation macro-F1 scored {every} on {rows} rows; stops after {patience} pass(es) without {better} "
+    return (f"validation {score} scored {every} on {rows} rows; stops after {patience} pass(es) without {better} "
             f"(keeping the best weights), at {bound} epoch(s) at most, or at the time budget")

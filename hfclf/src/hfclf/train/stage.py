@@ -10,7 +10,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from hfclf.train import calibration, convergence, distributed, modeling, augment, sweeps, loop
+from hfclf.train import calibration, convergence, distributed, modeling, augment, sweeps, loop, objective
 from hfclf.infra import compute, tracking
 from hfclf.data import dataset
 from hfclf.preflight import plan
@@ -38,14 +38,14 @@ def settings_from(cfg: DictConfig, train_rows: int | None = None) -> loop.TrainS
 
 @stage("train")
 def main(cfg: DictConfig) -> float:
-    """Returns the best validation macro-F1: the objective Hydra sweepers (make sweep) maximise."""
+    """Returns the best validation macro-F1 (multi-label: micro-F1): what Hydra sweepers (make sweep) maximise."""
     import mlflow
 
     processed, model_dir = Path(cfg.paths.processed), Path(cfg.paths.model_dir)
     reports = Path(cfg.paths.reports)
     label_info = dataset.read_labels(processed)
     labels = label_info["labels"]
-    index = {label: i for i, label in enumerate(labels)}
+    task = objective.for_task(label_info.get("task"))   # prepare recorded it (data.task)
     train_df, val_df = dataset.read_split(processed, "train"), dataset.read_split(processed, "validation")
     # plan.require_approval=true: refuse to start without an approval of this exact plan (preflight/plan.py)
     preflight = plan.check_before_training(reports, Path("conf"), plan.plan_settings(cfg, label_info["fingerprint"]),
@@ -58,19 +58,19 @@ def main(cfg: DictConfig) -> float:
     ddp.init(hw, cfg.compute.threads)
     compute.seed_everything(cfg.compute.seed)
     tokenizer, model, origin = modeling.load_for_training(cfg.model.name, labels, cfg.compute.seed,
-                                                          cfg.model.get("builder"))
+                                                          cfg.model.get("builder"), task.task)
     settings = settings_from(cfg, len(train_df))
     checkpoint = Path(cfg.train.checkpoint_dir) / "last.pt"
     run_file = checkpoint.parent / tracking.RUN_FILE
     resume_id = (json.loads(run_file.read_text())["run_id"]
                  if cfg.train.resume and checkpoint.exists() and run_file.exists() else None)
 
-    splits = (train_df["text"].tolist(), train_df["label"].map(index).to_numpy(),
-              val_df["text"].tolist(), val_df["label"].map(index).to_numpy())
+    splits = (train_df["text"].tolist(), task.targets(train_df["label"], labels),
+              val_df["text"].tolist(), task.targets(val_df["label"], labels))
     augmenter = augment.augmenter_from(cfg.train.get("augment"), cfg.compute.seed)  # train.augment.*: off by default
     if not ddp.is_main:  # the other ranks train their shard of the batches, then leave
         return loop.train(model, tokenizer, *splits, settings, hw, checkpoint_path=checkpoint,
-                              resume=cfg.train.resume, dist=ddp, augment=augmenter).best_val_macro_f1
+                          resume=cfg.train.resume, dist=ddp, augment=augmenter, objective=task).best_val_score
 
     losses: list[tuple[int, float]] = []
 
@@ -93,15 +93,15 @@ def main(cfg: DictConfig) -> float:
         mlflow.set_tags(tracking.run_tags("train", label_info["fingerprint"], cfg.model.name)
                         | {"device": str(hw.device), "precision": hw.precision, "base_model_origin": origin}
                         | ({"device_fallback": " ".join(hw.warnings)} if hw.warnings else {}))
-        log.info("training on %s (%s, %d threads): %d train / %d validation rows, %d labels",
-                 hw.device, hw.precision, hw.threads, len(train_df), len(val_df), len(labels))
+        log.info("training on %s (%s, %d threads): %d train / %d validation rows, %d labels (%s)",
+                 hw.device, hw.precision, hw.threads, len(train_df), len(val_df), len(labels), task.task)
         def attempt(device: compute.Compute, resume: bool) -> loop.TrainResult:
             nonlocal tokenizer, model
             if device is not hw:  # after a GPU out-of-memory: a fresh copy of the model for the CPU
                 tokenizer, model, _ = modeling.load_for_training(cfg.model.name, labels, cfg.compute.seed,
-                                                          cfg.model.get("builder"))
+                                                                 cfg.model.get("builder"), task.task)
             return loop.train(model, tokenizer, *splits, settings, device, checkpoint_path=checkpoint,
-                                  resume=resume, on_metrics=on_metrics, dist=ddp, augment=augmenter)
+                              resume=resume, on_metrics=on_metrics, dist=ddp, augment=augmenter, objective=task)
 
         def on_fallback(message: str, cpu: compute.Compute) -> None:
             mlflow.set_tags({"device_fallback": message, "device": str(cpu.device), "precision": cpu.precision})
@@ -117,17 +117,19 @@ def main(cfg: DictConfig) -> float:
                 "abstain_threshold": None, "data_fingerprint": label_info["fingerprint"],
                 "trained_with": hw.describe(), "stop_reason": result.stop_reason,
                 "augment": dict(cfg.train.get("augment") or {})}
-        meta |= {"max_epochs": settings.epochs, "epochs_run": result.epochs_run,
-                 "best_val_macro_f1": result.best_val_macro_f1}
-        predictor = modeling.Predictor(model, tokenizer, settings.max_length, hw)
-        if cfg.train.get("calibrate", False):   # train.calibrate: temperature scaling fitted on validation
+        meta |= {"task": task.task, "max_epochs": settings.epochs, "epochs_run": result.epochs_run,
+                 f"best_val_{result.score_name}": result.best_val_score}
+        predictor = modeling.Predictor(model, tokenizer, settings.max_length, hw, meta={"task": task.task})
+        if task.multi_label:   # per-label thresholds instead of a temperature and an abstain threshold
+            meta |= tune_thresholds(predictor, splits[2], splits[3], settings.eval_batch_size, cfg)
+        elif cfg.train.get("calibrate", False):   # train.calibrate: temperature scaling fitted on validation
             fitted = calibration.fit_temperature_on(predictor, splits[2], splits[3], settings.eval_batch_size)
             predictor.temperature = fitted["temperature"]   # the abstain threshold below sees calibrated confidences
             meta |= {"temperature": fitted["temperature"], "calibration": fitted}
             log.info("temperature %.3f: validation ECE %.4f -> %.4f, NLL %.4f -> %.4f", fitted["temperature"],
                      fitted["ece_before"], fitted["ece_after"], fitted["nll_before"], fitted["nll_after"])
         target = (cfg.train.get("abstain") or {}).get("target_precision")
-        if target:  # train.abstain.target_precision: a threshold chosen on validation, saved with the model
+        if target and not task.multi_label:  # train.abstain.target_precision: a threshold chosen on validation
             choice = calibration.fit_abstain_threshold(predictor,
                                                        splits[2], splits[3], target, settings.eval_batch_size)
             meta |= {"abstain_threshold": choice.threshold, "abstain": choice.as_dict()}
@@ -137,7 +139,8 @@ def main(cfg: DictConfig) -> float:
         tracking.save_run_id(model_dir, run.info.run_id, uri)
         checkpoint.unlink(missing_ok=True)  # finished: the next run starts fresh
 
-        summary = {"run_id": run.info.run_id, **result.as_dict(), **hw.describe(), "processes": ddp.world_size,
+        summary = {"run_id": run.info.run_id, **result.as_dict(), f"best_val_{result.score_name}": result.best_val_score,
+                   "task": task.task, **hw.describe(), "processes": ddp.world_size,
                    "warnings": hw.warnings, "python": platform.python_version(),
                    "max_epochs": settings.epochs, "calibration": meta.get("calibration"),
                    "parameters": sum(p.numel() for p in model.parameters()),
@@ -146,16 +149,16 @@ def main(cfg: DictConfig) -> float:
         figure = plot_curves(result.history, losses, Path(cfg.paths.figures) / "training_curves.png")
         (reports / "training.md").write_text(training_markdown(summary), encoding="utf-8")
         # scalars: logged once (step 0); only train/* and val/* per step draw curves
-        mlflow.log_metrics({"val/best_macro_f1": result.best_val_macro_f1, "train/seconds": result.train_seconds,
+        mlflow.log_metrics({f"val/best_{result.score_name}": result.best_val_score, "train/seconds": result.train_seconds,
                             "train/examples_per_second": result.examples_per_second})
         mlflow.set_tag("stop_reason", result.stop_reason)
         mlflow.log_figure(figure, "figures/training_curves.png")
         tracking.log_report_files([reports / "training.md", reports / "training.json",
                                    reports / "data_profile.md"])
         log_preflight(reports, Path(cfg.paths.figures), preflight)
-    log.info("saved model to %s (best at epoch %.2f, validation macro-F1 %.4f, %s, %.1f s)", model_dir,
-             result.best_epoch, result.best_val_macro_f1, result.stop_reason, result.train_seconds)
-    return result.best_val_macro_f1
+    log.info("saved model to %s (best at epoch %.2f, validation %s %.4f, %s, %.1f s)", model_dir,
+             result.best_epoch, result.score_name, result.best_val_score, result.stop_reason, result.train_seconds)
+    return result.best_val_score
 
 
 def log_preflight(reports: Path, figures: Path, preflight: dict) -> None:
@@ -173,23 +176,41 @@ def log_preflight(reports: Path, figures: Path, preflight: dict) -> None:
         mlflow.set_tag("review_verdict", planned["data"]["review_verdict"])
 
 
+def tune_thresholds(predictor: modeling.Predictor, texts: list[str], targets, batch_size: int, cfg) -> dict:
+    """Multi-label: each label's decision threshold, tuned on validation; classifier.json's entries."""
+    from hfclf.evaluate import multilabel_metrics
+
+    for key, value in (("train.calibrate", cfg.train.get("calibrate")),
+                       ("train.abstain.target_precision", (cfg.train.get("abstain") or {}).get("target_precision"))):
+        if value:
+            log.info("%s=%s does not apply to a multi-label model: per-label thresholds decide instead", key, value)
+    tuned = multilabel_metrics.tune_thresholds(predictor.predict_proba(texts, batch_size), targets)
+    log.info("per-label thresholds tuned on %d validation rows: micro-F1 %.4f at 0.5 -> %.4f tuned",
+             len(texts), tuned["micro_f1_default"], tuned["micro_f1_tuned"])
+    return {"thresholds": [float(t) for t in tuned["thresholds"]], "threshold_tuning": tuned}
+
+
 def training_markdown(s: dict) -> str:
+    score = s.get("score_name", "macro_f1")
+    named = {"macro_f1": "macro-F1", "micro_f1": "micro-F1"}[score]
     stop = {"completed": "ran to the epoch bound (train.max_epochs)",
-            "early_stopping": "stopped at convergence: validation macro-F1 stopped improving",
+            "early_stopping": f"stopped at convergence: validation {named} stopped improving",
             "time_budget": "**stopped at the time budget** (compute.max_minutes)"}[s["stop_reason"]]
-    rows = [(h["epoch"], h["step"], h["val_loss"], h["val_accuracy"], h["val_macro_f1"]) for h in s["history"]]
+    columns = ["val_macro_f1"] + (["val_micro_f1"] if score == "micro_f1" else [])
+    rows = [(h["epoch"], h["step"], h["val_loss"], h["val_accuracy"], *(h[c] for c in columns)) for h in s["history"]]
     warnings = "\n".join(f"- ⚠️ {w}" for w in s["warnings"]) or "- none"
     return "\n".join([
         "# Training", "",
         f"- device: `{s['device']}` · precision: `{s['precision']}` · threads: {s['threads']}",
         f"- time: {s['train_seconds']:.1f} s · throughput: {s['examples_per_second']:.0f} examples/s",
         f"- steps: {s['steps']} · epochs run: {s['epochs_run']} · {stop}",
-        f"- best epoch: {s['best_epoch']} (validation macro-F1 {s['best_val_macro_f1']:.4f}); epoch bound "
+        f"- best epoch: {s['best_epoch']} (validation {named} {s['best_val_score']:.4f}); epoch bound "
         f"{s.get('max_epochs', '?')}",
         *([f"- calibration: temperature {c['temperature']:.3f}, validation ECE {c['ece_before']:.4f} → "
            f"{c['ece_after']:.4f}"] if (c := s.get("calibration")) else []),
         f"- parameters: {s['parameters']:,} ({s['trainable_parameters']:,} trainable)",
         f"- MLflow run: `{s['run_id']}`", "",
         "![training curves](figures/training_curves.png)", "",
-        md_table(["epoch", "step", "val loss", "val accuracy", "val macro-F1"], rows), "",
+        md_table(["epoch", "step", "val loss", "val accuracy" if score == "macro_f1" else "val exact-set accuracy",
+                  "val macro-F1", *(["val micro-F1"] if score == "micro_f1" else [])], rows), "",
         "## Warnings", "", warnings, ""])

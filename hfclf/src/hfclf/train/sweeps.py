@@ -28,7 +28,13 @@ from hfclf.infra.render import md_table
 log = logging.getLogger(__name__)
 
 SWEEP_FILE = "sweep_run.json"      # in the sweep folder: the parent run the trials nest under
-OBJECTIVE = "val/best_macro_f1"     # the metric the train stage logs (and returns as best_val_macro_f1)
+# the metric the train stage logs and returns: validation macro-F1, or micro-F1 for a multi-label task
+OBJECTIVES = ("val/best_macro_f1", "val/best_micro_f1")
+
+
+def objective_of(trials) -> str:
+    """The objective the trials logged (the task's: train/objective.py)."""
+    return next((name for name in OBJECTIVES if any(name in t.data.metrics for t in trials)), OBJECTIVES[0])
 BEST_FILE = Path("sweeps/best_params.yaml")
 
 
@@ -121,21 +127,22 @@ class SweepTracker(Callback):
         parent = info["run_id"]
         trials = client.search_runs([info["experiment_id"]], f"tags.mlflow.parentRunId = '{parent}'",
                                     max_results=10000)
-        scored = sorted((t for t in trials if OBJECTIVE in t.data.metrics),
-                        key=lambda t: t.data.metrics[OBJECTIVE], reverse=True)
+        metric = objective_of(trials)
+        scored = sorted((t for t in trials if metric in t.data.metrics),
+                        key=lambda t: t.data.metrics[metric], reverse=True)
         if not scored:
             client.set_terminated(parent, status="FAILED")
             log.error("sweep %s: no trial finished; see the trials' logs above", sweep_dir)
             return
         best = scored[0]
         values = {key: parse_value(best.data.params[key]) for key in info["keys"] if key in best.data.params}
-        text = best_params_text(values, best.data.metrics[OBJECTIVE], sweep_dir, len(scored), len(trials),
-                                parent, best.info.run_id)
+        text = best_params_text(values, best.data.metrics[metric], sweep_dir, len(scored), len(trials),
+                                parent, best.info.run_id, metric)
         for path in (sweep_dir / "best_params.yaml", self.best_file):
             files.write_text(path, text)
         summary = sweep_dir / "summary.md"
-        files.write_text(summary, summary_markdown(scored, info["keys"], sweep_dir))
-        client.log_metric(parent, OBJECTIVE, best.data.metrics[OBJECTIVE])
+        files.write_text(summary, summary_markdown(scored, info["keys"], sweep_dir, metric))
+        client.log_metric(parent, metric, best.data.metrics[metric])
         client.log_metric(parent, "sweep/trials_finished", len(scored))
         client.set_tag(parent, "best_run_id", best.info.run_id)
         for key, value in values.items():
@@ -143,8 +150,8 @@ class SweepTracker(Callback):
         client.log_artifact(parent, str(sweep_dir / "best_params.yaml"))
         client.log_artifact(parent, str(summary))
         client.set_terminated(parent)
-        log.info("sweep %s: best validation macro-F1 %.4f with %s -> %s (promote: make promote)", sweep_dir,
-                 best.data.metrics[OBJECTIVE], values, self.best_file)
+        log.info("sweep %s: best %s %.4f with %s -> %s (promote: make promote)", sweep_dir, metric,
+                 best.data.metrics[metric], values, self.best_file)
 
 
 def parse_value(text: str) -> Any:
@@ -160,9 +167,9 @@ def parse_value(text: str) -> Any:
 
 
 def best_params_text(values: dict, score: float, sweep_dir: Path, finished: int, total: int,
-                     parent: str, best_run: str) -> str:
+                     parent: str, best_run: str, metric: str = OBJECTIVES[0]) -> str:
     lines = [f"# Best trial of sweep {sweep_dir} ({finished} of {total} trials finished):",
-             f"# validation macro-F1 {score:.4f}. MLflow: sweep run {parent}, trial run {best_run}.",
+             f"# {metric} {score:.4f}. MLflow: sweep run {parent}, trial run {best_run}.",
              "# Keys are Hydra overrides (`hfclf train key=value` tries one).",
              "# `make promote` writes them into conf/ (file named on each line) for `dvc repro`.", ""]
     for key, value in values.items():
@@ -171,12 +178,12 @@ def best_params_text(values: dict, score: float, sweep_dir: Path, finished: int,
     return "\n".join(lines) + "\n"
 
 
-def summary_markdown(scored: list, keys: list[str], sweep_dir: Path) -> str:
-    rows = [(t.data.tags.get("sweep_trial", "?"), f"{t.data.metrics[OBJECTIVE]:.4f}",
+def summary_markdown(scored: list, keys: list[str], sweep_dir: Path, metric: str = OBJECTIVES[0]) -> str:
+    rows = [(t.data.tags.get("sweep_trial", "?"), f"{t.data.metrics[metric]:.4f}",
              *(t.data.params.get(k, "") for k in keys), t.info.run_id) for t in scored]
     return "\n".join([f"# Sweep {sweep_dir}", "", f"{len(scored)} finished trials, best first "
-                      "(objective: validation macro-F1).", "",
-                      md_table(["trial", "val macro-F1", *keys, "MLflow run"], rows), ""])
+                      f"(objective: {metric}).", "",
+                      md_table(["trial", metric, *keys, "MLflow run"], rows), ""])
 
 
 # --- promote: best values into conf/ -------------------------------------------------------------

@@ -1,0 +1,87 @@
+"""What the model is trained to do, by task: the targets, the loss, the probabilities and the
+validation score that early stopping follows.
+
+- single_label: one class per text. Integer targets, cross-entropy, softmax; validation macro-F1.
+- multi_label: a set of labels per text. 0/1 target rows, binary cross-entropy per label, sigmoid;
+  validation micro-F1 at a 0.5 threshold (the per-label thresholds are tuned after training, on
+  validation: train/stage.py). Micro-F1 rather than macro: with dozens of labels, rare ones make
+  macro-F1 move in steps of a whole label, too coarse to decide when to stop.
+
+The loop (train/loop.py) and the smoke test call these; neither knows the task otherwise.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from hfclf.data import multilabel
+from hfclf.evaluate.metrics import macro_f1
+
+
+@dataclass(frozen=True)
+class Objective:
+    task: str = multilabel.SINGLE
+
+    @property
+    def multi_label(self) -> bool:
+        return self.task == multilabel.MULTI
+
+    @property
+    def score_name(self) -> str:
+        """The validation figure early stopping follows (history key `val_<score_name>`)."""
+        return "micro_f1" if self.multi_label else "macro_f1"
+
+    def targets(self, values: Sequence[str], labels: Sequence[str]) -> np.ndarray:
+        """A split's `label` column as the model's targets: class ids, or a rows x labels 0/1 matrix."""
+        if self.multi_label:
+            return multilabel.matrix(values, labels)
+        index = {label: i for i, label in enumerate(labels)}
+        return np.asarray([index[v] for v in values], dtype=np.int64)
+
+    def tensor(self, targets: np.ndarray) -> torch.Tensor:
+        return torch.tensor(np.asarray(targets), dtype=torch.float32 if self.multi_label else torch.long)
+
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        if self.multi_label:
+            return F.binary_cross_entropy_with_logits(logits, targets)
+        return F.cross_entropy(logits, targets)
+
+    def probabilities(self, logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+        scaled = torch.from_numpy(np.asarray(logits, dtype=np.float32)) / temperature
+        return (torch.sigmoid(scaled) if self.multi_label else torch.softmax(scaled, dim=-1)).numpy()
+
+    def decide(self, probs: np.ndarray, thresholds: np.ndarray | float = 0.5) -> np.ndarray:
+        """Class ids (argmax), or the 0/1 label matrix at the thresholds."""
+        if self.multi_label:
+            return (probs >= thresholds).astype(np.int8)
+        return probs.argmax(1)
+
+    def validation_scores(self, logits: np.ndarray, targets: np.ndarray) -> dict[str, float]:
+        """val_loss, val_accuracy (multi-label: exact label sets), val_macro_f1 and, multi-label, val_micro_f1."""
+        loss = float(self.loss(torch.from_numpy(logits), self.tensor(targets)).item())
+        pred = self.decide(self.probabilities(logits))
+        if not self.multi_label:
+            return {"val_loss": loss, "val_accuracy": float((pred == targets).mean()),
+                    "val_macro_f1": macro_f1(targets, pred, logits.shape[1])}
+        truth = np.asarray(targets).astype(bool)
+        pred = pred.astype(bool)
+        tp, fp, fn = (truth & pred).sum(0), (~truth & pred).sum(0), (truth & ~pred).sum(0)
+        denominator = 2 * tp + fp + fn
+        per_label = np.divide(2 * tp, denominator, out=np.zeros(len(tp)), where=denominator > 0)
+        present = denominator > 0   # sklearn's macro over labels present in truth or prediction
+        return {"val_loss": loss, "val_accuracy": float((truth == pred).all(1).mean()),
+                "val_macro_f1": float(per_label[present].mean()) if present.any() else 0.0,
+                "val_micro_f1": float(2 * tp.sum() / max(1, denominator.sum()))}
+
+
+def for_task(task: str | None) -> Objective:
+    task = task or multilabel.SINGLE
+    if task not in multilabel.TASKS:
+        from hfclf.infra.errors import UserError
+
+        raise UserError(f"unknown task {task!r}: data.task must be one of {', '.join(multilabel.TASKS)}.")
+    return Objective(task)
