@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT, free_port, run, serving, tiny_model_project
+from conftest import ROOT, free_port, run, serving, set_param, tiny_model_project
 
 pytestmark = pytest.mark.slow   # a whole pipeline and a browser: a minute or two
 
@@ -44,6 +44,10 @@ def debtags_project(tmp_path_factory) -> Path:
     frame[["text", "labels", "package"]].to_csv(base / "debtags.csv", index=False)
     project = tiny_model_project(base, 3, project_name="Debtags Tagger", dataset=str(base / "debtags.csv"),
                                  text_column="text", label_column="labels", task="multi_label")
+    # a 600-row sample of a long-tailed tag set: prepare refuses its rarest tags and says how to drop them
+    refused = run(["dvc", "repro", "prepare"], project, check=False)
+    assert refused.returncode != 0 and "prepare.rare_labels=drop" in refused.stderr, refused.stderr[-2000:]
+    set_param(project / "conf" / "prepare.yaml", "rare_labels", "drop")
     run(["dvc", "repro"], project, timeout=1200)
     return project
 
@@ -60,7 +64,8 @@ def test_the_pipeline_prepares_trains_and_evaluates_label_sets(debtags_project):
     profile = read(p, "reports/data_profile.json")
     assert profile["task"] == "multi_label"
     assert 1.0 <= profile["label_cardinality"]["mean"] <= 10, profile["label_cardinality"]
-    assert profile["cooccurrence"], "the most frequent label pairs are listed"
+    assert profile["label_pairs"], "the most frequent label pairs are listed"
+    assert profile["dropped"]["rare_labels"], "the dropped rare tags are listed in the profile"
 
     config = read(p, "models/model/config.json")
     meta = read(p, "models/model/classifier.json")

@@ -71,7 +71,7 @@ def test_demo_flag_escapes_the_client_sent_decision(tmp_path):
     from hfclf.ship.demo import Demo
 
     class FakePredictor:
-        labels, threshold = ["billing", "shipping"], None
+        labels, threshold, multi_label = ["billing", "shipping"], None, False
     app = Demo(FakePredictor(), {"flagging_dir": str(tmp_path), "max_chars": 100, "top_k": 2})
     app.flag("hello", "=cmd|'/c calc'!A1 (0.9)", "billing", "@evil")
     row = list(csv.reader(open(tmp_path / "feedback.csv")))[1]

@@ -351,7 +351,8 @@ def test_hfclf_analyze_writes_every_declared_output_for_a_multi_label_model(work
     client = mlflow.MlflowClient(uri)
     name = OmegaConf.load(workdir / "conf/tracking/default.yaml").experiment
     experiment = client.get_experiment_by_name(name)
-    run_id = client.create_run(experiment.experiment_id if experiment else client.create_experiment(name)).info.run_id
+    run_id = client.create_run(experiment.experiment_id if experiment else client.create_experiment(
+        name, artifact_location=(workdir / "mlruns").as_uri())).info.run_id   # the project's, not the cwd's
     tracking.save_run_id(workdir / "models/model", run_id, uri)
     oos = workdir / "oos.txt"
     oos.write_text("what a nice day\nthe weather is great\n", encoding="utf-8")

@@ -9,6 +9,8 @@ baked project.
 """
 from __future__ import annotations
 
+import contextlib
+
 import base64
 import json
 import re
@@ -59,7 +61,7 @@ def save_model(tiny_model_dir, folder) -> dict:
     torch.nn.init.normal_(model.classifier.weight, std=HEAD_STD)
     meta = {"labels": LABELS, "max_length": 128, "abstain_threshold": None, "task": "multi_label",
             "thresholds": [0.5] * len(LABELS), "base_model": str(tiny_model_dir), "data_fingerprint": "fp-ml-1",
-            "threshold_tuning": {"micro_f1_at_0.5": 0.5512, "micro_f1_tuned": 0.6034, "labels_tuned": 4},
+            "threshold_tuning": {"micro_f1_default": 0.5512, "micro_f1_tuned": 0.6034, "labels_tuned": 4},
             "best_val_micro_f1": 0.6034}
     modeling.save(model, tokenizer, folder, meta)
     meta["thresholds"] = separating_thresholds(modeling.Predictor.from_dir(folder))
@@ -120,9 +122,10 @@ def open_training_run(root, model_dir) -> str:
 
     uri = f"sqlite:///{root / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)
-    mlflow.set_experiment(OmegaConf.load(root / "conf/tracking/default.yaml").experiment)
-    with mlflow.start_run() as run:
-        mlflow.log_params({"train.learning_rate": 0.01, "model.max_length": 128})
+    with contextlib.chdir(root):   # a new experiment's artifacts go to ./mlruns: the project's, as `hfclf train` does
+        mlflow.set_experiment(OmegaConf.load(root / "conf/tracking/default.yaml").experiment)
+        with mlflow.start_run() as run:
+            mlflow.log_params({"train.learning_rate": 0.01, "model.max_length": 128})
     tracking.save_run_id(model_dir, run.info.run_id, uri)
     return run.info.run_id
 

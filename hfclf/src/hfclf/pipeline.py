@@ -138,7 +138,7 @@ STAGES: tuple[Stage, ...] = (
           param_comments={MODEL: "the frozen-embeddings baseline's model when the trained one does not name it"}),
     Stage("analyze",
           params=(("conf/analyze.yaml", ("analyze",)),
-                  (DATA, ("text_column", "label_column")),
+                  (DATA, ("text_column", "label_column", "task", "label_format", "label_delimiter", "label_columns")),
                   (COMPUTE, ("device", "precision", "threads", "seed"))),
           deps=(_p("data/processed"), _p("models/model"), _p("reports/predictions.parquet"),
                 _p("reports/metrics.json"), _p("data/out_of_scope"), _p("data/challenge")),

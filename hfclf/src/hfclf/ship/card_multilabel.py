@@ -55,7 +55,7 @@ def summary(inputs, provenance: str) -> list[str]:
 def thresholds_note(meta: dict) -> str:
     """How the per-label thresholds decide, and how they were chosen (classifier.json `threshold_tuning`)."""
     tuning = meta.get("threshold_tuning") or {}
-    before, after = tuning.get("micro_f1_at_0.5"), tuning.get("micro_f1_tuned")
+    before, after = tuning.get("micro_f1_default"), tuning.get("micro_f1_tuned")
     gain = (f" On validation they lift micro-F1 from {float(before):.4f} (every threshold at 0.5) to "
             f"{float(after):.4f}." if before is not None and after is not None else "")
     return ("Each label has its own decision threshold (`thresholds` in `classifier.json`, in label-id order): "

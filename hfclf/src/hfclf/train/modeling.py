@@ -207,9 +207,12 @@ class Predictor:
         order = np.argsort(-row)
         ranked = [(self.labels[i], float(row[i])) for i in order[:top_k]]
         if self.multi_label:   # `label`: the set in one readable string ("" when none is over its threshold)
-            chosen = [self.labels[i] for i in order if row[i] >= self.thresholds[i]]
-            ranked = [(self.labels[i], float(row[i])) for i in order[:max(top_k, len(chosen))]]  # all chosen
-            return Prediction("; ".join(chosen), ranked[0][1], ranked, labels=chosen)
+            chosen = [i for i in order if row[i] >= self.thresholds[i]]
+            others = [i for i in order if row[i] < self.thresholds[i]]
+            # top-k: every chosen label (a low threshold can choose a less likely one), then the likeliest others
+            ranked = [(self.labels[i], float(row[i])) for i in chosen + others[:max(0, top_k - len(chosen))]]
+            names = [self.labels[i] for i in chosen]
+            return Prediction("; ".join(names), ranked[0][1], ranked, labels=names)
         label, confidence = ranked[0]
         if self.threshold is not None and confidence < self.threshold:
             label = UNKNOWN
