@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 
 from conftest import TEMPLATE_ROOT
 from hfclf.analyze import failures, improvements, multilabel, multilabel_report
-from hfclf.data import multilabel as label_sets
+from hfclf.data import label_formats, multilabel as label_sets
 from hfclf.infra.errors import UserError
 
 LABELS = ["A", "B", "C"]
@@ -146,7 +146,7 @@ def test_challenge_reads_label_sets_like_the_training_data(tmp_path, keyword_mod
     path = tmp_path / "hard.csv"
     pd.DataFrame({"text": ["order refund?", "refund please", "my order"],
                   "label": ["ORDER;REFUND", "REFUND", "ORDER"]}).to_csv(path, index=False)
-    frame = multilabel.read_challenge(path, "text", "label", keyword_model.labels, label_sets.LabelSpec("multi_label"))
+    frame = multilabel.read_challenge(path, "text", "label", keyword_model.labels, label_formats.LabelSpec("multi_label"))
     assert frame["label"].tolist() == ['["ORDER", "REFUND"]', '["REFUND"]', '["ORDER"]']
     result = multilabel.challenge(keyword_model, frame, 8, 5)
     # REFUND missed on "refund please": TP 3, FN 1 -> 6/7; exact sets 2 of 3
@@ -156,10 +156,10 @@ def test_challenge_reads_label_sets_like_the_training_data(tmp_path, keyword_mod
     json_path = tmp_path / "hard.jsonl"
     json_path.write_text('{"text": "x", "label": ["ORDER", "BILLING"]}\n', encoding="utf-8")
     with pytest.raises(UserError, match="does not know.*BILLING"):
-        multilabel.read_challenge(json_path, "text", "label", keyword_model.labels, label_sets.LabelSpec("multi_label"))
+        multilabel.read_challenge(json_path, "text", "label", keyword_model.labels, label_formats.LabelSpec("multi_label"))
     with pytest.raises(UserError, match="does not exist"):
         multilabel.read_challenge(tmp_path / "none.csv", "text", "label", keyword_model.labels,
-                                  label_sets.LabelSpec("multi_label"))
+                                  label_formats.LabelSpec("multi_label"))
 
 
 def test_validation_effects_of_dropping_each_label():

@@ -16,8 +16,9 @@ import pytest
 
 from conftest import TEMPLATE_ROOT, copy_project
 
-from hfclf.data import dataset, multilabel, probes, profiling, splitting
-from hfclf.data.multilabel import MULTI, LabelSpec
+from hfclf.data import dataset, label_formats, multilabel, probes, profiling, splitting
+from hfclf.data.label_formats import LabelSpec
+from hfclf.data.multilabel import MULTI
 from hfclf.infra.errors import UserError
 from hfclf.preflight import checks
 
@@ -88,7 +89,7 @@ def test_columns_accept_every_spelling_of_zero_and_one(tmp_path):
     assert frames["all"]["label"].tolist() == ['["billing"]', '["refund"]', '["billing"]', '["billing", "refund"]']
     assert list(frames["all"].columns) == ["text", "vip", "label"]   # the 0/1 columns became the label set
     typed = pd.DataFrame({"text": ["a", "b"], "billing": [1, 0], "refund": [False, True]})
-    sets = multilabel.parse_label_sets(typed, "labels", ["billing", "refund"], "columns", ";", "mem", "all")
+    sets = label_formats.parse_label_sets(typed, "labels", ["billing", "refund"], "columns", ";", "mem", "all")
     assert sets.tolist() == ['["billing"]', '["refund"]']
 
 
@@ -101,7 +102,7 @@ def test_columns_accept_every_spelling_of_zero_and_one(tmp_path):
 def test_auto_picks_columns_then_json_then_delimited(cells, columns, expected, caplog):
     spec = multi(columns=columns)
     with caplog.at_level(logging.INFO):
-        assert multilabel.resolve_format(spec, pd.Series(cells, dtype=object)) == expected
+        assert label_formats.resolve_format(spec, pd.Series(cells, dtype=object)) == expected
     if expected == "delimited" and any(str(c).startswith("[") for c in cells):
         assert "1 of 3 label cells look like JSON lists" in caplog.text
 
@@ -177,7 +178,7 @@ def test_a_missing_label_column_lists_the_columns_that_exist(tmp_path):
     frame = pd.DataFrame({"text": ["a"], "billing": [1]})
     with pytest.raises(UserError, match=r"'mem' \(split 'train'\) has no column 'refund' \(data.label_columns\)\. "
                                         r"Its columns are: text, billing\."):
-        multilabel.parse_label_sets(frame, "labels", ["billing", "refund"], "columns", ";", "mem", "train")
+        label_formats.parse_label_sets(frame, "labels", ["billing", "refund"], "columns", ";", "mem", "train")
 
 
 def test_empty_texts_are_dropped_before_labels_are_read(tmp_path):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -163,6 +163,27 @@ def slices(frame: pd.DataFrame, correct: np.ndarray, settings: SliceSettings) ->
 
 # --------------------------------------------------------------------------- robustness
 
+def perturbed(predictor, texts: Sequence[str], clean_pred: np.ndarray, names: Sequence[str], rates: dict,
+              seed: int, batch_size: int, decide: Callable[[np.ndarray], np.ndarray]):
+    """Per perturbation: (name, the perturbed texts, the rows whose token ids changed, the predictions).
+
+    Only texts whose *token ids* changed go through the model again (`decide` turns probabilities
+    into predictions); the others keep their clean prediction, which is exactly what the model would
+    return. Shared by robustness() and the multi-label analysis (analyze/multilabel.py)."""
+    from hfclf.train import batching
+
+    augment.check_names(names, "analyze.robustness.perturbations")
+    clean_ids = batching.tokenize(predictor.tokenizer, texts, predictor.max_length)
+    for offset, name in enumerate(names):
+        changed = augment.apply(name, texts, seed + offset, float(rates.get(name, 0.0)))
+        ids = batching.tokenize(predictor.tokenizer, changed, predictor.max_length)
+        redo = np.flatnonzero([a != b for a, b in zip(ids, clean_ids)])
+        pred = clean_pred.copy()
+        if len(redo):
+            pred[redo] = decide(predictor.predict_proba([changed[i] for i in redo], batch_size))
+        yield name, changed, redo, pred
+
+
 def robustness(predictor, texts: Sequence[str], y_true: np.ndarray, clean_pred: np.ndarray,
                names: Sequence[str], rates: dict, seed: int, batch_size: int) -> dict:
     """Accuracy on perturbed copies of `texts` and the drop from clean accuracy, per perturbation.
@@ -171,21 +192,12 @@ def robustness(predictor, texts: Sequence[str], y_true: np.ndarray, clean_pred: 
     casing changes free; punctuation removal leaves many texts as they were); the others keep
     their clean prediction, which is exactly what the model would return.
     """
-    from hfclf.train import batching
-
-    augment.check_names(names, "analyze.robustness.perturbations")
     clean_correct = clean_pred == y_true
     clean = float(clean_correct.mean())
-    clean_ids = batching.tokenize(predictor.tokenizer, texts, predictor.max_length)
     rows = []
     examples = {}
-    for offset, name in enumerate(names):
-        changed = augment.apply(name, texts, seed + offset, float(rates.get(name, 0.0)))
-        ids = batching.tokenize(predictor.tokenizer, changed, predictor.max_length)
-        redo = np.flatnonzero([a != b for a, b in zip(ids, clean_ids)])
-        pred = clean_pred.copy()
-        if len(redo):
-            pred[redo] = predictor.predict_proba([changed[i] for i in redo], batch_size).argmax(1)
+    for name, changed, redo, pred in perturbed(predictor, texts, clean_pred, names, rates, seed, batch_size,
+                                               lambda probs: probs.argmax(1)):
         correct = pred == y_true
         altered = np.array([a != b for a, b in zip(changed, texts)])
         rows.append({"perturbation": name, "accuracy": float(correct.mean()), "clean_accuracy": clean,

@@ -23,9 +23,9 @@ import numpy as np
 import pandas as pd
 
 from hfclf.analyze import failures
-from hfclf.data import multilabel as label_sets
+from hfclf.data import label_formats, multilabel as label_sets
 from hfclf.infra.errors import UserError
-from hfclf.train import augment, calibration
+from hfclf.train import calibration
 
 EXAMPLES = 3   # robustness / out-of-scope examples kept per perturbation or file
 
@@ -144,21 +144,12 @@ def robustness(predictor, texts: Sequence[str], truth: np.ndarray, clean_pred: n
     """Micro-F1 on perturbed copies of `texts`, the drop from clean, and the share of rows whose
     predicted set changes. As in failures.robustness, only texts whose token ids changed are
     predicted again; the others keep their clean decisions."""
-    from hfclf.train import batching
-
-    augment.check_names(names, "analyze.robustness.perturbations")
     labels, thresholds = predictor.labels, predictor.thresholds
     clean = micro_f1(truth, clean_pred)
     clean_exact = (truth == clean_pred).all(1)
-    clean_ids = batching.tokenize(predictor.tokenizer, texts, predictor.max_length)
     rows, examples = [], {}
-    for offset, name in enumerate(names):
-        changed = augment.apply(name, texts, seed + offset, float(rates.get(name, 0.0)))
-        ids = batching.tokenize(predictor.tokenizer, changed, predictor.max_length)
-        redo = np.flatnonzero([a != b for a, b in zip(ids, clean_ids)])
-        pred = clean_pred.copy()
-        if len(redo):
-            pred[redo] = decide(predictor.predict_proba([changed[i] for i in redo], batch_size), thresholds)
+    for name, changed, redo, pred in failures.perturbed(predictor, texts, clean_pred, names, rates, seed, batch_size,
+                                                        lambda probs: decide(probs, thresholds)):
         exact = (truth == pred).all(1)
         score = micro_f1(truth, pred)
         rows.append({"perturbation": name, "micro_f1": score, "clean_micro_f1": clean, "drop_points": (clean - score) * 100,
@@ -205,7 +196,7 @@ def out_of_scope(predictor, sets: dict[str, list[str]], test_pred: np.ndarray, t
 # --------------------------------------------------------------------------- challenge set
 
 def read_challenge(path: str | Path, text_column: str, label_column: str, labels: Sequence[str],
-                   spec: label_sets.LabelSpec, key: str = "analyze.challenge.path") -> pd.DataFrame:
+                   spec: label_formats.LabelSpec, key: str = "analyze.challenge.path") -> pd.DataFrame:
     """A multi-label challenge set as columns text, label (canonical label sets): its labels are read
     like the training data's (data.label_format / label_delimiter / label_columns); every label must
     be known and every row must carry at least one."""
@@ -223,7 +214,7 @@ def read_challenge(path: str | Path, text_column: str, label_column: str, labels
     frame = frame[frame[text].notna() & frame[text].astype(str).str.strip().ne("")].reset_index(drop=True)
     if frame.empty:
         raise UserError(f"challenge file '{path}' has no rows with text.")
-    parsed = label_sets.parse_label_sets(frame, label or label_column, spec.columns, spec.format, spec.delimiter,
+    parsed = label_formats.parse_label_sets(frame, label or label_column, spec.columns, spec.format, spec.delimiter,
                                          str(path), "all")
     unknown = sorted(set(label_sets.all_labels(parsed)) - set(labels))
     if unknown:

@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from hfclf.analyze import failures, failure_report, improvements, multilabel, multilabel_report
 from hfclf.data import dataset, probes
-from hfclf.data import multilabel as label_sets
+from hfclf.data import label_formats, multilabel as label_sets
 from hfclf.infra import compute, tracking
 from hfclf.infra.cli import stage
 from hfclf.infra.errors import UserError
@@ -171,7 +171,7 @@ def analyze_multi_label(cfg: DictConfig, inputs: Inputs) -> Analysis:
     # user inputs are checked before any compute
     oos_sets = _out_of_scope_files(cfg, labels, True)
     challenge = (multilabel.read_challenge(a.challenge.path, cfg.data.text_column, cfg.data.label_column, labels,
-                                           label_sets.LabelSpec.from_config(cfg.data))
+                                           label_formats.LabelSpec.from_config(cfg.data))
                  if a.challenge.path else None)
     validation, train = dataset.read_split(processed, "validation"), dataset.read_split(processed, "train")
 

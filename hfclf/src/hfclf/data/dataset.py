@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from hfclf.data.multilabel import LabelSpec, check_label_sets, dataset_format, label_set_rows, rare_labels
+from hfclf.data.label_formats import LabelSpec, dataset_format, label_set_rows
+from hfclf.data.multilabel import check_label_sets, rare_labels
 from hfclf.infra.errors import UserError
 from hfclf.infra.files import staged_folder
 

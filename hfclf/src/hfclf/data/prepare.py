@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import DictConfig
 
-from hfclf.data import dataset, multilabel, probes, profiling, splitting
+from hfclf.data import dataset, label_formats, multilabel, probes, profiling, splitting
 from hfclf.infra.cli import stage
 from hfclf.infra.render import write_json
 from hfclf.infra.user_code import user_hook
@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 @stage("prepare")
 def main(cfg: DictConfig) -> None:
     source = cfg.data.source
-    spec = multilabel.LabelSpec.from_config(cfg.data)
+    spec = label_formats.LabelSpec.from_config(cfg.data)
     log.info("reading %s (%s)", source, spec.task)
     loader_path, clean_path = cfg.data.get("loader"), cfg.data.get("clean")   # your code: src/<package>/data.py
     loader, cleaner = user_hook(loader_path, "data.loader"), user_hook(clean_path, "data.clean")
@@ -87,7 +87,7 @@ def main(cfg: DictConfig) -> None:
              len(labels), "labels" if spec.multi else "classes", fingerprint)
 
 
-def known_labels(frames: dict[str, pd.DataFrame], spec: multilabel.LabelSpec) -> list[str]:
+def known_labels(frames: dict[str, pd.DataFrame], spec: label_formats.LabelSpec) -> list[str]:
     """The sorted classes, or for multi_label the individual labels of the label sets, in `frames`."""
     values = pd.concat([f["label"] for f in frames.values()])
     return multilabel.all_labels(values) if spec.multi else sorted(values.unique())

@@ -159,15 +159,19 @@ def compare(y_true: np.ndarray, model_pred: np.ndarray, results: list[BaselineRe
     return comparison
 
 
-def verdict(comparison: dict) -> str:
-    """One sentence: the fine-tune's margin over the best baseline, and whether it is real."""
+METRIC_NAMES = {"accuracy": "accuracy", "macro_f1": "macro-F1", "micro_f1": "micro-F1"}
+
+
+def verdict(comparison: dict, metric: str = "macro_f1", also: str = "accuracy") -> str:
+    """One sentence: the fine-tune's margin over the best baseline in `metric` (and `also`), and
+    whether it is real. Multi-label passes micro-F1 and macro-F1 (evaluate/multilabel_baselines.py)."""
     best = comparison["best_baseline"]
     if best is None:
         return "No baselines were run (evaluate.baselines.run is empty)."
-    m = comparison["margin"]["macro_f1"]
-    text = (f"The fine-tune's margin over the best baseline (`{best}`) is **{m['difference']:+.2f} macro-F1 "
-            f"points** (95% paired bootstrap interval {m['ci_low']:+.2f} to {m['ci_high']:+.2f}; "
-            f"accuracy {comparison['margin']['accuracy']['difference']:+.2f} points).")
+    m = comparison["margin"][metric]
+    text = (f"The fine-tune's margin over the best baseline (`{best}`) is **{m['difference']:+.2f} "
+            f"{METRIC_NAMES[metric]} points** (95% paired bootstrap interval {m['ci_low']:+.2f} to {m['ci_high']:+.2f}; "
+            f"{METRIC_NAMES[also]} {comparison['margin'][also]['difference']:+.2f} points).")
     if m["ci_low"] > 0:
         return text + " The fine-tune is better beyond sampling noise."
     if m["ci_high"] < 0:

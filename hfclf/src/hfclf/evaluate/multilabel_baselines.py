@@ -14,7 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
-from hfclf.evaluate import multilabel
+from hfclf.evaluate import baselines, multilabel
 from hfclf.evaluate.baselines import BaselineResult, base_model_features
 from hfclf.infra.compute import Compute
 from hfclf.infra.errors import UserError
@@ -129,19 +129,7 @@ def compare(y_true: np.ndarray, model_pred: np.ndarray, results: list[BaselineRe
 
 def verdict(comparison: dict) -> str:
     """One sentence: the fine-tune's micro-F1 margin over the best baseline, and whether it is real."""
-    best = comparison["best_baseline"]
-    if best is None:
-        return "No baselines were run (evaluate.baselines.run is empty)."
-    m = comparison["margin"]["micro_f1"]
-    text = (f"The fine-tune's margin over the best baseline (`{best}`) is **{m['difference']:+.2f} micro-F1 "
-            f"points** (95% paired bootstrap interval {m['ci_low']:+.2f} to {m['ci_high']:+.2f}; "
-            f"macro-F1 {comparison['margin']['macro_f1']['difference']:+.2f} points).")
-    if m["ci_low"] > 0:
-        return text + " The fine-tune is better beyond sampling noise."
-    if m["ci_high"] < 0:
-        return text + " **The baseline is better**: the fine-tune does not earn its cost on this test split."
-    return text + (" The interval includes zero: on this test split the fine-tune is **not distinguishable** "
-                   "from the baseline.")
+    return baselines.verdict(comparison, "micro_f1", "macro_f1")
 
 
 def markdown(comparison: dict) -> str:
