@@ -82,11 +82,25 @@ def test_tuned_thresholds_reach_the_best_achievable_f1():
     rng = np.random.default_rng(3)
     truth = rng.random((300, 6)) < 0.2
     probs = np.clip(truth * 0.25 + rng.random((300, 6)) * 0.6, 0, 1)     # positives shifted, never to 0.5
-    tuned = multilabel_metrics.tune_thresholds(probs, truth)
+    tuned = multilabel_metrics.tune_thresholds(probs, truth, guard_micro_f1=False)
     for j, row in enumerate(tuned["per_label"]):
         best = max(multilabel_metrics.label_f1(truth[:, [j]], probs[:, [j]] >= t)[0] for t in np.unique(probs[:, j]))
         assert row["f1_tuned"] == pytest.approx(best) and row["f1_tuned"] >= row["f1_default"]
     assert tuned["micro_f1_tuned"] > tuned["micro_f1_default"]
+
+
+def test_a_label_the_model_cannot_separate_keeps_the_default_rather_than_flood_every_prediction():
+    truth = np.zeros((20, 2), dtype=bool)
+    truth[::2, 0] = True                                   # a: 10 positives, perfectly separated
+    truth[[3, 7], 1] = True                                # w: 2 positives, the model scores every row 0.2
+    probs = np.column_stack([np.where(truth[:, 0], 0.9, 0.1), np.full(20, 0.2)])
+    unguarded = multilabel_metrics.tune_thresholds(probs, truth, guard_micro_f1=False)
+    # w's own best F1 is "predict it for every text" (4/22 > 0): 18 false positives, micro-F1 24/42
+    assert unguarded["thresholds"][1] == pytest.approx(0.2) and unguarded["micro_f1_tuned"] == pytest.approx(24 / 42)
+    guarded = multilabel_metrics.tune_thresholds(probs, truth)
+    assert guarded["thresholds"] == pytest.approx([0.5, 0.5])   # a: 0.5 already perfect; w: back to the default
+    assert [row["kept_default_for_micro_f1"] for row in guarded["per_label"]] == [False, True]
+    assert guarded["micro_f1_tuned"] == pytest.approx(20 / 22) and guarded["micro_f1_tuned"] >= guarded["micro_f1_default"]
 
 
 # --------------------------------------------------------------------------- metrics

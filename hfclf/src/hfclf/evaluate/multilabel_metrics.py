@@ -58,9 +58,34 @@ def _best_threshold(curve: np.ndarray, candidates: np.ndarray) -> float:
     return float(candidates[closest.max()])
 
 
+def _guard_micro_f1(truth: np.ndarray, probs: np.ndarray, thresholds: np.ndarray, default: float) -> np.ndarray:
+    """Labels whose own best threshold lowers the validation micro-F1 go back to `default`.
+
+    A label the model barely separates has its best F1 at a threshold near 0 (predict it for every
+    text: F1 = 2p / (1 + p) for prevalence p beats never predicting it), which floods every prediction
+    with that label. Each label is tried at `default`, the least improved label first, keeping the
+    change when micro-F1 (all labels pooled: the headline) rises."""
+    thresholds = thresholds.copy()
+
+    def counts(pred):
+        return np.stack([(truth & pred).sum(0), (~truth & pred).sum(0), (truth & ~pred).sum(0)])   # 3 x labels
+
+    tuned, untuned = counts(probs >= thresholds), counts(probs >= default)
+    gain = f1_from_counts(*tuned) - f1_from_counts(*untuned)
+    total = tuned.sum(1)
+    for j in np.argsort(gain, kind="stable"):
+        if thresholds[j] == default:
+            continue
+        trial = total - tuned[:, j] + untuned[:, j]
+        if f1_from_counts(*trial) > f1_from_counts(*total) + 1e-12:
+            thresholds[j], total = default, trial
+    return thresholds
+
+
 def tune_thresholds(probs, y_true, grid: Sequence[float] | None = None, default: float = 0.5,
-                    min_support: int = 1, labels: Sequence[str] | None = None) -> dict:
-    """Per-label thresholds maximising each label's validation F1.
+                    min_support: int = 1, labels: Sequence[str] | None = None, guard_micro_f1: bool = True) -> dict:
+    """Per-label thresholds maximising each label's validation F1 - except where that lowers the
+    validation micro-F1 (`guard_micro_f1`, `_guard_micro_f1`): such a label keeps `default`.
 
     `probs` and `y_true` are rows x labels (sigmoid probabilities, 0/1 truth). Candidates are `grid`
     (None: 0.05 ... 0.95 by 0.05, plus the midpoints between the label's distinct validation
@@ -70,7 +95,8 @@ def tune_thresholds(probs, y_true, grid: Sequence[float] | None = None, default:
 
     Returns (JSON-ready) {"thresholds": [L floats], "labels_tuned": int, "micro_f1_default",
     "micro_f1_tuned", "macro_f1_default", "macro_f1_tuned", "per_label": [{"label" (the name when
-    `labels` is given, else the column), "support", "threshold", "tuned", "f1_default", "f1_tuned"}]}.
+    `labels` is given, else the column), "support", "threshold", "tuned", "kept_default_for_micro_f1"
+    (guarded), "f1_default", "f1_tuned"}]}.
     """
     probs = indicator(probs, "probs").astype(np.float64)
     truth = indicator(y_true, "y_true", probs.shape).astype(bool)
@@ -87,8 +113,14 @@ def tune_thresholds(probs, y_true, grid: Sequence[float] | None = None, default:
             candidates = (_candidates(probs[:, j], DEFAULT_GRID, fixed) if grid is None
                           else np.unique(np.concatenate([np.asarray(grid, dtype=float), fixed])))
             thresholds[j] = _best_threshold(_label_f1_curve(probs[:, j], truth[:, j], candidates), candidates)
-        per_label.append({"label": labels[j] if labels is not None else j, "support": support,
-                          "threshold": float(thresholds[j]), "tuned": tuned})
+        per_label.append({"label": labels[j] if labels is not None else j, "support": support, "tuned": tuned})
+    if guard_micro_f1:
+        guarded = _guard_micro_f1(truth, probs, thresholds, float(default))
+        for row, before, after in zip(per_label, thresholds, guarded):
+            row["kept_default_for_micro_f1"] = bool(before != after)
+        thresholds = guarded
+    for row, threshold in zip(per_label, thresholds):
+        row["threshold"] = float(threshold)
     untuned, tuned_pred = probs >= default, probs >= thresholds
     before, after = label_f1(truth, untuned), label_f1(truth, tuned_pred)
     for row, f1_default, f1_tuned in zip(per_label, before, after):
