@@ -49,7 +49,7 @@ bench: bench-train bench-data ## both benchmarks below (long: hours on a small C
 bench-train: ## yardstick (plain Trainer) vs the baked project's train stage, alternating, category + intent; REPEATS=3
 	python bench/run.py --repeats $(or $(REPEATS),3) --csv $(or $(DATA),../shared/data/bitext/customer_support_sample.csv)
 
-bench-data: ## the defaults vs a fixed 5 epochs, baselines, plan's estimate error on real datasets built offline (bench/results/convergence.md); DATASETS=bitext,debian-1k,debian-10k,man REPEATS=3
+bench-data: ## the defaults vs a fixed 5 epochs, baselines, plan's estimate error on real datasets built offline (bench/results/convergence.md); DATASETS=bitext,debian-1k,debian-10k,man,debtags REPEATS=3
 	python bench/convergence.py --repeats $(or $(REPEATS),3) $(if $(DATASETS),--datasets $(DATASETS))
 
 bench-profile: ## where the yardstick's time goes (cProfile of one epoch, by phase)

@@ -14,9 +14,12 @@ run and validation passes made, against the loop's actual seconds (+10%: the pla
 Datasets (built offline on the fly into the work folder, never committed; see bench/datasets.py):
 - `bitext`: the Bitext customer-support sample (../shared), `instruction` -> `category`;
 - `debian-1k`, `debian-10k`: Debian package descriptions -> section (one line, ~54 classes);
-- `man`: English man pages -> man1..man8 (up to ~2000 characters, 6 classes).
+- `man`: English man pages -> man1..man8 (up to ~2000 characters, 6 classes);
+- `debtags` (multi-label, `task=multi_label`): Debian package descriptions -> their debtags (`role::`,
+  `use::`, `implemented-in::` facets), ~3k rows; scored by micro-F1 (the multi-label headline), with
+  `prepare.rare_labels=drop` (what prepare's error tells a user to set for a long-tailed tag set).
 
-    python bench/convergence.py [--datasets bitext,debian-1k,debian-10k,man] [--repeats 1]
+    python bench/convergence.py [--datasets bitext,debian-1k,debian-10k,man,debtags] [--repeats 1]
                                 [--fixed-epochs 5] [--max-rows N] [--out bench/results/convergence.md]
 
 --max-rows caps every dataset (stratified, seeded) for a quick smoke run of this script; its
@@ -44,11 +47,18 @@ _spec = importlib.util.spec_from_file_location("bench_datasets", Path(__file__).
 datasets = importlib.util.module_from_spec(_spec)   # not `import datasets`: that name is Hugging Face's
 _spec.loader.exec_module(datasets)
 
-DATASETS = ("bitext", "debian-1k", "debian-10k", "man")
+DATASETS = ("bitext", "debian-1k", "debian-10k", "man", "debtags")
 DESCRIBED = {"bitext": "Bitext customer support, instruction -> category",
              "debian-1k": "Debian package descriptions -> section (apt-cache dumpavail), ~1k rows",
              "debian-10k": "Debian package descriptions -> section (apt-cache dumpavail), ~10k rows",
-             "man": "English man pages (NAME + DESCRIPTION) -> man section"}
+             "man": "English man pages (NAME + DESCRIPTION) -> man section",
+             "debtags": "Debian package descriptions -> their debtags (multi-label), ~3k rows"}
+MULTI_LABEL = {"debtags"}
+
+
+def score_name(name: str) -> str:
+    """The headline test score: macro-F1, or micro-F1 for a multi-label dataset."""
+    return "micro_f1" if name in MULTI_LABEL else "macro_f1"
 
 
 def build(name: str, work: Path, max_rows: int | None, seed: int = 0) -> tuple[Path, str, str]:
@@ -59,6 +69,8 @@ def build(name: str, work: Path, max_rows: int | None, seed: int = 0) -> tuple[P
         frame, text, label = datasets.debian(rows={"debian-1k": 1000, "debian-10k": 10000}[name]), "text", "label"
     elif name == "man":
         frame, text, label = datasets.manpages(), "text", "label"
+    elif name == "debtags":
+        frame, text, label = datasets.debtags(rows=3000, seed=seed), "text", "labels"
     else:
         sys.exit(f"unknown dataset {name!r}; choose from {', '.join(DATASETS)}")
     if max_rows and len(frame) > max_rows:   # stratified, every class kept (smoke runs of this script only)
@@ -70,12 +82,18 @@ def build(name: str, work: Path, max_rows: int | None, seed: int = 0) -> tuple[P
     return path, text, label
 
 
-def bake_with(csv: Path, text: str, label: str, into: Path) -> Path:
-    """A project with the template's defaults for this CSV and its columns."""
+def bake_with(csv: Path, text: str, label: str, into: Path, multi_label: bool = False) -> Path:
+    """A project with the template's defaults for this CSV and its columns (multi-label: task=multi_label,
+    and rare tags dropped rather than refused)."""
     subprocess.run([sys.executable, "-m", "cookiecutter", str(ROOT), "--no-input", "--output-dir", str(into),
-                    f"dataset={csv}", f"text_column={text}", f"label_column={label}"], check=True, env=env_for(),
+                    f"dataset={csv}", f"text_column={text}", f"label_column={label}",
+                    f"task={'multi_label' if multi_label else 'single_label'}"], check=True, env=env_for(),
                    capture_output=True)
-    return into / "support-ticket-classifier"
+    project = into / "support-ticket-classifier"
+    if multi_label:
+        conf = project / "conf" / "prepare.yaml"
+        conf.write_text(conf.read_text().replace("rare_labels: refuse", "rare_labels: drop"))
+    return project
 
 
 def run(cmd: list[str], project: Path) -> float:
@@ -99,7 +117,7 @@ def estimate_seconds(plan: dict, epochs: float, evals_per_epoch: int) -> float:
     return per_epoch * epochs
 
 
-def one_run(project: Path, plan: dict, variant: str, fixed_epochs: int) -> dict:
+def one_run(project: Path, plan: dict, variant: str, fixed_epochs: int, score: str = "macro_f1") -> dict:
     if variant == "default":
         wall = run(["dvc", "repro", "-s", "-f", "train"], project)
         run(["hfclf", "evaluate"], project)                                   # with its default baselines
@@ -111,7 +129,8 @@ def one_run(project: Path, plan: dict, variant: str, fixed_epochs: int) -> dict:
         evals = 1
     metrics, training = read(project, "metrics.json"), read(project, "training.json")
     estimate = estimate_seconds(plan, training["epochs_run"], evals)
-    return {"variant": variant, "macro_f1": metrics["macro_f1"], "accuracy": metrics["accuracy"],
+    return {"variant": variant, "score": metrics[score], "score_name": score,
+            "accuracy": metrics.get("accuracy", metrics.get("subset_accuracy")),
             "train_s": training["train_seconds"], "wall_s": wall, "epochs": training["epochs_run"],
             "best_epoch": training["best_epoch"], "stop": training["stop_reason"], "estimate_s": estimate,
             "estimate_error": estimate / training["train_seconds"] - 1,
@@ -140,7 +159,7 @@ def table(shapes: dict, results: dict, repeats: int, fixed_epochs: int) -> str:
                     f"{s['chars_p50']:.0f} / {s['chars_p95']:.0f} | {s['truncated_share']:.1%} at {s['max_length']} | "
                     f"{s['epoch_bound']}, {s['plan_seconds_per_epoch']:.0f}, "
                     f"{s['plan_range_s'][0]:.0f}–{s['plan_range_s'][1]:.0f} |")
-    rows = ["| dataset | model | runs | test macro-F1 | training loop (s) | whole process (s) | epochs run (best) | "
+    rows = ["| dataset | model | runs | test macro-F1 (multi-label: micro-F1) | training loop (s) | whole process (s) | epochs run (best) | "
             "stop | plan's estimate (s) | estimate error |",
             "|---|---|---|---|---|---|---|---|---|---|"]
     labels = {"default": "fine-tune, defaults (convergence)", "fixed": f"fine-tune, fixed {fixed_epochs} epochs"}
@@ -149,14 +168,14 @@ def table(shapes: dict, results: dict, repeats: int, fixed_epochs: int) -> str:
             rs = [r for r in runs if r["variant"] == variant]
             if not rs:
                 continue
-            rows.append(f"| {name} | {labels[variant]} | {len(rs)} | {spread([r['macro_f1'] for r in rs], '.4f')} | "
+            rows.append(f"| {name} | {labels[variant]} | {len(rs)} | {spread([r['score'] for r in rs], '.4f')} | "
                         f"{spread([r['train_s'] for r in rs], '.1f')} | {spread([r['wall_s'] for r in rs], '.1f')} | "
                         f"{', '.join('%.3g (%.3g)' % (r['epochs'], r['best_epoch']) for r in rs)} | "
                         f"{', '.join(sorted({r['stop'] for r in rs}))} | {spread([r['estimate_s'] for r in rs], '.1f')} | "
                         f"{spread([100 * r['estimate_error'] for r in rs], '+.0f')}% |")
         scored = [r for r in runs if r["baselines"]]
         for baseline in (scored[0]["baselines"] if scored else {}):
-            f1 = [r["baselines"][baseline]["macro_f1"] for r in scored if baseline in r["baselines"]]
+            f1 = [r["baselines"][baseline][r["score_name"]] for r in scored if baseline in r["baselines"]]
             best = " (best)" if scored[0]["best_baseline"] == baseline else ""
             rows.append(f"| {name} | baseline `{baseline}`{best} | {len(f1)} | {spread(f1, '.4f')} | | | | | | |")
     note = (f"median [min–max] of {repeats} repeats, the variants' order alternating" if repeats > 1
@@ -194,7 +213,7 @@ def main() -> None:
     for name in names:
         started = time.perf_counter()
         csv, text, label = build(name, work, args.max_rows)
-        project = bake_with(csv, text, label, work / name)
+        project = bake_with(csv, text, label, work / name, name in MULTI_LABEL)
         run(["dvc", "repro", "plan"], project)
         plan = read(project, "training_plan.json")
         shapes[name] = describe(name, pd.read_csv(csv, usecols=[text]), plan)
@@ -203,9 +222,9 @@ def main() -> None:
         results[name] = []
         for repeat in range(args.repeats):
             for variant in (variants if repeat % 2 == 0 else variants[::-1]):
-                result = one_run(project, plan, variant, args.fixed_epochs) | {"repeat": repeat}
+                result = one_run(project, plan, variant, args.fixed_epochs, score_name(name)) | {"repeat": repeat}
                 results[name].append(result)
-                print(f"[{repeat + 1}/{args.repeats}] {name:>10} {variant:>7}: macro-F1 {result['macro_f1']:.4f}, "
+                print(f"[{repeat + 1}/{args.repeats}] {name:>10} {variant:>7}: {result['score_name']} {result['score']:.4f}, "
                       f"loop {result['train_s']:.1f} s (process {result['wall_s']:.1f} s), "
                       f"{result['epochs']:g} epochs ({result['stop']}), plan's estimate {result['estimate_s']:.1f} s "
                       f"({result['estimate_error']:+.0%}), load {result['load1']:.2f}", flush=True)
