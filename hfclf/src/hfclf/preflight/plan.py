@@ -85,7 +85,8 @@ def make_plan(cfg: DictConfig, profile: dict, review: dict, smoke: dict, fingerp
                      f"{suggest_max_length(tokens) if tokens else 'a larger value'} would cover 99%")
     small = {k: v for k, v in profile["per_class"]["train"].items() if v < p.min_rows_per_class}
     if small:
-        risks.append(f"{len(small)} classes have fewer than {p.min_rows_per_class} training rows "
+        kind = "labels" if profile.get("task") == "multi_label" else "classes"
+        risks.append(f"{len(small)} {kind} have fewer than {p.min_rows_per_class} training rows "
                      f"({', '.join(f'{k} ({v})' for k, v in small.items())}): expect unstable scores for them")
     risks += [f"device: {w}" for w in smoke.get("warnings", [])]
 
