@@ -56,7 +56,14 @@ def test_targets_are_label_rows_and_the_loss_is_binary_cross_entropy():
     scores = GOAL.validation_scores(logits.numpy(), y)
     assert scores["val_micro_f1"] == 1.0 and scores["val_accuracy"] == 1.0   # every set exactly right
     half = GOAL.validation_scores(np.array([[2.0, 2.0, -2.0]], dtype=np.float32), np.array([[1, 0, 1]]))
-    assert half["val_micro_f1"] == pytest.approx(0.5) and half["val_accuracy"] == 0.0   # 1 TP, 1 FP, 1 FN
+    assert half["val_micro_f1_at_half"] == pytest.approx(0.5) and half["val_accuracy"] == 0.0   # 1 TP, 1 FP, 1 FN
+    # early in training every score is below 0.5: nothing is predicted at 0.5, yet the ranking is right
+    early = GOAL.validation_scores(np.array([[-1.0, -3.0, -1.5], [-3.0, -1.2, -3.0]], dtype=np.float32),
+                                   np.array([[1, 0, 1], [0, 1, 0]]))
+    assert early["val_micro_f1_at_half"] == 0.0 and early["val_micro_f1"] == 1.0   # the stopping score
+    # best single threshold: scores .9 (+) .8 (-) .7 (+) .1 (-): top 3 give 2 TP of 2 positives, F1 4/5
+    probs = np.array([[0.9, 0.8], [0.7, 0.1]])
+    assert objective.best_micro_f1(probs, np.array([[1, 0], [1, 0]])) == pytest.approx(4 / 5)
 
 
 def test_the_model_learns_label_sets_and_stops_on_micro_f1(trained):

@@ -212,5 +212,5 @@ def training_markdown(s: dict) -> str:
         f"- MLflow run: `{s['run_id']}`", "",
         "![training curves](figures/training_curves.png)", "",
         md_table(["epoch", "step", "val loss", "val accuracy" if score == "macro_f1" else "val exact-set accuracy",
-                  "val macro-F1", *(["val micro-F1"] if score == "micro_f1" else [])], rows), "",
+                  "val macro-F1", *(["val micro-F1 (best single threshold)"] if score == "micro_f1" else [])], rows), "",
         "## Warnings", "", warnings, ""])
