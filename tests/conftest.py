@@ -100,6 +100,33 @@ def serving(cmd: list[str], project: Path, url: str, cwd: Path | None = None, ti
         stop_group(proc)
 
 
+CHROMIUM = "/usr/bin/chromium"   # Debian's (.ci/run installs it), driven by Playwright
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--no-first-run", "--disable-sync"]
+
+
+def demo_answer(project: Path, ticket: str, answer_field: str) -> str:
+    """`make demo` on a free port; `ticket` typed into the page in Chromium and submitted; the text
+    that appears in the field labelled `answer_field`."""
+    from playwright.sync_api import sync_playwright
+
+    assert Path(CHROMIUM).exists(), "Debian's chromium is expected (.ci/run installs it: apt-get install chromium)"
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/"
+    with serving(["make", "demo", f"DEMO_PORT={port}"], project, url), sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.goto(url)
+            page.get_by_label("Ticket").fill(ticket)
+            page.get_by_role("button", name="Submit").click()
+            answer = page.get_by_label(answer_field)
+            page.wait_for_function("el => el.value.length > 0", arg=answer.element_handle(), timeout=60_000)
+            return answer.input_value()
+        finally:
+            browser.close()
+
+
 def stop_group(proc: subprocess.Popen) -> None:
     """Stop a process started with start_new_session=True and everything it started (TERM, then KILL)."""
     os.killpg(proc.pid, signal.SIGTERM)

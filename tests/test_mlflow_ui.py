@@ -24,18 +24,16 @@ from typing import Iterator
 
 import pytest
 
-from conftest import GIT_ID, api, free_port, mlflow_server, project_env, run, stop_group, tiny_project
+from conftest import (CHROMIUM, CHROMIUM_ARGS, GIT_ID, api, free_port, mlflow_server, project_env, run, stop_group,
+                      tiny_project)
 
 pytestmark = pytest.mark.slow   # a browser, an MLflow server and five pipeline runs: minutes
 
-CHROMIUM = "/usr/bin/chromium"
 # the first two chart cards on screen are drawn (charts load lazily, each with a spinner until then)
 CHARTS_DRAWN = """() => {
   const cards = [...document.querySelectorAll('[data-testid=experiment-view-compare-runs-card]')].slice(0, 2);
   return cards.length > 0 && cards.every(card => !card.querySelector('.du-bois-light-spin') && card.querySelector('svg'));
 }"""
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--no-first-run", "--disable-sync"]
 LABELS = ("account", "billing", "shipping")
 
 

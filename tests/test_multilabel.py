@@ -20,13 +20,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT, free_port, run, serving, set_param, tiny_model_project
+from conftest import ROOT, demo_answer, run, set_param, tiny_model_project
 
 pytestmark = pytest.mark.slow   # a whole pipeline and a browser: a minute or two
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--no-first-run", "--disable-sync"]
 
 
 def bench_datasets():
@@ -106,23 +103,7 @@ def test_make_predict_prints_a_label_set(debtags_project):
 
 
 def test_the_demo_shows_the_label_set_in_a_real_browser(debtags_project):
-    from playwright.sync_api import sync_playwright
-
-    port = free_port()
-    url = f"http://127.0.0.1:{port}/"
-    with serving(["make", "demo", f"DEMO_PORT={port}"], debtags_project, url):
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-            try:
-                page = browser.new_page()
-                page.goto(url)
-                page.get_by_label("Ticket").fill("Python library for parsing and editing documents")
-                page.get_by_role("button", name="Submit").click()
-                answer = page.get_by_label("Predicted labels")
-                page.wait_for_function("el => el.value.length > 0", arg=answer.element_handle(), timeout=60_000)
-                shown = answer.input_value()
-            finally:
-                browser.close()
+    shown = demo_answer(debtags_project, "Python library for parsing and editing documents", "Predicted labels")
     labels = read(debtags_project, "data/processed/labels.json")["labels"]
     # every label given with its score, or why none was
     assert shown.startswith("no label") or all(part.split(" (")[0] in labels for part in shown.split("; ")), shown

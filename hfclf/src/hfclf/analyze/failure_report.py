@@ -25,15 +25,22 @@ def _save(fig, path: Path):
 
 
 def plot_confidence(conf: np.ndarray, correct: np.ndarray, path: Path):
+    return plot_right_and_wrong(conf, correct, ("correct", "wrong"), "confidence (top-class probability)",
+                                "test rows (log scale)", "Confidence of correct and wrong predictions", path)
+
+
+def plot_right_and_wrong(values: np.ndarray, right: np.ndarray, names: tuple[str, str], xlabel: str, ylabel: str,
+                         title: str, path: Path):
+    """Two histograms on [0, 1] (log counts): the `values` of right decisions and of wrong ones."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 3.6))
     bins = np.linspace(0, 1, 26)
-    ax.hist(conf[correct], bins=bins, alpha=0.7, label=f"correct ({int(correct.sum())})", color="tab:blue")
-    ax.hist(conf[~correct], bins=bins, alpha=0.8, label=f"wrong ({int((~correct).sum())})", color="tab:red")
+    ax.hist(values[right], bins=bins, alpha=0.7, label=f"{names[0]} ({int(right.sum())})", color="tab:blue")
+    ax.hist(values[~right], bins=bins, alpha=0.8, label=f"{names[1]} ({int((~right).sum())})", color="tab:red")
     ax.set_yscale("log")
-    ax.set_xlabel("confidence (top-class probability)")
-    ax.set_ylabel("test rows (log scale)")
-    ax.set_title("Confidence of correct and wrong predictions")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
     ax.legend()
     return _save(fig, path)
 

@@ -20,19 +20,10 @@ TABLE_LIMIT = 20   # rows of the per-label tables (flagged labels always shown)
 
 def plot_decisions(probs: np.ndarray, truth: np.ndarray, pred: np.ndarray, path: Path):
     """The probability behind every label decision, right ones and wrong ones (log scale)."""
-    plt = pyplot()
-    right = (truth == pred).ravel()
-    values = np.asarray(probs, dtype=float).ravel()
-    fig, ax = plt.subplots(figsize=(6.5, 3.6))
-    bins = np.linspace(0, 1, 26)
-    ax.hist(values[right], bins=bins, alpha=0.7, label=f"right decisions ({int(right.sum())})", color="tab:blue")
-    ax.hist(values[~right], bins=bins, alpha=0.8, label=f"wrong decisions ({int((~right).sum())})", color="tab:red")
-    ax.set_yscale("log")
-    ax.set_xlabel("label probability (sigmoid), every label of every test row")
-    ax.set_ylabel("label decisions (log scale)")
-    ax.set_title("Probabilities behind right and wrong label decisions")
-    ax.legend()
-    return _save(fig, path)
+    return failure_report.plot_right_and_wrong(
+        np.asarray(probs, dtype=float).ravel(), (truth == pred).ravel(), ("right decisions", "wrong decisions"),
+        "label probability (sigmoid), every label of every test row", "label decisions (log scale)",
+        "Probabilities behind right and wrong label decisions", path)
 
 
 def plot_out_of_scope(test_margins: np.ndarray, oos_margins: dict[str, np.ndarray], path: Path):

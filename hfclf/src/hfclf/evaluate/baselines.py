@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -116,26 +116,35 @@ def subsample(n: int, y: np.ndarray, limit: int | None, seed: int) -> np.ndarray
 def run(names: Sequence[str], train_texts: Sequence[str], train_y: np.ndarray, test_texts: Sequence[str],
         settings, model_name: str, hw: Compute, max_length: int, seed: int) -> list[BaselineResult]:
     """Train and score each named baseline; `settings` is conf/evaluate.yaml's `baselines` section."""
-    unknown = [n for n in names if n not in DESCRIPTIONS]
+    train_y = np.asarray(train_y, dtype=np.int64)
+
+    def predict(name: str, texts: list[str], y: np.ndarray):
+        if name == "majority":
+            return majority(y, len(test_texts))
+        if name == "tfidf_logreg":
+            return tfidf_logreg(texts, y, test_texts, settings.logreg_c, seed)
+        return frozen_embeddings(model_name, texts, y, test_texts, hw, max_length, settings.batch_size,
+                                 settings.logreg_c, seed)
+
+    rows = subsample(len(train_texts), train_y, settings.max_train_rows, seed)
+    return score_each(names, DESCRIPTIONS, [train_texts[i] for i in rows], train_y[rows], predict)
+
+
+def score_each(names: Sequence[str], descriptions: dict[str, str], texts: list[str], y: np.ndarray,
+               predict: Callable[[str, list[str], np.ndarray], np.ndarray]) -> list[BaselineResult]:
+    """Each named baseline (a key of `descriptions`) trained on `texts`/`y` by `predict(name, texts, y)`,
+    which returns its test predictions; timed and logged. Shared with evaluate/multilabel_baselines.py."""
+    unknown = [n for n in names if n not in descriptions]
     if unknown:
         raise UserError(f"evaluate.baselines.run has unknown baseline(s) {unknown}; "
-                        f"choose from {sorted(DESCRIPTIONS)}.")
-    train_y = np.asarray(train_y, dtype=np.int64)
+                        f"choose from {sorted(descriptions)}.")
     results = []
     for name in names:
         started = time.monotonic()
-        rows = subsample(len(train_texts), train_y, settings.max_train_rows, seed)
-        texts, y = [train_texts[i] for i in rows], train_y[rows]
-        if name == "majority":
-            pred = majority(y, len(test_texts))
-        elif name == "tfidf_logreg":
-            pred = tfidf_logreg(texts, y, test_texts, settings.logreg_c, seed)
-        else:
-            pred = frozen_embeddings(model_name, texts, y, test_texts, hw, max_length, settings.batch_size,
-                                     settings.logreg_c, seed)
-        results.append(BaselineResult(name, DESCRIPTIONS[name], np.asarray(pred, dtype=np.int64), len(rows),
-                                      round(time.monotonic() - started, 2)))
-        log.info("baseline %s trained on %d rows and scored in %.1f s", name, len(rows), results[-1].seconds)
+        pred = np.asarray(predict(name, texts, y), dtype=y.dtype)
+        seconds = round(time.monotonic() - started, 2)
+        results.append(BaselineResult(name, descriptions[name], pred, len(texts), seconds))
+        log.info("baseline %s trained on %d rows and scored in %.1f s", name, len(texts), results[-1].seconds)
     return results
 
 

@@ -9,7 +9,6 @@ works for both tasks):
 from __future__ import annotations
 
 import logging
-import time
 from typing import Sequence
 
 import numpy as np
@@ -17,7 +16,6 @@ import numpy as np
 from hfclf.evaluate import baselines, multilabel
 from hfclf.evaluate.baselines import BaselineResult, base_model_features
 from hfclf.infra.compute import Compute
-from hfclf.infra.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -87,27 +85,18 @@ def run(names: Sequence[str], train_texts: Sequence[str], train_y: np.ndarray, t
         settings, model_name: str, hw: Compute, max_length: int, seed: int) -> list[BaselineResult]:
     """Train and score each named baseline on rows x labels 0/1 targets; `settings` is
     conf/evaluate.yaml's `baselines` section. Each result's y_pred is a test rows x labels matrix."""
-    unknown = [n for n in names if n not in DESCRIPTIONS]
-    if unknown:
-        raise UserError(f"evaluate.baselines.run has unknown baseline(s) {unknown}; "
-                        f"choose from {sorted(DESCRIPTIONS)}.")
     train_y = np.asarray(train_y, dtype=np.int8)
-    results = []
-    for name in names:
-        started = time.monotonic()
-        rows = subsample(len(train_texts), settings.max_train_rows, seed)
-        texts, y = [train_texts[i] for i in rows], train_y[rows]
+
+    def predict(name: str, texts: list[str], y: np.ndarray):
         if name == "majority":
-            pred = most_frequent_labels(y, len(test_texts))
-        elif name == "tfidf_logreg":
-            pred = tfidf_logreg(texts, y, test_texts, settings.logreg_c, seed)
-        else:
-            pred = frozen_embeddings(model_name, texts, y, test_texts, hw, max_length, settings.batch_size,
-                                     settings.logreg_c, seed)
-        results.append(BaselineResult(name, DESCRIPTIONS[name], np.asarray(pred, dtype=np.int8), len(rows),
-                                      round(time.monotonic() - started, 2)))
-        log.info("baseline %s trained on %d rows and scored in %.1f s", name, len(rows), results[-1].seconds)
-    return results
+            return most_frequent_labels(y, len(test_texts))
+        if name == "tfidf_logreg":
+            return tfidf_logreg(texts, y, test_texts, settings.logreg_c, seed)
+        return frozen_embeddings(model_name, texts, y, test_texts, hw, max_length, settings.batch_size,
+                                 settings.logreg_c, seed)
+
+    rows = subsample(len(train_texts), settings.max_train_rows, seed)
+    return baselines.score_each(names, DESCRIPTIONS, [train_texts[i] for i in rows], train_y[rows], predict)
 
 
 def compare(y_true: np.ndarray, model_pred: np.ndarray, results: list[BaselineResult], resamples) -> dict:
