@@ -143,6 +143,8 @@ def train(model, tokenizer, train_texts: Sequence[str], train_labels: np.ndarray
     val_labels = np.asarray(val_labels)[sample]
     lengths = [len(e) for e in train_enc]
     targets = objective.tensor(train_labels)
+    if objective.init_head(model, train_labels):   # multi-label; a resumed run's checkpoint replaces it below
+        log.info("head bias set to each label's log prior odds on the %d training rows", len(train_labels))
     steps_per_epoch = dist.steps(math.ceil(len(train_enc) / settings.batch_size))
     total_steps = steps_per_epoch * settings.epochs
     optimizer = _optimizer(model, settings, compute.device)
