@@ -52,7 +52,8 @@ def env_for(project: Path | None = None) -> dict[str, str]:
     if SAME_OMP_POLICY:  # the project sets this itself; give the yardstick the same, or a busy CPU punishes it 10x
         env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     if project is not None:  # the project's own code (src/<package>/), as `make install` makes it importable
-        env["PYTHONPATH"] = str(project / "src")
+        # ahead of an inherited PYTHONPATH (kept: it can point the stages at another checkout's hfclf)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(project / "src"), os.environ.get("PYTHONPATH")]))
     return env
 
 
