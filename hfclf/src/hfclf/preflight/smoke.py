@@ -155,7 +155,10 @@ def run(model_name: str, labels: list[str], train_df: pd.DataFrame, val_df: pd.D
         raise SmokeFailure("loss decreases", f"mean loss went from {first:.4f} (first third of {len(losses)} steps) "
                                              f"to {last:.4f} (last third) on {len(train_sub)} repeated examples, "
                                              f"less than the {smoke.min_loss_drop:.0%} drop required. "
-                                             "Check train.learning_rate (too low or too high) and that labels match texts.")
+                                             "Check train.learning_rate (too low or too high) and that labels match texts."
+                                             + (" Multi-label: the head starts at the label priors, so the loss "
+                                                "falls only by learning from the texts; on a small or hard set "
+                                                "give it more steps (smoke.steps)." if goal.multi_label else ""))
     passed("loss decreases", f"{first:.4f} → {last:.4f}")
 
     live = modeling.Predictor(model, tokenizer, settings.max_length, hw, meta={"task": task})
