@@ -99,3 +99,57 @@ def test_openmp_threads_wait_passively_unless_the_user_says_otherwise(preset, ex
             "x = torch.ones(64, 64); assert float((x @ x).sum()) == 64 ** 3; print(os.environ['OMP_WAIT_POLICY'])")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == expected
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 8, 256])
+def test_prediction_batches_cover_every_text_once_in_length_order_and_pad_within_budget(batch_size):
+    from hfclf.train import batching
+
+    lengths = np.random.default_rng(0).integers(3, 40, size=200).tolist() + [128] * 2 + [7] * 50
+    batches = batching.length_batches(lengths, batch_size)
+    order = np.concatenate(batches)
+    assert sorted(order.tolist()) == list(range(len(lengths)))
+    assert np.all(np.diff(np.asarray(lengths)[order]) >= 0)                 # length order
+    for index in batches:
+        rows = np.asarray(lengths)[index]
+        assert 1 <= len(index) <= batch_size
+        assert rows.max() * len(rows) - rows.sum() <= batching.PAD_BUDGET  # next to no padding
+    assert batching.length_batches([], 8) == []
+    assert [b.tolist() for b in batching.length_batches([5, 5, 5, 9, 9], 8, pad_budget=0)] == [[0, 1, 2], [3, 4]]
+    # a few longer texts join the batch before them rather than take a forward pass of their own
+    assert [b.tolist() for b in batching.length_batches([5, 5, 6], 8, pad_budget=2)] == [[0, 1, 2]]
+
+
+def test_prediction_matches_one_by_one_and_gives_small_batches_fewer_threads(tiny_model_dir, tickets):
+    """Length batches without padding give the probabilities of a plain padded forward pass and of
+    one text at a time; a forward pass gets a thread per TOKENS_PER_THREAD tokens (a single text: one)
+    and a batch of many short texts eager attention; the caller's threads and the model's attention
+    are left as they were."""
+    tokenizer, model, _ = modeling.load_for_training(str(tiny_model_dir), LABELS, seed=0)
+    assert model.config._attn_implementation == "sdpa"
+    predictor = modeling.Predictor(model, tokenizer, 128, compute.select("cpu", "fp32", 2), temperature=1.3)
+    seen = []
+    handle = model.register_forward_pre_hook(lambda module, args, kwargs: seen.append(
+        (tuple(kwargs["input_ids"].shape), torch.get_num_threads(), module.config._attn_implementation)),
+        with_kwargs=True)
+    texts = tickets["instruction"].tolist()
+    try:
+        batched = predictor.predict_proba(texts, batch_size=64)
+        assert {threads for _, threads, _ in seen} == {1, 2}        # both kinds of batch were seen
+        for (rows, width), threads, attention in seen:
+            assert threads == min(2, max(1, rows * width // modeling.TOKENS_PER_THREAD))
+            short = rows >= modeling.EAGER_MIN_ROWS and width <= modeling.EAGER_MAX_WIDTH
+            assert attention == ("eager" if short else "sdpa")
+        assert "eager" in {attention for *_, attention in seen}
+        seen.clear()
+        single = np.vstack([predictor.predict_proba([t]) for t in texts])
+        assert {(threads, attention) for _, threads, attention in seen} == {(1, "sdpa")}
+        assert torch.get_num_threads() == 2 and model.config._attn_implementation == "sdpa"
+    finally:
+        handle.remove()
+    with torch.inference_mode():
+        encoded = tokenizer(texts, padding=True, return_tensors="pt")
+        plain = torch.softmax(model(**encoded).logits / 1.3, -1).numpy()
+    np.testing.assert_allclose(batched, plain, atol=1e-5)
+    np.testing.assert_allclose(single, plain, atol=1e-5)
+    assert [p.label for p in predictor.predict(texts[:5])] == [LABELS[i] for i in plain[:5].argmax(1)]

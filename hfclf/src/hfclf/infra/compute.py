@@ -112,8 +112,13 @@ def seed_everything(seed: int) -> None:
 
 def release_memory() -> None:
     """Give freed heap back to the OS. glibc keeps it: after training that is ~250 MB of activations
-    and optimizer state, which would otherwise add to the peak of what follows (saving, MLflow)."""
-    gc.collect()
+    and optimizer state, which would otherwise add to the peak of what follows (saving, MLflow).
+
+    Tensors are freed when their last reference goes; the collector is only for reference cycles
+    among fresh objects, so only the young generations are collected: a full collection walks every
+    object of PyTorch and transformers (~0.4 s on a 2-core CPU, at every validation pass) and, measured
+    after MiniLM training, freed nothing more."""
+    gc.collect(1)
     try:
         import ctypes
 

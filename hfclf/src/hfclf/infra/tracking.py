@@ -102,15 +102,21 @@ def check(cfg: DictConfig) -> str:
 
 def configure(cfg: DictConfig) -> str:
     """Point MLflow at the store, failing fast (before any compute) when a server is unusable."""
+    uri = check(cfg)
+    use_store(uri, cfg.tracking.experiment)
+    return uri
+
+
+def use_store(uri: str, experiment_name: str) -> None:
+    """Point MLflow at the store at `uri` and make `experiment_name` (created if new) the active
+    experiment, tagged as model training."""
     import mlflow
 
-    uri = check(cfg)
     mlflow.set_tracking_uri(uri)
-    experiment = mlflow.set_experiment(cfg.tracking.experiment)
+    experiment = mlflow.set_experiment(experiment_name)
     if not (experiment.tags or {}).get(EXPERIMENT_KIND_TAG):  # a kind set by hand is kept
         # MLflow 3 opens an experiment without this tag in its GenAI view (traces, judges, prompts)
         mlflow.MlflowClient().set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
-    return uri
 
 
 def flat_params(cfg: DictConfig, sections: tuple[str, ...]) -> dict[str, str]:

@@ -91,7 +91,12 @@ def apply_threshold(confidence: Sequence[float], correct: Sequence[bool], thresh
 def fit_abstain_threshold(predictor, texts: Sequence[str], y: Sequence[int], target_precision: float,
                           batch_size: int = 256) -> ThresholdChoice:
     """The threshold for `train.abstain.target_precision`, chosen on the validation split."""
-    probs = predictor.predict_proba(list(texts), batch_size)
+    return abstain_threshold_from(predictor.predict_proba(list(texts), batch_size), y, target_precision)
+
+
+def abstain_threshold_from(probs: np.ndarray, y: Sequence[int], target_precision: float) -> ThresholdChoice:
+    """The same, from the model's (temperature-scaled) class probabilities on the validation split."""
+    probs = np.asarray(probs)
     return choose_threshold(probs.max(1), probs.argmax(1) == np.asarray(y), target_precision)
 
 
@@ -148,7 +153,12 @@ def temperature_report(logits: np.ndarray, y: np.ndarray, temperature: float, bi
 
 def fit_temperature_on(predictor, texts: Sequence[str], y: Sequence[int], batch_size: int = 256) -> dict:
     """`train.calibrate`: fit on the validation split with the uncalibrated model; the report."""
-    logits = predictor.predict_logits(list(texts), batch_size)
+    return fit_temperature_to(predictor.predict_logits(list(texts), batch_size), y)
+
+
+def fit_temperature_to(logits: np.ndarray, y: Sequence[int]) -> dict:
+    """The same, from the model's raw logits on the validation split (the train stage has them from
+    the training loop's best validation pass)."""
     y = np.asarray(y)
     return temperature_report(logits, y, fit_temperature(logits, y))
 

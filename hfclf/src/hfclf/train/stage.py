@@ -2,26 +2,32 @@
 
 Outputs: models/model/ (weights, tokenizer, label mapping, classifier.json, mlflow_run.json),
 reports/training.{json,md}, reports/figures/training_curves.png.
+
+Start-up is kept short (issue #14): this module imports nothing heavy; `main` first starts the
+MLflow side process (infra/run_logger.py), which imports MLflow and opens the run on another core
+while this process imports PyTorch and loads the model, and it gets every MLflow call from then on
+down a pipe. The stage waits for it once at the end, so the run is complete when the process exits.
+The calibration and threshold tuning after training reuse the logits of the loop's best validation
+pass (`ValidationLogits`) instead of predicting the validation split again.
 """
 import json
 import logging
+import os
 import platform
 from pathlib import Path
 
 from omegaconf import DictConfig
 
-from hfclf.train import calibration, convergence, distributed, modeling, augment, sweeps, loop, objective
-from hfclf.infra import compute, tracking
-from hfclf.data import dataset
-from hfclf.preflight import plan
 from hfclf.infra.cli import stage
-from hfclf.infra.render import md_table, plot_curves, write_json
 
 log = logging.getLogger(__name__)
 
 
-def settings_from(cfg: DictConfig, train_rows: int | None = None) -> loop.TrainSettings:
-    """`train_rows` resolves train.max_epochs=auto (convergence.max_epochs); without it, auto is 1."""
+def settings_from(cfg: DictConfig, train_rows: int | None = None):
+    """The loop's TrainSettings; `train_rows` resolves train.max_epochs=auto
+    (convergence.max_epochs); without it, auto is 1."""
+    from hfclf.train import convergence, loop
+
     t = cfg.train
     epochs = convergence.max_epochs(t.max_epochs, train_rows) if train_rows is not None or \
         str(t.max_epochs) != "auto" else 1
@@ -36,161 +42,240 @@ def settings_from(cfg: DictConfig, train_rows: int | None = None) -> loop.TrainS
         log_every_steps=cfg.tracking.log_every_steps)
 
 
+def _main_rank() -> bool:
+    """Rank 0 of a torchrun / accelerate launch job, or a single process (distributed.from_env,
+    read without importing PyTorch)."""
+    return int(os.environ.get("RANK", 0)) == 0
+
+
 @stage("train")
 def main(cfg: DictConfig) -> float:
     """Returns the best validation macro-F1 (multi-label: micro-F1): what Hydra sweepers (make sweep) maximise."""
-    import mlflow
+    from hfclf.infra.run_logger import RunLogger
+
+    # rank 0 logs: its MLflow process starts now, so MLflow's imports overlap PyTorch's
+    mlflow_run = RunLogger() if _main_rank() else None
+    try:
+        return _train(cfg, mlflow_run)
+    except BaseException as err:   # the run ends FAILED (KILLED on Ctrl-C), as `with mlflow.start_run()` did
+        if mlflow_run is not None:
+            mlflow_run.close("KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
+        raise
+
+
+def _train(cfg: DictConfig, mlflow_run) -> float:
+    from hfclf.data import dataset
+    from hfclf.infra import tracking
+    from hfclf.preflight import plan
+    from hfclf.train import sweeps
 
     processed, model_dir = Path(cfg.paths.processed), Path(cfg.paths.model_dir)
     reports = Path(cfg.paths.reports)
     label_info = dataset.read_labels(processed)
     labels = label_info["labels"]
-    task = objective.for_task(label_info.get("task"))   # prepare recorded it (data.task)
     train_df, val_df = dataset.read_split(processed, "train"), dataset.read_split(processed, "validation")
     # plan.require_approval=true: refuse to start without an approval of this exact plan (preflight/plan.py)
     preflight = plan.check_before_training(reports, Path("conf"), plan.plan_settings(cfg, label_info["fingerprint"]),
                                                enforce=not plan.in_multirun())
     if preflight["matches_config"] is False:
         log.warning("this run's settings differ from reports/training_plan.md; `make plan` re-plans")
+    checkpoint = Path(cfg.train.checkpoint_dir) / "last.pt"
+    run_file = checkpoint.parent / tracking.RUN_FILE
+    resume_id = (json.loads(run_file.read_text())["run_id"]
+                 if cfg.train.resume and checkpoint.exists() and run_file.exists() else None)
+    params = tracking.flat_params(cfg, ("data", "model", "train", "compute", "prepare"))
+    trial = sweeps.trial_tags()   # a sweep trial: nested under the sweep's run
+    # `train · all-MiniLM-L6-v2 · <dvc exp name or git short sha>[ · trial N]`: runs told apart in the run list
+    name = tracking.run_name("train", cfg.model.name, params) + (f" · trial {trial['sweep_trial']}" if trial else "")
+    tags = tracking.run_tags("train", label_info["fingerprint"], cfg.model.name)
+    if mlflow_run is not None:   # the store answered already (cli.preflight: an unusable server stopped the stage)
+        mlflow_run.use_store(tracking.check(cfg), cfg.tracking.experiment)
+
+    # PyTorch and transformers: imported only now, while the MLflow process imports MLflow
+    from hfclf.infra import compute
+    from hfclf.infra.render import write_json
+    from hfclf.train import augment, calibration, distributed, loop, modeling, objective
+
+    task = objective.for_task(label_info.get("task"))   # prepare recorded it (data.task)
     ddp = distributed.from_env()  # under torchrun / accelerate launch: this process's rank; rank 0 logs and writes
-    uri = tracking.configure(cfg) if ddp.is_main else None  # an unreachable tracking server fails here, before any compute
     hw = compute.select(cfg.compute.device, cfg.compute.precision, cfg.compute.threads)
     ddp.init(hw, cfg.compute.threads)
     compute.seed_everything(cfg.compute.seed)
     tokenizer, model, origin = modeling.load_for_training(cfg.model.name, labels, cfg.compute.seed,
                                                           cfg.model.get("builder"), task.task)
     settings = settings_from(cfg, len(train_df))
-    checkpoint = Path(cfg.train.checkpoint_dir) / "last.pt"
-    run_file = checkpoint.parent / tracking.RUN_FILE
-    resume_id = (json.loads(run_file.read_text())["run_id"]
-                 if cfg.train.resume and checkpoint.exists() and run_file.exists() else None)
 
     splits = (train_df["text"].tolist(), task.targets(train_df["label"], labels),
               val_df["text"].tolist(), task.targets(val_df["label"], labels))
     augmenter = augment.augmenter_from(cfg.train.get("augment"), cfg.compute.seed)  # train.augment.*: off by default
-    if not ddp.is_main:  # the other ranks train their shard of the batches, then leave
+    if mlflow_run is None:  # the other ranks train their shard of the batches, then leave
         return loop.train(model, tokenizer, *splits, settings, hw, checkpoint_path=checkpoint,
                           resume=cfg.train.resume, dist=ddp, augment=augmenter, objective=task).best_val_score
+
+    uri = tracking.tracking_uri(cfg)
+    mlflow_run.open(resume_id, None if resume_id else name, trial)
+    if not resume_id:
+        mlflow_run.log_params(params)
+        mlflow_run.log_datasets(processed, ["train", "validation"], label_info["fingerprint"], label_info.get("source"))
+    mlflow_run.set_tags(tags | {"device": str(hw.device), "precision": hw.precision, "base_model_origin": origin}
+                        | ({"device_fallback": " ".join(hw.warnings)} if hw.warnings else {}))
 
     losses: list[tuple[int, float]] = []
 
     def on_metrics(metrics: dict, step: int) -> None:
         if "train/loss" in metrics:
             losses.append((step, metrics["train/loss"]))
-        mlflow.log_metrics(metrics, step=step, synchronous=False)
+        mlflow_run.log_metrics(metrics, step=step)
 
-    params = tracking.flat_params(cfg, ("data", "model", "train", "compute", "prepare"))
-    trial = sweeps.trial_tags()   # a sweep trial: nested under the sweep's run
-    # `train · all-MiniLM-L6-v2 · <dvc exp name or git short sha>[ · trial N]`: runs told apart in the run list
-    name = tracking.run_name("train", cfg.model.name, params) + (f" · trial {trial['sweep_trial']}" if trial else "")
-    with mlflow.start_run(run_id=resume_id, run_name=None if resume_id else name, tags=trial) as run:
-        checkpoint.parent.mkdir(parents=True, exist_ok=True)
-        tracking.save_run_id(checkpoint.parent, run.info.run_id, uri)
-        if not resume_id:
-            mlflow.log_params(params)
-            tracking.log_datasets({"train": train_df, "validation": val_df}, label_info["fingerprint"],
-                                  label_info.get("source"))
-        mlflow.set_tags(tracking.run_tags("train", label_info["fingerprint"], cfg.model.name)
-                        | {"device": str(hw.device), "precision": hw.precision, "base_model_origin": origin}
-                        | ({"device_fallback": " ".join(hw.warnings)} if hw.warnings else {}))
-        log.info("training on %s (%s, %d threads): %d train / %d validation rows, %d labels (%s)",
-                 hw.device, hw.precision, hw.threads, len(train_df), len(val_df), len(labels), task.task)
-        def attempt(device: compute.Compute, resume: bool) -> loop.TrainResult:
-            nonlocal tokenizer, model
-            if device is not hw:  # after a GPU out-of-memory: a fresh copy of the model for the CPU
-                tokenizer, model, _ = modeling.load_for_training(cfg.model.name, labels, cfg.compute.seed,
-                                                                 cfg.model.get("builder"), task.task)
-            return loop.train(model, tokenizer, *splits, settings, device, checkpoint_path=checkpoint,
-                              resume=resume, on_metrics=on_metrics, dist=ddp, augment=augmenter, objective=task)
+    run_id = mlflow_run.run_id()   # the MLflow process opened the run by now (or it says why not)
+    checkpoint.parent.mkdir(parents=True, exist_ok=True)
+    tracking.save_run_id(checkpoint.parent, run_id, uri)
+    log.info("training on %s (%s, %d threads): %d train / %d validation rows, %d labels (%s)",
+             hw.device, hw.precision, hw.threads, len(train_df), len(val_df), len(labels), task.task)
+    passes = ValidationLogits(task)
 
-        def on_fallback(message: str, cpu: compute.Compute) -> None:
-            mlflow.set_tags({"device_fallback": message, "device": str(cpu.device), "precision": cpu.precision})
+    def attempt(device: compute.Compute, resume: bool) -> loop.TrainResult:
+        nonlocal tokenizer, model
+        passes.clear()
+        if device is not hw:  # after a GPU out-of-memory: a fresh copy of the model for the CPU
+            tokenizer, model, _ = modeling.load_for_training(cfg.model.name, labels, cfg.compute.seed,
+                                                             cfg.model.get("builder"), task.task)
+        return loop.train(model, tokenizer, *splits, settings, device, checkpoint_path=checkpoint,
+                          resume=resume, on_metrics=on_metrics, dist=ddp, augment=augmenter, objective=passes)
 
-        if ddp.enabled:  # a multi-process run cannot move one rank to the CPU
-            result = attempt(hw, cfg.train.resume)
-        else:
-            result, hw = compute.run_with_cpu_fallback(attempt, hw, cfg.train.resume, checkpoint, on_fallback)
-        mlflow.flush_async_logging()
-        compute.release_memory()  # the optimizer and activations are gone: lower the peak of what follows
+    def on_fallback(message: str, cpu: compute.Compute) -> None:
+        mlflow_run.set_tags({"device_fallback": message, "device": str(cpu.device), "precision": cpu.precision})
 
-        meta = {"base_model": cfg.model.name, "max_length": settings.max_length, "labels": labels,
-                "abstain_threshold": None, "data_fingerprint": label_info["fingerprint"],
-                "trained_with": hw.describe(), "stop_reason": result.stop_reason,
-                "augment": dict(cfg.train.get("augment") or {})}
-        meta |= {"task": task.task, "max_epochs": settings.epochs, "epochs_run": result.epochs_run,
-                 f"best_val_{result.score_name}": result.best_val_score}
-        predictor = modeling.Predictor(model, tokenizer, settings.max_length, hw, meta={"task": task.task})
-        if task.multi_label:   # per-label thresholds instead of a temperature and an abstain threshold
-            meta |= tune_thresholds(predictor, splits[2], splits[3], settings.eval_batch_size, cfg)
-        elif cfg.train.get("calibrate", False):   # train.calibrate: temperature scaling fitted on validation
-            fitted = calibration.fit_temperature_on(predictor, splits[2], splits[3], settings.eval_batch_size)
-            predictor.temperature = fitted["temperature"]   # the abstain threshold below sees calibrated confidences
-            meta |= {"temperature": fitted["temperature"], "calibration": fitted}
-            log.info("temperature %.3f: validation ECE %.4f -> %.4f, NLL %.4f -> %.4f", fitted["temperature"],
-                     fitted["ece_before"], fitted["ece_after"], fitted["nll_before"], fitted["nll_after"])
-        target = (cfg.train.get("abstain") or {}).get("target_precision")
-        if target and not task.multi_label:  # train.abstain.target_precision: a threshold chosen on validation
-            choice = calibration.fit_abstain_threshold(predictor,
-                                                       splits[2], splits[3], target, settings.eval_batch_size)
-            meta |= {"abstain_threshold": choice.threshold, "abstain": choice.as_dict()}
-            log.info("abstain threshold %s: validation precision %.4f at coverage %.4f (target %s)",
-                     choice.threshold, choice.precision, choice.coverage, target)
-        modeling.save(model, tokenizer, model_dir, meta)
-        tracking.save_run_id(model_dir, run.info.run_id, uri)
-        checkpoint.unlink(missing_ok=True)  # finished: the next run starts fresh
+    if ddp.enabled:  # a multi-process run cannot move one rank to the CPU
+        result = attempt(hw, cfg.train.resume)
+    else:
+        result, hw = compute.run_with_cpu_fallback(attempt, hw, cfg.train.resume, checkpoint, on_fallback)
+    figures = Path(cfg.paths.figures)   # drawn (and logged) by the MLflow process while this one saves the model
+    mlflow_run.draw("hfclf.infra.render:plot_curves", figures / "training_curves.png", result.history, losses)
+    compute.release_memory()  # the optimizer and activations are gone: lower the peak of what follows
 
-        summary = {"run_id": run.info.run_id, **result.as_dict(), f"best_val_{result.score_name}": result.best_val_score,
-                   "task": task.task, **hw.describe(), "processes": ddp.world_size,
-                   "warnings": hw.warnings, "python": platform.python_version(),
-                   "max_epochs": settings.epochs, "calibration": meta.get("calibration"),
-                   "parameters": sum(p.numel() for p in model.parameters()),
-                   "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad)}
-        write_json(reports / "training.json", summary)
-        figure = plot_curves(result.history, losses, Path(cfg.paths.figures) / "training_curves.png")
-        (reports / "training.md").write_text(training_markdown(summary), encoding="utf-8")
-        # scalars: logged once (step 0); only train/* and val/* per step draw curves
-        mlflow.log_metrics({f"val/best_{result.score_name}": result.best_val_score, "train/seconds": result.train_seconds,
+    meta = {"base_model": cfg.model.name, "max_length": settings.max_length, "labels": labels,
+            "abstain_threshold": None, "data_fingerprint": label_info["fingerprint"],
+            "trained_with": hw.describe(), "stop_reason": result.stop_reason,
+            "augment": dict(cfg.train.get("augment") or {})}
+    meta |= {"task": task.task, "max_epochs": settings.epochs, "epochs_run": result.epochs_run,
+             f"best_val_{result.score_name}": result.best_val_score}
+    predictor = modeling.Predictor(model, tokenizer, settings.max_length, hw, meta={"task": task.task})
+    calibrate = cfg.train.get("calibrate", False)                               # train.calibrate
+    target = (cfg.train.get("abstain") or {}).get("target_precision")           # train.abstain.target_precision
+    val_logits = None
+    if task.multi_label or calibrate or target:   # the trained model's validation logits, computed at most once
+        val_logits = passes.best(result, len(splits[2]), loop.validation_sample(
+            len(splits[2]), settings.eval_max_rows, settings.seed))
+        if val_logits is None:   # the loop scored a sample of validation, or its best pass came before a resume
+            val_logits = predictor.predict_logits(splits[2], settings.eval_batch_size)
+    if task.multi_label:   # per-label thresholds instead of a temperature and an abstain threshold
+        meta |= tune_thresholds(task.probabilities(val_logits), splits[3], cfg)
+    elif calibrate:   # temperature scaling fitted on validation
+        fitted = calibration.fit_temperature_to(val_logits, splits[3])
+        predictor.temperature = fitted["temperature"]   # the abstain threshold below sees calibrated confidences
+        meta |= {"temperature": fitted["temperature"], "calibration": fitted}
+        log.info("temperature %.3f: validation ECE %.4f -> %.4f, NLL %.4f -> %.4f", fitted["temperature"],
+                 fitted["ece_before"], fitted["ece_after"], fitted["nll_before"], fitted["nll_after"])
+    if target and not task.multi_label:  # a threshold chosen on validation, on the (calibrated) confidences
+        choice = calibration.abstain_threshold_from(task.probabilities(val_logits, predictor.temperature),
+                                                    splits[3], target)
+        meta |= {"abstain_threshold": choice.threshold, "abstain": choice.as_dict()}
+        log.info("abstain threshold %s: validation precision %.4f at coverage %.4f (target %s)",
+                 choice.threshold, choice.precision, choice.coverage, target)
+    modeling.save(model, tokenizer, model_dir, meta)
+    tracking.save_run_id(model_dir, run_id, uri)
+    checkpoint.unlink(missing_ok=True)  # finished: the next run starts fresh
+
+    summary = {"run_id": run_id, **result.as_dict(), f"best_val_{result.score_name}": result.best_val_score,
+               "task": task.task, **hw.describe(), "processes": ddp.world_size,
+               "warnings": hw.warnings, "python": platform.python_version(),
+               "max_epochs": settings.epochs, "calibration": meta.get("calibration"),
+               "parameters": sum(p.numel() for p in model.parameters()),
+               "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad)}
+    write_json(reports / "training.json", summary)
+    (reports / "training.md").write_text(training_markdown(summary), encoding="utf-8")
+    # scalars: logged once (step 0); only train/* and val/* per step draw curves
+    mlflow_run.log_metrics({f"val/best_{result.score_name}": result.best_val_score,
+                            "train/seconds": result.train_seconds,
                             "train/examples_per_second": result.examples_per_second})
-        mlflow.set_tag("stop_reason", result.stop_reason)
-        mlflow.log_figure(figure, "figures/training_curves.png")
-        tracking.log_report_files([reports / "training.md", reports / "training.json",
-                                   reports / "data_profile.md"])
-        log_preflight(reports, Path(cfg.paths.figures), preflight)
+    mlflow_run.set_tags({"stop_reason": result.stop_reason})
+    mlflow_run.log_artifacts([reports / "training.md", reports / "training.json", reports / "data_profile.md"])
+    log_preflight(mlflow_run, reports, figures, preflight)
+    mlflow_run.close()   # waits until every call above is applied and the figure is drawn
     log.info("saved model to %s (best at epoch %.2f, validation %s %.4f, %s, %.1f s)", model_dir,
              result.best_epoch, result.score_name, result.best_val_score, result.stop_reason, result.train_seconds)
     return result.best_val_score
 
 
-def log_preflight(reports: Path, figures: Path, preflight: dict) -> None:
-    """The pre-flight reports (profile, review, smoke, plan, approval) into the model's MLflow run."""
-    import mlflow
+class ValidationLogits:
+    """The task's Objective for the training loop, keeping the logits of every validation pass it
+    scores. The loop ends with the weights of its best pass, so that pass's logits are the trained
+    model's on the validation rows: calibration and threshold tuning need no second prediction pass
+    when the loop scored all of validation (not a sample). Everything else is the Objective's."""
 
-    tracking.log_report_files([reports / name for name in (
+    def __init__(self, objective) -> None:
+        self.objective = objective
+        self.passes: list = []
+
+    def __getattr__(self, name: str):
+        if name == "objective":   # not set yet (a copy being made): no recursion
+            raise AttributeError(name)
+        return getattr(self.objective, name)
+
+    def clear(self) -> None:
+        self.passes = []
+
+    def validation_scores(self, logits, targets) -> dict:
+        scores = self.objective.validation_scores(logits, targets)
+        self.passes.append(logits)
+        return scores
+
+    def best(self, result, rows: int, sample) -> "object | None":
+        """The best pass's logits, when the loop scored all `rows` validation rows in their order
+        (`sample` is loop.validation_sample's) and that pass is one of this attempt's; else None."""
+        if not self.passes or len(sample) != rows:   # a sample without replacement, sorted: all rows iff as many
+            return None
+        recent = result.history[-len(self.passes):]   # a resumed run's history starts with earlier passes
+        for record, logits in zip(reversed(recent), reversed(self.passes)):
+            if record["epoch"] == result.best_epoch and record[f"val_{result.score_name}"] == result.best_val_score:
+                return logits if len(logits) == rows else None
+        return None
+
+
+def log_preflight(mlflow_run, reports: Path, figures: Path, preflight: dict) -> None:
+    """The pre-flight reports (profile, review, smoke, plan, approval) into the model's MLflow run."""
+    from hfclf.preflight import plan
+
+    mlflow_run.log_artifacts([reports / name for name in (
         "data_profile.json", "review.md", "review.json", "smoke.json", plan.PLAN_MD, plan.PLAN_JSON,
         plan.APPROVAL)])
-    tracking.log_report_files([figures / "class_counts.png", figures / "text_lengths.png"], "figures")
-    mlflow.set_tags({f"plan_{key}": str(value) for key, value in preflight.items()})
+    mlflow_run.log_artifacts([figures / "class_counts.png", figures / "text_lengths.png"], "figures")
+    mlflow_run.set_tags({f"plan_{key}": str(value) for key, value in preflight.items()})
     planned = plan.load_plan(reports)
     if planned:
-        mlflow.log_metric("plan/estimated_minutes", planned["estimate"]["total_minutes"])
-        mlflow.set_tag("review_verdict", planned["data"]["review_verdict"])
+        mlflow_run.log_metrics({"plan/estimated_minutes": planned["estimate"]["total_minutes"]})
+        mlflow_run.set_tags({"review_verdict": planned["data"]["review_verdict"]})
 
 
-def tune_thresholds(predictor: modeling.Predictor, texts: list[str], targets, batch_size: int, cfg) -> dict:
-    """Multi-label: each label's decision threshold, tuned on validation; classifier.json's entries."""
+def tune_thresholds(probs, targets, cfg) -> dict:
+    """Multi-label: each label's decision threshold, tuned on validation (`probs`: the trained
+    model's); classifier.json's entries."""
     from hfclf.evaluate import multilabel_metrics
 
     for key, value in (("train.calibrate", cfg.train.get("calibrate")),
                        ("train.abstain.target_precision", (cfg.train.get("abstain") or {}).get("target_precision"))):
         if value:
             log.info("%s=%s does not apply to a multi-label model: per-label thresholds decide instead", key, value)
-    tuned = multilabel_metrics.tune_thresholds(predictor.predict_proba(texts, batch_size), targets)
+    tuned = multilabel_metrics.tune_thresholds(probs, targets)
     log.info("per-label thresholds tuned on %d validation rows: micro-F1 %.4f at 0.5 -> %.4f tuned",
-             len(texts), tuned["micro_f1_default"], tuned["micro_f1_tuned"])
+             len(probs), tuned["micro_f1_default"], tuned["micro_f1_tuned"])
     return {"thresholds": [float(t) for t in tuned["thresholds"]], "threshold_tuning": tuned}
 
 
 def training_markdown(s: dict) -> str:
+    from hfclf.infra.render import md_table
+
     score = s.get("score_name", "macro_f1")
     named = {"macro_f1": "macro-F1", "micro_f1": "micro-F1"}[score]
     stop = {"completed": "ran to the epoch bound (train.max_epochs)",
