@@ -37,8 +37,8 @@ example: ## bake the default project into build/ and run its whole pipeline with
 # once; a session fixture, such as the Bitext-trained project, at most once per worker).
 JOBS ?= 2
 test: ## every test: the hfclf library's (once), then the template's (bake, run what was baked, the project's own test inside); JOBS=2
-	cd hfclf && python -m pytest -q -p no:cacheprovider tests -n $(JOBS) --dist loadfile
-	python -m pytest -q tests -n $(JOBS) --dist loadfile
+	cd hfclf && python -m pytest -q -p no:cacheprovider tests -n $(JOBS) --dist loadfile --durations=10
+	python -m pytest -q tests -n $(JOBS) --dist loadfile --durations=15
 
 test-fast: ## the library's and the template's tests that do not train a real model
 	cd hfclf && python -m pytest -q -p no:cacheprovider tests -m "not slow"
