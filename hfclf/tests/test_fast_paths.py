@@ -153,3 +153,31 @@ def test_prediction_matches_one_by_one_and_gives_small_batches_fewer_threads(tin
     np.testing.assert_allclose(batched, plain, atol=1e-5)
     np.testing.assert_allclose(single, plain, atol=1e-5)
     assert [p.label for p in predictor.predict(texts[:5])] == [LABELS[i] for i in plain[:5].argmax(1)]
+
+
+def test_threads_predicting_at_once_get_the_probabilities_of_one_at_a_time(tiny_model_dir, tickets):
+    """The demo's server calls one Predictor from several threads: a batch's lowered thread count or
+    switched attention must never leak into another's forward pass, nor outlive it."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    tokenizer, model, _ = modeling.load_for_training(str(tiny_model_dir), LABELS, seed=0)
+    predictor = modeling.Predictor(model, tokenizer, 128, compute.select("cpu", "fp32", 2))
+    texts = tickets["instruction"].tolist()
+    alone = {"batch": predictor.predict_proba(texts, batch_size=64),
+             "single": np.vstack([predictor.predict_proba([t]) for t in texts[:20]])}
+    jobs = [("batch", lambda: predictor.predict_proba(texts, batch_size=64)),
+            ("single", lambda: np.vstack([predictor.predict_proba([t]) for t in texts[:20]]))] * 4
+    seen = []
+    handle = model.register_forward_pre_hook(lambda module, args, kwargs: seen.append(
+        (tuple(kwargs["input_ids"].shape), module.config._attn_implementation)), with_kwargs=True)
+    try:
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            futures = [(kind, pool.submit(call)) for kind, call in jobs]
+            for kind, future in futures:
+                np.testing.assert_allclose(future.result(), alone[kind], atol=1e-5)
+    finally:
+        handle.remove()
+    for (rows, width), attention in seen:   # each pass ran with the attention chosen for its own batch
+        short = rows >= modeling.EAGER_MIN_ROWS and width <= modeling.EAGER_MAX_WIDTH
+        assert attention == ("eager" if short else "sdpa"), (rows, width, attention)
+    assert torch.get_num_threads() == 2 and model.config._attn_implementation == "sdpa"
