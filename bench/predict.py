@@ -21,17 +21,16 @@ for --single-rounds passes; figures are medians, ratios the median of the paired
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import statistics
+import sys
 import time
 from pathlib import Path
 
-CSV = Path(__file__).resolve().parents[2] / "shared" / "data" / "bitext" / "customer_support_sample.csv"
-
-
-def spread(values) -> str:
-    return f"{statistics.median(values):.1f} [{min(values):.1f}-{max(values):.1f}]"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from run import CSV, spread  # noqa: E402
 
 
 def main() -> None:
@@ -63,16 +62,10 @@ def main() -> None:
     labels = predictor.labels
     pipe = pipeline("text-classification", model=str(args.model_dir), device=-1)
 
-    if hasattr(modeling, "quantize_dynamic"):
-        quantized = modeling.Predictor(modeling.quantize_dynamic(predictor.model), predictor.tokenizer,
-                                       predictor.max_length, hw)
-    else:
-        import copy
-
-        model_q = torch.ao.quantization.quantize_dynamic(copy.deepcopy(predictor.model).float(),
-                                                         {torch.nn.Linear}, dtype=torch.qint8)
-        quantized = modeling.Predictor(model_q, predictor.tokenizer, predictor.max_length,
-                                       compute.select("cpu", "fp32", "auto"))
+    model_q = torch.ao.quantization.quantize_dynamic(copy.deepcopy(predictor.model).float(),
+                                                     {torch.nn.Linear}, dtype=torch.qint8)
+    quantized = modeling.Predictor(model_q, predictor.tokenizer, predictor.max_length,
+                                   compute.select("cpu", "fp32", "auto"))
     runs = {"pipeline": lambda: pipe(texts, truncation=True),
             "pipeline_batch64": lambda: pipe(texts, truncation=True, batch_size=64),
             "predictor": lambda: predictor.predict_proba(texts),
@@ -142,13 +135,13 @@ def main() -> None:
              f"OMP_WAIT_POLICY={results['omp_wait_policy']}; {args.rounds} alternating rounds, median [min-max]; "
              f"load average {results['load_before'][0]:.2f} before, {results['load_after'][0]:.2f} after):", "",
              "| predictor | texts/s | × pipeline (paired per round) | same label as pipeline |", "|---|---|---|---|",
-             f"| `pipeline(\"text-classification\")` (default batch size) | {spread(base['texts_per_s_all'])} | 1.0× "
+             f"| `pipeline(\"text-classification\")` (default batch size) | {spread(base['texts_per_s_all'], '.1f')} | 1.0× "
              "| 100% (reference) |"]
     for key, name in (("pipeline_batch64", "`pipeline(..., batch_size=64)`"),
                       ("predictor", "**`Predictor` (default)**"),
                       ("predictor_int8", "`Predictor` + int8 dynamic quantization (not default)")):
         r = results[key]
-        lines.append(f"| {name} | {spread(r['texts_per_s_all'])} | {spread(r['x_pipeline_all'])}× | "
+        lines.append(f"| {name} | {spread(r['texts_per_s_all'], '.1f')} | {spread(r['x_pipeline_all'], '.1f')}× | "
                      f"{100 * r['same_labels']:.2f}% |")
     s = results["single_text_ms"]
     lines += ["", f"Largest difference between the Predictor's probability (without its temperature) and the "

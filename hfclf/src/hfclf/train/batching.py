@@ -1,6 +1,7 @@
 """Tokenize once, then batch by similar length so padding (wasted compute) stays small."""
 from __future__ import annotations
 
+import math
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -43,10 +44,9 @@ def training_batches(lengths: Sequence[int], batch_size: int, rng: np.random.Gen
 
 
 def inference_batches(lengths: Sequence[int], batch_size: int) -> Iterator[np.ndarray]:
-    """Batches in length order (no shuffling needed); callers scatter results back by index."""
-    order = np.argsort(np.asarray(lengths), kind="stable")
-    for start in range(0, len(order), batch_size):
-        yield order[start:start + batch_size]
+    """Batches of batch_size texts in length order, however much they pad (`length_batches` without
+    a padding budget); callers scatter results back by index."""
+    return iter(length_batches(lengths, batch_size, pad_budget=math.inf))
 
 
 # Padding a batch may add, in tokens: about what one more forward pass costs in fixed overhead on a CPU
@@ -54,7 +54,7 @@ def inference_batches(lengths: Sequence[int], batch_size: int) -> Iterator[np.nd
 PAD_BUDGET = 32
 
 
-def length_batches(lengths: Sequence[int], batch_size: int, pad_budget: int = PAD_BUDGET) -> list[np.ndarray]:
+def length_batches(lengths: Sequence[int], batch_size: int, pad_budget: float = PAD_BUDGET) -> list[np.ndarray]:
     """Prediction batches in length order that pad next to nothing: a batch holds texts of one length
     (at most batch_size of them) and takes in longer ones only while the padding that adds stays
     within `pad_budget` tokens, so a length shared by few texts does not cost a forward pass of its

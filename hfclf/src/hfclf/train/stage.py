@@ -88,8 +88,9 @@ def _train(cfg: DictConfig, mlflow_run) -> float:
     # `train · all-MiniLM-L6-v2 · <dvc exp name or git short sha>[ · trial N]`: runs told apart in the run list
     name = tracking.run_name("train", cfg.model.name, params) + (f" · trial {trial['sweep_trial']}" if trial else "")
     tags = tracking.run_tags("train", label_info["fingerprint"], cfg.model.name)
-    if mlflow_run is not None:   # the store answered already (cli.preflight: an unusable server stopped the stage)
-        mlflow_run.use_store(tracking.check(cfg), cfg.tracking.experiment)
+    uri = tracking.check(cfg) if mlflow_run is not None else None   # answered already: cli.preflight checked it
+    if uri is not None:
+        mlflow_run.use_store(uri, cfg.tracking.experiment)
 
     # PyTorch and transformers: imported only now, while the MLflow process imports MLflow
     from hfclf.infra import compute
@@ -112,7 +113,6 @@ def _train(cfg: DictConfig, mlflow_run) -> float:
         return loop.train(model, tokenizer, *splits, settings, hw, checkpoint_path=checkpoint,
                           resume=cfg.train.resume, dist=ddp, augment=augmenter, objective=task).best_val_score
 
-    uri = tracking.tracking_uri(cfg)
     mlflow_run.open(resume_id, None if resume_id else name, trial)
     if not resume_id:
         mlflow_run.log_params(params)
