@@ -150,6 +150,86 @@ def test_ends_with_the_weights_of_the_best_validation_pass(tiny_model_dir, ticke
     assert result.best_val_score == max(h["val_macro_f1"] for h in result.history)
 
 
+# patience runs out at the 3rd pass: after the first, no score gain (min_delta 1) or loss drop
+# (loss_min_delta 1) counts as progress; 12 steps per epoch, a pass every 3
+NO_PROGRESS = {"epochs": 5, "evals_per_epoch": 4, "early_stopping_patience": 2, "min_delta": 1.0,
+               "loss_min_delta": 1.0, "learning_rate": 3e-3, "log_every_steps": 1}
+
+
+def test_cooldown_anneals_from_the_best_weights_instead_of_stopping_at_a_high_learning_rate(
+        tiny_model_dir, tickets, monkeypatch):
+    snapshots, loaded = {}, []
+
+    def spy_load(self, weights, *args, **kwargs):   # what the loop puts back into the model
+        loaded.append({k: v.clone() for k, v in weights.items()})
+        return original(self, weights, *args, **kwargs)
+
+    original = torch.nn.Module.load_state_dict
+    monkeypatch.setattr(torch.nn.Module, "load_state_dict", spy_load)
+    real_train = loop.train
+
+    def train(model, *args, on_metrics, **kwargs):
+        def record(metrics, step):  # the weights each validation pass scored
+            if "val/macro_f1" in metrics:
+                snapshots[step] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            on_metrics(metrics, step)
+        loaded.clear()   # only what the loop loads
+        return real_train(model, *args, on_metrics=record, **kwargs)
+
+    monkeypatch.setattr(loop, "train", train)
+    model, _, result, logged = fit(tiny_model_dir, tickets, cooldown=0.2, **NO_PROGRESS)
+
+    before = result.history[:3]
+    best_before = max(before, key=lambda h: h["val_macro_f1"])
+    # the cooldown: one validation interval (0.2 x the best pass's steps is less), from step 9 to 12
+    assert result.cooldown["from_epoch"] == 0.75 and result.cooldown["to_epoch"] == 1.0
+    assert result.cooldown["best_before"] == {"epoch": best_before["epoch"], "score": best_before["val_macro_f1"]}
+    assert [h["epoch"] for h in result.history] == [0.25, 0.5, 0.75, 1.0] and result.steps == 12
+    assert result.stop_reason == "early_stopping"
+    # it started from the best pass's weights, not from where patience ran out
+    best_weights = snapshots[best_before["step"]]
+    assert all(torch.equal(loaded[0][k], best_weights[k]) for k in best_weights)
+    # the learning rate falls linearly from where the schedule was to 0 at the cooldown's end
+    rates = {step: m["train/learning_rate"] for step, m in logged if "train/learning_rate" in m}
+    start = result.cooldown["start_factor"] * 3e-3
+    assert rates[10] == pytest.approx(start * 2 / 3) and rates[11] == pytest.approx(start / 3) and rates[12] == 0.0
+    assert 0 < result.cooldown["start_factor"] < 1
+    # the result is the cooldown's best pass (here its only one), whatever the passes before it scored
+    assert result.best_epoch == 1.0 and result.best_val_score == result.history[-1]["val_macro_f1"]
+
+
+def test_without_a_cooldown_patience_stops_the_run_at_once(tiny_model_dir, tickets):
+    _, _, result, _ = fit(tiny_model_dir, tickets, cooldown=0.0, **NO_PROGRESS)
+    assert [h["epoch"] for h in result.history] == [0.25, 0.5, 0.75] and result.cooldown is None
+    assert result.best_val_score == max(h["val_macro_f1"] for h in result.history)
+
+
+def test_cooldown_stays_within_the_epoch_bound(tiny_model_dir, tickets):
+    # patience runs out at 0.75 of a 1-epoch bound: 3 steps are left, whatever the share asks for
+    _, _, result, _ = fit(tiny_model_dir, tickets, cooldown=10.0, **(NO_PROGRESS | {"epochs": 1}))
+    assert result.cooldown["to_epoch"] == 1.0 and result.steps == 12
+
+
+def test_a_run_killed_in_its_cooldown_resumes_it(tiny_model_dir, tickets, tmp_path):
+    y = tickets["category"].map({l: i for i, l in enumerate(LABELS)}).to_numpy()
+    texts = tickets["instruction"].tolist()
+    hw = compute.select("cpu", "fp32", 1)
+    # a long cooldown (4 x the best pass's steps, at least 12): its passes checkpoint before it ends
+    settings = loop.TrainSettings(**(NO_PROGRESS | {"batch_size": 8, "freeze_embeddings": False, "seed": 0,
+                                                    "cooldown": 4.0}))
+    checkpoint = tmp_path / "ckpt" / "last.pt"
+    tok, straight, _ = modeling.load_for_training(str(tiny_model_dir), LABELS, seed=0)
+    full = loop.train(straight, tok, texts, y, texts, y, settings, hw, checkpoint_path=checkpoint)
+    cooldown_start = round(full.cooldown["from_epoch"] * 12)
+    tok, resumed_model, _ = modeling.load_for_training(str(tiny_model_dir), LABELS, seed=0)
+    resumed = loop.train(resumed_model, tok, texts, y, texts, y, settings, hw, checkpoint_path=checkpoint,
+                         resume=True)
+    assert cooldown_start < resumed.resumed_from_step < resumed.steps == full.steps
+    assert resumed.cooldown == full.cooldown and resumed.best_epoch == full.best_epoch
+    for (name, a), (_, b) in zip(straight.state_dict().items(), resumed_model.state_dict().items()):
+        assert torch.allclose(a, b, atol=1e-6), name
+
+
 def test_validation_is_scored_on_a_seeded_sample():
     assert list(loop.validation_sample(5, None, 0)) == [0, 1, 2, 3, 4]
     assert list(loop.validation_sample(5, 10, 0)) == [0, 1, 2, 3, 4]
@@ -168,6 +248,8 @@ def test_max_epochs_auto_follows_the_data_size():
     with pytest.raises(UserError):
         convergence.max_epochs("many", 3000)
     assert convergence.first_stop_epochs(4, 3, 10) == 1.0 and convergence.first_stop_epochs(4, 3, 0) == 0.0
+    assert convergence.first_stop_epochs(4, 3, 10, cooldown=0.2) == 1.25   # + one validation interval
+    assert convergence.first_stop_epochs(4, 3, 10, cooldown=2.0) == 1.5    # + 2 x the first pass's 0.25
 
 
 def test_patience_resets_on_a_real_gain_in_score_or_a_falling_loss():
@@ -184,3 +266,18 @@ def test_patience_resets_on_a_real_gain_in_score_or_a_falling_loss():
     text = convergence.describe(4, 3, 500, 10, 0.005, 0.01)
     assert "4 times per epoch on 500 rows" in text and "more than 0.005" in text and "more than 1% below" in text
     assert "2% below" in convergence.describe(4, 3, 500, 10, 0.005, 0.02)      # the configured value, not a constant
+
+
+def test_training_report_says_what_the_cooldown_did():
+    from hfclf.train.stage import training_markdown
+
+    summary = {"device": "cpu", "precision": "fp32", "threads": 2, "train_seconds": 12.0, "examples_per_second": 40.0,
+               "steps": 12, "epochs_run": 1.0, "stop_reason": "early_stopping", "best_epoch": 1.0,
+               "best_val_score": 0.9, "max_epochs": 5, "parameters": 10, "trainable_parameters": 5, "run_id": "r",
+               "warnings": [], "history": [],
+               "cooldown": {"from_epoch": 0.75, "to_epoch": 1.0, "start_factor": 0.86,
+                            "best_before": {"epoch": 0.25, "score": 0.8}}}
+    text = training_markdown(summary)
+    assert ("- cooldown (train.cooldown): patience ran out at epoch 0.75; back to the best weights (epoch 0.25, "
+            "validation macro-F1 0.8000), learning rate 86% of its peak → 0 by epoch 1.0") in text
+    assert "cooldown" not in training_markdown(summary | {"cooldown": None})

@@ -37,7 +37,7 @@ def plan_settings(cfg: DictConfig, data_fingerprint: str) -> dict:
             "freeze_embeddings": cfg.model.freeze_embeddings, "max_epochs": cfg.train.max_epochs,
             "evals_per_epoch": cfg.train.get("evals_per_epoch", 1), "eval_max_rows": cfg.train.get("eval_max_rows"),
             "early_stopping_patience": cfg.train.early_stopping_patience, "min_delta": cfg.train.get("min_delta", 0.0),
-            "loss_min_delta": cfg.train.get("loss_min_delta", 0.0),
+            "loss_min_delta": cfg.train.get("loss_min_delta", 0.0), "cooldown": cfg.train.get("cooldown", 0.0),
             "batch_size": cfg.train.batch_size, "learning_rate": cfg.train.learning_rate,
             "device": cfg.compute.device, "precision": cfg.compute.precision, "max_minutes": cfg.compute.max_minutes}
 
@@ -67,7 +67,8 @@ def make_plan(cfg: DictConfig, profile: dict, review: dict, smoke: dict, fingerp
     epoch_seconds = rows["train"] / max(train_eps, 1e-9) + evals * eval_rows / max(infer_eps, 1e-9)
     budget_seconds = cfg.compute.max_minutes * 60
     epochs_in_budget = max(0.0, (budget_seconds - p.overhead_seconds) / epoch_seconds)
-    first_stop = convergence.first_stop_epochs(evals, patience, bound)
+    cooldown = float(t.get("cooldown", 0.0) or 0.0)
+    first_stop = convergence.first_stop_epochs(evals, patience, bound, cooldown)
     # the range: early stopping at its first chance .. the epoch bound (or the budget, if it bites first)
     total_seconds = min(bound * epoch_seconds, max(0.0, budget_seconds - p.overhead_seconds)) + p.overhead_seconds
     min_seconds = min(first_stop * epoch_seconds, total_seconds - p.overhead_seconds) + p.overhead_seconds
@@ -108,7 +109,8 @@ def make_plan(cfg: DictConfig, profile: dict, review: dict, smoke: dict, fingerp
                      "first_stop_epochs": round(first_stop, 2),
                      "stops_on": convergence.describe(evals, patience, eval_rows, bound, t.get("min_delta", 0.0),
                                                        t.get("loss_min_delta", 0.0),
-                                                       "micro-F1" if profile.get("task") == "multi_label" else "macro-F1")},
+                                                       "micro-F1" if profile.get("task") == "multi_label" else "macro-F1",
+                                                       cooldown)},
         "compute": {"device": smoke["device"], "precision": smoke["precision"], "threads": smoke["threads"],
                     "requested_device": cfg.compute.device},
         "estimate": {"train_examples_per_second": train_eps, "inference_examples_per_second": infer_eps,

@@ -29,10 +29,12 @@ def eval_rows(validation_rows: int, limit) -> int:
     return validation_rows if not limit else min(validation_rows, int(limit))
 
 
-def first_stop_epochs(evals_per_epoch: int, patience: int, bound: int) -> float:
+def first_stop_epochs(evals_per_epoch: int, patience: int, bound: int, cooldown: float = 0.0) -> float:
     """The earliest point, in epochs, at which early stopping can end a run: the first validation
-    pass is the best and `patience` passes after it bring nothing better."""
-    return min(float(bound), (1 + patience) / max(1, evals_per_epoch))
+    pass is the best, `patience` passes after it bring nothing better, then the cooldown (loop.train:
+    `cooldown` x the steps to the best pass, at least one validation interval)."""
+    interval = 1 / max(1, evals_per_epoch)
+    return min(float(bound), (1 + patience) * interval + (max(interval, cooldown * interval) if cooldown > 0 else 0.0))
 
 
 def made_progress(score: float, loss: float, score_ref: float, loss_ref: float, min_delta: float,
@@ -45,10 +47,13 @@ def made_progress(score: float, loss: float, score_ref: float, loss_ref: float, 
 
 
 def describe(evals_per_epoch: int, patience: int, rows: int, bound: int, min_delta: float = 0.0,
-             loss_min_delta: float = 0.0, score: str = "macro-F1") -> str:
+             loss_min_delta: float = 0.0, score: str = "macro-F1", cooldown: float = 0.0) -> str:
     every = "at every epoch end" if evals_per_epoch <= 1 else f"{evals_per_epoch} times per epoch"
     better = f"a score better by more than {min_delta:g}" if min_delta else "a better score"
     better += (f" or a validation loss more than {loss_min_delta:.0%} below its lowest" if loss_min_delta > 0
                else " or a lower validation loss")
-    return (f"validation {score} scored {every} on {rows} rows; stops after {patience} pass(es) without {better} "
-            f"(keeping the best weights), at {bound} epoch(s) at most, or at the time budget")
+    then = (f"training goes back to the best weights and decays the learning rate to 0 over {cooldown:.0%} of the "
+            "steps that made them (at least one validation interval), keeping the cooldown's best pass" if cooldown > 0
+            else "training stops, keeping the best weights")
+    return (f"validation {score} scored {every} on {rows} rows; after {patience} pass(es) without {better}, "
+            f"{then}; at most {bound} epoch(s), or until the time budget")

@@ -1,5 +1,6 @@
 """The fine-tuning loop: length-grouped batches, mixed precision, warmup, early stopping on
-the validation score (macro-F1; multi-label micro-F1), a time budget, periodic checkpoints and resume.
+the validation score (macro-F1; multi-label micro-F1) followed by a short cooldown, a time budget,
+periodic checkpoints and resume.
 
 A plain PyTorch loop rather than transformers.Trainer: it tokenizes once, pads per batch, and
 does nothing per step that the run does not need, which is what makes CPU training fast (see
@@ -37,6 +38,8 @@ class TrainSettings:
     early_stopping_patience: int = 1  # validation passes without a better score before stopping (macro-F1; multi-label micro-F1)
     eval_batch_size: int = 256
     evals_per_epoch: int = 1         # validation passes per epoch (the last at the epoch end)
+    cooldown: float = 0.0            # when patience runs out: anneal from the best weights over this share of
+                                     # the steps that made them (at least one validation interval); 0: stop there
     min_delta: float = 0.0           # a score gain of at most this does not reset early stopping's patience ...
     loss_min_delta: float = 0.0      # ... unless validation loss fell by more than this share below its lowest
     eval_max_rows: int | None = None # score a seeded sample of at most this many validation rows (None: all)
@@ -60,6 +63,8 @@ class TrainResult:
     resumed_from_step: int = 0
     examples_per_second: float = 0.0
     score_name: str = "macro_f1"     # macro_f1 (single-label) | micro_f1 (multi-label): train/objective.py
+    cooldown: dict | None = None     # early stopping's cooldown: from_epoch, to_epoch, learning rate at its start,
+                                     # and the best pass before it (epoch, score), which the cooldown replaces
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -78,15 +83,24 @@ def _optimizer(model, settings: TrainSettings, device: torch.device) -> torch.op
         return torch.optim.AdamW(groups, lr=settings.learning_rate, foreach=device.type != "cpu")
 
 
-def _schedule(optimizer, total_steps: int, warmup_ratio: float, steps_per_epoch: int | None = None):
+def _schedule(optimizer, total_steps: int, warmup_ratio: float, steps_per_epoch: int | None = None,
+              cooldown: Callable[[], dict | None] = lambda: None):
+    """Linear warmup, then linear decay to 0 at the epoch bound; once `cooldown()` returns a phase
+    ({start, end, factor}), linear decay from `factor` at step `start` to 0 at step `end` instead."""
     # warmup: a share of the first epoch's steps, so a generous epoch bound does not delay it
     warmup = max(1, int(min(total_steps, steps_per_epoch or total_steps) * warmup_ratio))
 
-    def factor(step: int) -> float:
+    def main_factor(step: int) -> float:
         if step < warmup:
             return (step + 1) / warmup
         return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+    def factor(step: int) -> float:
+        phase = cooldown()
+        if phase is None:
+            return main_factor(step)
+        return phase["factor"] * max(0.0, (phase["end"] - step) / max(1, phase["end"] - phase["start"]))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor), main_factor
 
 
 @torch.inference_mode()
@@ -122,6 +136,13 @@ def train(model, tokenizer, train_texts: Sequence[str], train_labels: np.ndarray
     score, after `epochs` epochs (the bound), or at the time budget. The best weights are kept
     in memory (not copied when the best pass is the last).
 
+    Early stopping does not end the run at the learning rate it had reached (with a decay to a
+    generous epoch bound, often most of the peak: the weights are a noisy snapshot, and their
+    validation score a lucky draw among many passes). With `cooldown` > 0 the run goes back to the
+    best weights and decays the learning rate linearly to 0 over `cooldown` x the steps that made
+    them (at least one validation interval, within the epoch bound), scoring validation as usual;
+    the best pass of that cooldown is the result. Patience does not apply during it.
+
     Under torchrun / accelerate launch (`dist`), each rank trains on its shard of every epoch's
     batches through DistributedDataParallel; only rank 0 writes checkpoints or shows progress.
     `augment(texts, epoch)` (train.augment.*) perturbs the training texts afresh each epoch; they
@@ -147,18 +168,20 @@ def train(model, tokenizer, train_texts: Sequence[str], train_labels: np.ndarray
         log.info("head bias set to each label's log prior odds on the %d training rows", len(train_labels))
     steps_per_epoch = dist.steps(math.ceil(len(train_enc) / settings.batch_size))
     total_steps = steps_per_epoch * settings.epochs
+    state = {"epoch": 0, "step": 0, "best_f1": -1.0, "best_epoch": 0.0, "bad_evals": 0,
+             "history": [], "best_weights": None, "elapsed": 0.0, "cooldown": None}
     optimizer = _optimizer(model, settings, compute.device)
-    scheduler = _schedule(optimizer, total_steps, settings.warmup_ratio, steps_per_epoch)
+    # the learning rate reads the cooldown phase from `state` (a resumed run's, once loaded)
+    scheduler, main_factor = _schedule(optimizer, total_steps, settings.warmup_ratio, steps_per_epoch,
+                                       cooldown=lambda: state.get("cooldown"))
     # in-epoch step counts after which validation runs (the epoch end is always one)
     eval_points = {round(k * steps_per_epoch / settings.evals_per_epoch)
                    for k in range(1, max(1, settings.evals_per_epoch))} - {0, steps_per_epoch}
-
-    state = {"epoch": 0, "step": 0, "best_f1": -1.0, "best_epoch": 0.0, "bad_evals": 0,
-             "history": [], "best_weights": None, "elapsed": 0.0}
     resumed_from = 0
     if resume and checkpoint_path and checkpoint_path.exists():
         state = _load_checkpoint(checkpoint_path, model, optimizer, scheduler)
         state.setdefault("bad_evals", state.pop("bad_epochs", 0))   # a checkpoint of an older version
+        state.setdefault("cooldown", None)
         resumed_from = state["step"]
         log.info("resuming from %s at epoch %d, step %d", checkpoint_path, state["epoch"] + 1, state["step"])
     elif resume:
@@ -204,7 +227,27 @@ def train(model, tokenizer, train_texts: Sequence[str], train_labels: np.ndarray
         else:
             state["bad_evals"] += 1
         state["loss_ref"] = min(loss_ref, record["val_loss"])
-        return not last and state["bad_evals"] >= settings.early_stopping_patience
+        return not last and not state.get("cooldown") and state["bad_evals"] >= settings.early_stopping_patience
+
+    def start_cooldown() -> bool:
+        """Patience ran out: back to the best weights, then a linear decay of the learning rate to 0
+        (False: no cooldown configured, or no step left within the epoch bound - stop now)."""
+        best_step = round(state["best_epoch"] * steps_per_epoch)
+        interval = max(1, round(steps_per_epoch / max(1, settings.evals_per_epoch)))
+        length = min(max(interval, round(settings.cooldown * best_step)), total_steps - state["step"])
+        if settings.cooldown <= 0 or length <= 0 or state.get("cooldown"):
+            return False
+        if state["best_weights"] is not None:
+            model.load_state_dict(state["best_weights"])
+        factor = main_factor(state["step"])
+        state.update(cooldown={"start": state["step"], "end": state["step"] + length, "factor": factor,
+                               "from_best": [state["best_epoch"], state["best_f1"]]},
+                     best_f1=-1.0, best_weights=None)   # the cooldown's passes compete among themselves
+        log.info("no better validation %s for %d passes: back to the best weights (epoch %.2f, %.4f), "
+                 "learning rate %.2e -> 0 over %d steps (%.2f epochs)", objective.score_name,
+                 settings.early_stopping_patience, *state["cooldown"]["from_best"], factor * settings.learning_rate,
+                 length, length / steps_per_epoch)
+        return True
 
     stop_reason = "completed"
     model.train()
@@ -249,8 +292,12 @@ def train(model, tokenizer, train_texts: Sequence[str], train_labels: np.ndarray
             if dist.any(time.monotonic() - clock > budget):  # every rank stops at the same step
                 stop_reason = "time_budget"
                 break
+            if state.get("cooldown") and state["step"] >= state["cooldown"]["end"]:   # annealed: its last pass
+                validate(last=True)
+                stop_reason = "early_stopping"
+                break
             if in_epoch in eval_points:   # a validation pass mid-epoch
-                if validate(last=False):
+                if validate(last=False) and not start_cooldown():
                     stop_reason = "early_stopping"
                     break
                 checkpoint()
@@ -263,7 +310,7 @@ def train(model, tokenizer, train_texts: Sequence[str], train_labels: np.ndarray
             break
         state["epoch"] += 1                # the epoch end
         last = state["epoch"] >= settings.epochs
-        if validate(last=last):
+        if validate(last=last) and not start_cooldown():
             stop_reason = "early_stopping"
         elif not last:
             checkpoint()
@@ -283,7 +330,16 @@ def train(model, tokenizer, train_texts: Sequence[str], train_labels: np.ndarray
                        epochs_run=state["history"][-1]["epoch"] if state["history"] else 0.0,
                        steps=state["step"], train_seconds=round(seconds, 2), stop_reason=stop_reason,
                        history=state["history"], resumed_from_step=resumed_from,
+                       cooldown=_cooldown_summary(state.get("cooldown"), steps_per_epoch),
                        examples_per_second=round(trained_examples / max(time.monotonic() - started, 1e-9), 1))
+
+
+def _cooldown_summary(phase: dict | None, steps_per_epoch: int) -> dict | None:
+    if not phase:
+        return None
+    return {"from_epoch": round(phase["start"] / steps_per_epoch, 3), "to_epoch": round(phase["end"] / steps_per_epoch, 3),
+            "start_factor": phase["factor"], "best_before": {"epoch": phase["from_best"][0],
+                                                             "score": phase["from_best"][1]}}
 
 
 def validation_sample(rows: int, limit: int | None, seed: int) -> np.ndarray:

@@ -34,6 +34,7 @@ def settings_from(cfg: DictConfig, train_rows: int | None = None):
     return loop.TrainSettings(
         epochs=epochs, batch_size=t.batch_size, learning_rate=t.learning_rate, weight_decay=t.weight_decay,
         warmup_ratio=t.warmup_ratio, early_stopping_patience=t.early_stopping_patience,
+        cooldown=t.get("cooldown", 0.0) or 0.0,
         evals_per_epoch=t.get("evals_per_epoch", 1), eval_max_rows=t.get("eval_max_rows"),
         min_delta=t.get("min_delta", 0.0), loss_min_delta=t.get("loss_min_delta", 0.0),
         eval_batch_size=t.eval_batch_size, max_length=cfg.model.max_length,
@@ -291,6 +292,10 @@ def training_markdown(s: dict) -> str:
         f"- steps: {s['steps']} · epochs run: {s['epochs_run']} · {stop}",
         f"- best epoch: {s['best_epoch']} (validation {named} {s['best_val_score']:.4f}); epoch bound "
         f"{s.get('max_epochs', '?')}",
+        *([f"- cooldown (train.cooldown): patience ran out at epoch {c['from_epoch']}; back to the best weights "
+           f"(epoch {c['best_before']['epoch']}, validation {named} {c['best_before']['score']:.4f}), learning rate "
+           f"{c['start_factor']:.0%} of its peak → 0 by epoch {c['to_epoch']}; the result is the cooldown's best pass"]
+          if (c := s.get("cooldown")) else []),
         *([f"- calibration: temperature {c['temperature']:.3f}, validation ECE {c['ece_before']:.4f} → "
            f"{c['ece_after']:.4f}"] if (c := s.get("calibration")) else []),
         f"- parameters: {s['parameters']:,} ({s['trainable_parameters']:,} trainable)",
