@@ -194,7 +194,7 @@ def test_cooldown_anneals_from_the_best_weights_instead_of_stopping_at_a_high_le
     start = result.cooldown["start_factor"] * 3e-3
     assert rates[10] == pytest.approx(start * 2 / 3) and rates[11] == pytest.approx(start / 3) and rates[12] == 0.0
     assert 0 < result.cooldown["start_factor"] < 1
-    # the result is the cooldown's best pass (here its only one), whatever the passes before it scored
+    # the result is where the cooldown ends, whatever the passes before it scored
     assert result.best_epoch == 1.0 and result.best_val_score == result.history[-1]["val_macro_f1"]
 
 
@@ -208,6 +208,12 @@ def test_cooldown_stays_within_the_epoch_bound(tiny_model_dir, tickets):
     # patience runs out at 0.75 of a 1-epoch bound: 3 steps are left, whatever the share asks for
     _, _, result, _ = fit(tiny_model_dir, tickets, cooldown=10.0, **(NO_PROGRESS | {"epochs": 1}))
     assert result.cooldown["to_epoch"] == 1.0 and result.steps == 12
+
+
+def test_cooldown_ends_with_a_validation_pass():
+    points = {3, 6, 9}                                     # 12 steps per epoch, 4 passes
+    assert [loop.next_validation_step(s, 12, points) for s in (9, 10, 12, 13, 22, 24)] == [9, 12, 12, 15, 24, 24]
+    assert loop.next_validation_step(5, 12, set()) == 12   # one pass per epoch: its end
 
 
 def test_a_run_killed_in_its_cooldown_resumes_it(tiny_model_dir, tickets, tmp_path):

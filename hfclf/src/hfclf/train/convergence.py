@@ -53,7 +53,7 @@ def describe(evals_per_epoch: int, patience: int, rows: int, bound: int, min_del
     better += (f" or a validation loss more than {loss_min_delta:.0%} below its lowest" if loss_min_delta > 0
                else " or a lower validation loss")
     then = (f"training goes back to the best weights and decays the learning rate to 0 over {cooldown:.0%} of the "
-            "steps that made them (at least one validation interval), keeping the cooldown's best pass" if cooldown > 0
+            "steps that made them (at least one validation interval), keeping the weights it ends with" if cooldown > 0
             else "training stops, keeping the best weights")
     return (f"validation {score} scored {every} on {rows} rows; after {patience} pass(es) without {better}, "
             f"{then}; at most {bound} epoch(s), or until the time budget")

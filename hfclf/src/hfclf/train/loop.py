@@ -39,7 +39,8 @@ class TrainSettings:
     eval_batch_size: int = 256
     evals_per_epoch: int = 1         # validation passes per epoch (the last at the epoch end)
     cooldown: float = 0.0            # when patience runs out: anneal from the best weights over this share of
-                                     # the steps that made them (at least one validation interval); 0: stop there
+                                     # the steps that made them (at least one validation interval), keeping
+                                     # the annealed weights; 0: stop there, keeping the best pass
     min_delta: float = 0.0           # a score gain of at most this does not reset early stopping's patience ...
     loss_min_delta: float = 0.0      # ... unless validation loss fell by more than this share below its lowest
     eval_max_rows: int | None = None # score a seeded sample of at most this many validation rows (None: all)
@@ -140,8 +141,9 @@ def train(model, tokenizer, train_texts: Sequence[str], train_labels: np.ndarray
     generous epoch bound, often most of the peak: the weights are a noisy snapshot, and their
     validation score a lucky draw among many passes). With `cooldown` > 0 the run goes back to the
     best weights and decays the learning rate linearly to 0 over `cooldown` x the steps that made
-    them (at least one validation interval, within the epoch bound), scoring validation as usual;
-    the best pass of that cooldown is the result. Patience does not apply during it.
+    them (at least one validation interval, within the epoch bound); the weights at its end are the
+    result (or wherever the time budget stops it). Validation is still scored at every pass, for the
+    curves; neither patience nor a better pass changes the outcome during the cooldown.
 
     Under torchrun / accelerate launch (`dist`), each rank trains on its shard of every epoch's
     batches through DistributedDataParallel; only rank 0 writes checkpoints or shows progress.
@@ -215,7 +217,10 @@ def train(model, tokenizer, train_texts: Sequence[str], train_labels: np.ndarray
                  objective.score_name.replace("_f1", "-F1"), record[score_key], record["val_accuracy"],
                  record["val_loss"])
         score = record[score_key]
-        if score > state["best_f1"]:
+        if state.get("cooldown"):   # the cooldown's result is its last pass: annealed, not picked among noisy ones
+            if last:
+                state.update(best_f1=score, best_epoch=record["epoch"], best_weights=None)
+        elif score > state["best_f1"]:
             # the last pass's weights are already in the model: no copy (time and a model's worth of RAM)
             state.update(best_f1=score, best_epoch=record["epoch"], best_weights=None if last else
                          copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()}))
@@ -232,17 +237,20 @@ def train(model, tokenizer, train_texts: Sequence[str], train_labels: np.ndarray
     def start_cooldown() -> bool:
         """Patience ran out: back to the best weights, then a linear decay of the learning rate to 0
         (False: no cooldown configured, or no step left within the epoch bound - stop now)."""
+        if settings.cooldown <= 0 or state.get("cooldown"):
+            return False
         best_step = round(state["best_epoch"] * steps_per_epoch)
-        interval = max(1, round(steps_per_epoch / max(1, settings.evals_per_epoch)))
-        length = min(max(interval, round(settings.cooldown * best_step)), total_steps - state["step"])
-        if settings.cooldown <= 0 or length <= 0 or state.get("cooldown"):
+        # it ends with a validation pass: the first at or after the wanted length, within the epoch bound
+        wanted = state["step"] + max(1, round(settings.cooldown * best_step))
+        length = min(next_validation_step(wanted, steps_per_epoch, eval_points), total_steps) - state["step"]
+        if length <= 0:
             return False
         if state["best_weights"] is not None:
             model.load_state_dict(state["best_weights"])
         factor = main_factor(state["step"])
         state.update(cooldown={"start": state["step"], "end": state["step"] + length, "factor": factor,
                                "from_best": [state["best_epoch"], state["best_f1"]]},
-                     best_f1=-1.0, best_weights=None)   # the cooldown's passes compete among themselves
+                     best_weights=None)   # from here on, the result is the cooldown's last pass
         log.info("no better validation %s for %d passes: back to the best weights (epoch %.2f, %.4f), "
                  "learning rate %.2e -> 0 over %d steps (%.2f epochs)", objective.score_name,
                  settings.early_stopping_patience, *state["cooldown"]["from_best"], factor * settings.learning_rate,
@@ -332,6 +340,16 @@ def train(model, tokenizer, train_texts: Sequence[str], train_labels: np.ndarray
                        history=state["history"], resumed_from_step=resumed_from,
                        cooldown=_cooldown_summary(state.get("cooldown"), steps_per_epoch),
                        examples_per_second=round(trained_examples / max(time.monotonic() - started, 1e-9), 1))
+
+
+def next_validation_step(step: int, steps_per_epoch: int, eval_points: set[int]) -> int:
+    """The first step at or after `step` that a validation pass follows: one of the in-epoch
+    `eval_points` or an epoch end."""
+    epoch, in_epoch = divmod(step, steps_per_epoch)
+    if in_epoch == 0:
+        return step
+    later = [point for point in sorted(eval_points) if point >= in_epoch]
+    return epoch * steps_per_epoch + (later[0] if later else steps_per_epoch)
 
 
 def _cooldown_summary(phase: dict | None, steps_per_epoch: int) -> dict | None:

@@ -294,7 +294,7 @@ def training_markdown(s: dict) -> str:
         f"{s.get('max_epochs', '?')}",
         *([f"- cooldown (train.cooldown): patience ran out at epoch {c['from_epoch']}; back to the best weights "
            f"(epoch {c['best_before']['epoch']}, validation {named} {c['best_before']['score']:.4f}), learning rate "
-           f"{c['start_factor']:.0%} of its peak → 0 by epoch {c['to_epoch']}; the result is the cooldown's best pass"]
+           f"{c['start_factor']:.0%} of its peak → 0 by epoch {c['to_epoch']}; the result is where it ends"]
           if (c := s.get("cooldown")) else []),
         *([f"- calibration: temperature {c['temperature']:.3f}, validation ECE {c['ece_before']:.4f} → "
            f"{c['ece_after']:.4f}"] if (c := s.get("calibration")) else []),
