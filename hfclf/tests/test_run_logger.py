@@ -42,7 +42,8 @@ def test_the_side_process_logs_every_call_in_order_and_draws_the_figure(tmp_path
     run.log_datasets(processed, ["train", "validation"], "f" * 16, {"type": "file", "path": "tickets.csv"})
     for step in range(1, 5):
         run.log_metrics({"train/loss": 1.0 / step}, step)
-    run.draw("hfclf.infra.render:plot_curves", tmp_path / "figures" / "curves.png", history, [[2, 1.2], [4, 0.9]])
+    run.draw("hfclf.infra.render:plot_curves", tmp_path / "figures" / "curves.png", history, [[2, 1.2], [4, 0.9]],
+             {"from_epoch": 0.75, "to_epoch": 1.0, "start_factor": 0.8, "best_before": {"epoch": 0.25, "score": 0.5}})
     run.log_artifacts([tmp_path / "report.md", tmp_path / "missing.md"])
     run.set_tags({"stop_reason": "completed"})
     run_id = run.run_id()

@@ -256,6 +256,7 @@ def test_max_epochs_auto_follows_the_data_size():
     assert convergence.first_stop_epochs(4, 3, 10) == 1.0 and convergence.first_stop_epochs(4, 3, 0) == 0.0
     assert convergence.first_stop_epochs(4, 3, 10, cooldown=0.2) == 1.25   # + one validation interval
     assert convergence.first_stop_epochs(4, 3, 10, cooldown=2.0) == 1.5    # + 2 x the first pass's 0.25
+    assert convergence.first_stop_epochs(4, 3, 10, cooldown=1.5) == 1.5    # ... up to the next pass
 
 
 def test_patience_resets_on_a_real_gain_in_score_or_a_falling_loss():

@@ -99,8 +99,9 @@ def plot_confusion(matrix: np.ndarray, labels: list[str], path: Path, normalize:
     return save_figure(fig, path, dpi=120)
 
 
-def plot_curves(history: list[dict], losses: list[tuple[int, float]], path: Path):
-    """Training loss by step and validation macro-F1 / loss by epoch, side by side."""
+def plot_curves(history: list[dict], losses: list[tuple[int, float]], cooldown: dict | None, path: Path):
+    """Training loss by step and validation macro-F1 / loss by epoch, side by side; the cooldown
+    after early stopping (loop.TrainResult.cooldown), if any, shaded."""
     plt = pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
     if losses:
@@ -110,6 +111,9 @@ def plot_curves(history: list[dict], losses: list[tuple[int, float]], path: Path
         left.plot([h["step"] for h in history], [h["val_loss"] for h in history], "o-", label="validation loss")
         right.plot([h["epoch"] for h in history], [h["val_macro_f1"] for h in history], "o-", label="macro-F1")
         right.plot([h["epoch"] for h in history], [h["val_accuracy"] for h in history], "s--", label="accuracy")
+    if cooldown:
+        right.axvspan(cooldown["from_epoch"], cooldown["to_epoch"], color="tab:green", alpha=0.15,
+                      label=f"cooldown from the best weights (epoch {cooldown['best_before']['epoch']:.2f})")
     left.set_xlabel("step")
     left.set_title("loss")
     left.legend()

@@ -152,7 +152,8 @@ def _train(cfg: DictConfig, mlflow_run) -> float:
     else:
         result, hw = compute.run_with_cpu_fallback(attempt, hw, cfg.train.resume, checkpoint, on_fallback)
     figures = Path(cfg.paths.figures)   # drawn (and logged) by the MLflow process while this one saves the model
-    mlflow_run.draw("hfclf.infra.render:plot_curves", figures / "training_curves.png", result.history, losses)
+    mlflow_run.draw("hfclf.infra.render:plot_curves", figures / "training_curves.png", result.history, losses,
+                    result.cooldown)
     compute.release_memory()  # the optimizer and activations are gone: lower the peak of what follows
 
     meta = {"base_model": cfg.model.name, "max_length": settings.max_length, "labels": labels,
