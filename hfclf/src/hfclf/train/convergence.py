@@ -32,9 +32,9 @@ def eval_rows(validation_rows: int, limit) -> int:
 def first_stop_epochs(evals_per_epoch: int, patience: int, bound: int, cooldown: float = 0.0) -> float:
     """The earliest point, in epochs, at which early stopping can end a run: the first validation
     pass is the best, `patience` passes after it bring nothing better, then the cooldown (loop.train:
-    `cooldown` x the steps to the best pass, up to the next validation pass)."""
+    `cooldown` x the steps to the best pass, at least one validation interval)."""
     interval = 1 / max(1, evals_per_epoch)
-    anneal = math.ceil(max(1.0, cooldown)) * interval if cooldown > 0 else 0.0
+    anneal = max(1.0, cooldown) * interval if cooldown > 0 else 0.0
     return min(float(bound), (1 + patience) * interval + anneal)
 
 

@@ -179,6 +179,12 @@ def train(model, tokenizer, train_texts: Sequence[str], train_labels: np.ndarray
     # in-epoch step counts after which validation runs (the epoch end is always one)
     eval_points = {round(k * steps_per_epoch / settings.evals_per_epoch)
                    for k in range(1, max(1, settings.evals_per_epoch))} - {0, steps_per_epoch}
+    interval = max(1, round(steps_per_epoch / max(1, settings.evals_per_epoch)))   # steps between passes
+
+    def cooldown_ends_soon() -> bool:
+        """In the cooldown, less than half a validation interval before its end: a pass here would
+        only repeat the final one (cooldown passes draw the curves; they never change the result)."""
+        return bool(state.get("cooldown")) and state["cooldown"]["end"] - state["step"] < interval / 2
     resumed_from = 0
     if resume and checkpoint_path and checkpoint_path.exists():
         state = _load_checkpoint(checkpoint_path, model, optimizer, scheduler)
@@ -240,9 +246,7 @@ def train(model, tokenizer, train_texts: Sequence[str], train_labels: np.ndarray
         if settings.cooldown <= 0 or state.get("cooldown"):
             return False
         best_step = round(state["best_epoch"] * steps_per_epoch)
-        # it ends with a validation pass: the first at or after the wanted length, within the epoch bound
-        wanted = state["step"] + max(1, round(settings.cooldown * best_step))
-        length = min(next_validation_step(wanted, steps_per_epoch, eval_points), total_steps) - state["step"]
+        length = min(max(interval, round(settings.cooldown * best_step)), total_steps - state["step"])
         if length <= 0:
             return False
         if state["best_weights"] is not None:
@@ -304,7 +308,7 @@ def train(model, tokenizer, train_texts: Sequence[str], train_labels: np.ndarray
                 validate(last=True)
                 stop_reason = "early_stopping"
                 break
-            if in_epoch in eval_points:   # a validation pass mid-epoch
+            if in_epoch in eval_points and not cooldown_ends_soon():   # a validation pass mid-epoch
                 if validate(last=False) and not start_cooldown():
                     stop_reason = "early_stopping"
                     break
@@ -318,6 +322,8 @@ def train(model, tokenizer, train_texts: Sequence[str], train_labels: np.ndarray
             break
         state["epoch"] += 1                # the epoch end
         last = state["epoch"] >= settings.epochs
+        if not last and cooldown_ends_soon():
+            continue
         if validate(last=last) and not start_cooldown():
             stop_reason = "early_stopping"
         elif not last:
@@ -340,16 +346,6 @@ def train(model, tokenizer, train_texts: Sequence[str], train_labels: np.ndarray
                        history=state["history"], resumed_from_step=resumed_from,
                        cooldown=_cooldown_summary(state.get("cooldown"), steps_per_epoch),
                        examples_per_second=round(trained_examples / max(time.monotonic() - started, 1e-9), 1))
-
-
-def next_validation_step(step: int, steps_per_epoch: int, eval_points: set[int]) -> int:
-    """The first step at or after `step` that a validation pass follows: one of the in-epoch
-    `eval_points` or an epoch end."""
-    epoch, in_epoch = divmod(step, steps_per_epoch)
-    if in_epoch == 0:
-        return step
-    later = [point for point in sorted(eval_points) if point >= in_epoch]
-    return epoch * steps_per_epoch + (later[0] if later else steps_per_epoch)
 
 
 def _cooldown_summary(phase: dict | None, steps_per_epoch: int) -> dict | None:
