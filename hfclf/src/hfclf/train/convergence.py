@@ -34,8 +34,14 @@ def first_stop_epochs(evals_per_epoch: int, patience: int, bound: int, cooldown:
     pass is the best, `patience` passes after it bring nothing better, then the cooldown (loop.train:
     `cooldown` x the steps to the best pass, at least one validation interval)."""
     interval = 1 / max(1, evals_per_epoch)
-    anneal = max(1.0, cooldown) * interval if cooldown > 0 else 0.0
+    anneal = cooldown_length(cooldown, interval, interval) if cooldown > 0 else 0.0
     return min(float(bound), (1 + patience) * interval + anneal)
+
+
+def cooldown_length(share: float, trained: float, interval: float) -> float:
+    """How long the cooldown after early stopping lasts (loop.train, train.cooldown): `share` of what
+    trained the weights it starts from, at least one validation interval (steps or epochs alike)."""
+    return max(interval, share * trained)
 
 
 def made_progress(score: float, loss: float, score_ref: float, loss_ref: float, min_delta: float,

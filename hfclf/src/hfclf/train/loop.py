@@ -246,18 +246,19 @@ def train(model, tokenizer, train_texts: Sequence[str], train_labels: np.ndarray
         if settings.cooldown <= 0 or state.get("cooldown"):
             return False
         best_step = round(state["best_epoch"] * steps_per_epoch)
-        length = min(max(interval, round(settings.cooldown * best_step)), total_steps - state["step"])
+        length = min(round(convergence.cooldown_length(settings.cooldown, best_step, interval)),
+                     total_steps - state["step"])
         if length <= 0:
             return False
         if state["best_weights"] is not None:
             model.load_state_dict(state["best_weights"])
         factor = main_factor(state["step"])
         state.update(cooldown={"start": state["step"], "end": state["step"] + length, "factor": factor,
-                               "from_best": [state["best_epoch"], state["best_f1"]]},
+                               "best_before": {"epoch": state["best_epoch"], "score": state["best_f1"]}},
                      best_weights=None)   # from here on, the result is the cooldown's last pass
         log.info("no better validation %s for %d passes: back to the best weights (epoch %.2f, %.4f), "
                  "learning rate %.2e -> 0 over %d steps (%.2f epochs)", objective.score_name,
-                 settings.early_stopping_patience, *state["cooldown"]["from_best"], factor * settings.learning_rate,
+                 settings.early_stopping_patience, state["best_epoch"], state["best_f1"], factor * settings.learning_rate,
                  length, length / steps_per_epoch)
         return True
 
@@ -352,8 +353,7 @@ def _cooldown_summary(phase: dict | None, steps_per_epoch: int) -> dict | None:
     if not phase:
         return None
     return {"from_epoch": round(phase["start"] / steps_per_epoch, 3), "to_epoch": round(phase["end"] / steps_per_epoch, 3),
-            "start_factor": phase["factor"], "best_before": {"epoch": phase["from_best"][0],
-                                                             "score": phase["from_best"][1]}}
+            "start_factor": phase["factor"], "best_before": phase["best_before"]}
 
 
 def validation_sample(rows: int, limit: int | None, seed: int) -> np.ndarray:
