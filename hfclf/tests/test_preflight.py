@@ -163,6 +163,13 @@ def test_smoke_report_lists_every_check_and_throughput(prepared):
     assert result["subset"] == {"train_rows": 24, "validation_rows": 6, "classes": 3}   # 8 and 2 per class
     assert result["steps"] == 30 and all(np.isfinite(result["losses"]))
     assert result["train_examples_per_second"] > 0 and result["inference_examples_per_second"] > 0
+    # the plan's clock is timed on the whole training split's batches, not on the 24-row subset
+    timed = result["timing"]["training"]
+    train_rows = report(prepared, "data_profile.json")["rows"]["train"]
+    assert timed["steps_per_epoch"] == -(-train_rows // result["batch_size"]) > 2
+    assert timed["steps_timed"] == min(12, timed["steps_per_epoch"])    # smoke.timing_steps, or all of a small epoch
+    epoch_seconds = timed["step_seconds"] * timed["steps_per_epoch"]
+    assert result["train_examples_per_second"] == pytest.approx(train_rows / epoch_seconds, rel=0.01)
     assert result["parameters"] >= result["trainable_parameters"] > 0 and result["device"] == "cpu"
 
 

@@ -14,7 +14,7 @@ from hfclf.evaluate.metrics import macro_f1
 LABELS = ["ACCOUNT", "ORDER", "REFUND"]
 
 
-def fit(tiny_model_dir, tickets, **overrides):
+def fit(tiny_model_dir, tickets, checkpoint_path=None, **overrides):
     tokenizer, model, _ = modeling.load_for_training(str(tiny_model_dir), LABELS, seed=0)
     y = tickets["category"].map({l: i for i, l in enumerate(LABELS)}).to_numpy()
     # a random tiny model learns only with trainable embeddings and a high learning rate
@@ -25,7 +25,8 @@ def fit(tiny_model_dir, tickets, **overrides):
     hw = compute.select("cpu", "fp32", 1)
     logged = []
     result = loop.train(model, tokenizer, tickets["instruction"].tolist(), y, tickets["instruction"].tolist(),
-                            y, settings, hw, on_metrics=lambda m, s: logged.append((s, m)))
+                            y, settings, hw, on_metrics=lambda m, s: logged.append((s, m)),
+                            checkpoint_path=checkpoint_path)
     return model, tokenizer, result, logged
 
 
@@ -76,24 +77,53 @@ def test_time_budget_stops_cleanly_and_keeps_a_model(tiny_model_dir, tickets):
     assert len(result.history) == 1                      # the partial epoch was still validated
 
 
+class Killed(Exception):
+    """Stands in for a process killed mid-run (the real SIGKILL: test_preflight's killed training)."""
+
+
+def kill_at(step: int):
+    def on_metrics(metrics, at):
+        if at >= step:
+            raise Killed(at)
+    return on_metrics
+
+
 def test_resume_continues_from_the_checkpoint(tiny_model_dir, tickets, tmp_path):
     y = tickets["category"].map({l: i for i, l in enumerate(LABELS)}).to_numpy()
     texts = tickets["instruction"].tolist()
     hw = compute.select("cpu", "fp32", 1)
     settings = loop.TrainSettings(epochs=3, batch_size=8, learning_rate=3e-3, early_stopping_patience=3,
-                                      seed=0)
+                                  seed=0, checkpoint_every_minutes=0, log_every_steps=1)
     checkpoint = tmp_path / "ckpt" / "last.pt"
     tok, straight, _ = modeling.load_for_training(str(tiny_model_dir), LABELS, seed=0)
-    # an uninterrupted run leaves the checkpoint of its 2nd epoch (step 24 of 36) behind
-    full = loop.train(straight, tok, texts, y, texts, y, settings, hw, checkpoint_path=checkpoint)
-    assert checkpoint.exists() and full.steps == 36
+    full = loop.train(straight, tok, texts, y, texts, y, settings, hw)
+    assert full.steps == 36
+    # killed at step 20 of 36, mid-epoch: a checkpoint after every step (0 minutes) left step 19's
+    tok, killed, _ = modeling.load_for_training(str(tiny_model_dir), LABELS, seed=0)
+    with pytest.raises(Killed):
+        loop.train(killed, tok, texts, y, texts, y, settings, hw, checkpoint_path=checkpoint, on_metrics=kill_at(20))
     tok, resumed_model, _ = modeling.load_for_training(str(tiny_model_dir), LABELS, seed=0)
     resumed = loop.train(resumed_model, tok, texts, y, texts, y, settings, hw, checkpoint_path=checkpoint,
-                             resume=True)
-    assert resumed.resumed_from_step == 24 and resumed.steps == 36
+                         resume=True)
+    assert resumed.resumed_from_step == 19 and resumed.steps == 36
     assert [h["epoch"] for h in resumed.history] == [1.0, 2.0, 3.0]
+    assert resumed.history == full.history
     for (name, a), (_, b) in zip(straight.state_dict().items(), resumed_model.state_dict().items()):
         assert torch.allclose(a, b, atol=1e-6), name    # resuming ends where the straight run ended
+
+
+def test_checkpoints_are_written_when_due_not_at_every_validation_pass(tiny_model_dir, tickets, tmp_path,
+                                                                       monkeypatch):
+    saved = []
+    real_save = loop._save_checkpoint
+    monkeypatch.setattr(loop, "_save_checkpoint", lambda path, model, opt, sched, state: (
+        saved.append(state["step"]), real_save(path, model, opt, sched, state)))
+    # 12 steps per epoch and 4 validation passes per epoch: 16 passes, and not one checkpoint in a
+    # run far shorter than checkpoint_every_minutes (a write costs a validation pass's time on MiniLM)
+    fit(tiny_model_dir, tickets, evals_per_epoch=4, checkpoint_path=tmp_path / "a.pt")
+    assert saved == []
+    fit(tiny_model_dir, tickets, evals_per_epoch=4, checkpoint_every_minutes=0, checkpoint_path=tmp_path / "b.pt")
+    assert saved == list(range(1, 49))     # 0 minutes: after every step
 
 
 def test_missing_gpu_falls_back_to_cpu_with_a_warning(monkeypatch):
@@ -224,17 +254,22 @@ def test_a_run_killed_in_its_cooldown_resumes_it(tiny_model_dir, tickets, tmp_pa
     y = tickets["category"].map({l: i for i, l in enumerate(LABELS)}).to_numpy()
     texts = tickets["instruction"].tolist()
     hw = compute.select("cpu", "fp32", 1)
-    # a long cooldown (4 x the best pass's steps, at least 12): its passes checkpoint before it ends
+    # a long cooldown (4 x the best pass's steps, at least 12 steps)
     settings = loop.TrainSettings(**(NO_PROGRESS | {"batch_size": 8, "freeze_embeddings": False, "seed": 0,
-                                                    "cooldown": 4.0}))
+                                                    "cooldown": 4.0, "checkpoint_every_minutes": 0}))
     checkpoint = tmp_path / "ckpt" / "last.pt"
     tok, straight, _ = modeling.load_for_training(str(tiny_model_dir), LABELS, seed=0)
-    full = loop.train(straight, tok, texts, y, texts, y, settings, hw, checkpoint_path=checkpoint)
-    cooldown_start = round(full.cooldown["from_epoch"] * 12)
+    full = loop.train(straight, tok, texts, y, texts, y, settings, hw)
+    start, end = (round(full.cooldown[k] * 12) for k in ("from_epoch", "to_epoch"))
+    assert end - start >= 12
+    tok, killed, _ = modeling.load_for_training(str(tiny_model_dir), LABELS, seed=0)
+    with pytest.raises(Killed):   # halfway through the cooldown
+        loop.train(killed, tok, texts, y, texts, y, settings, hw, checkpoint_path=checkpoint,
+                   on_metrics=kill_at((start + end) // 2))
     tok, resumed_model, _ = modeling.load_for_training(str(tiny_model_dir), LABELS, seed=0)
     resumed = loop.train(resumed_model, tok, texts, y, texts, y, settings, hw, checkpoint_path=checkpoint,
                          resume=True)
-    assert cooldown_start < resumed.resumed_from_step < resumed.steps == full.steps
+    assert start < resumed.resumed_from_step < resumed.steps == full.steps
     assert resumed.cooldown == full.cooldown and resumed.best_epoch == full.best_epoch
     for (name, a), (_, b) in zip(straight.state_dict().items(), resumed_model.state_dict().items()):
         assert torch.allclose(a, b, atol=1e-6), name

@@ -114,6 +114,8 @@ def make_plan(cfg: DictConfig, profile: dict, review: dict, smoke: dict, fingerp
         "compute": {"device": smoke["device"], "precision": smoke["precision"], "threads": smoke["threads"],
                     "requested_device": cfg.compute.device},
         "estimate": {"train_examples_per_second": train_eps, "inference_examples_per_second": infer_eps,
+                     "timed_steps": smoke.get("timing", {}).get("training", {}).get("steps_timed"),
+                     "timed_validation_rows": smoke.get("timing", {}).get("validation", {}).get("rows_timed"),
                      "seconds_per_epoch": round(epoch_seconds, 1), "overhead_seconds": p.overhead_seconds,
                      "min_minutes": round(min_seconds / 60, 1), "total_minutes": round(total_seconds / 60, 1),
                      "budget_minutes": cfg.compute.max_minutes,
@@ -151,7 +153,9 @@ def plan_markdown(plan: dict) -> str:
                                            "macro-F1")),
             ("device", f"`{c['device']}` ({c['precision']}, {c['threads']} threads; requested `{c['requested_device']}`)"),
             ("throughput", f"{e['train_examples_per_second']:g} train / {e['inference_examples_per_second']:g} "
-                           "inference examples per second, measured by the smoke test on this device"),
+                           "inference examples per second, measured by the smoke test on this device"
+                           + (f" ({e['timed_steps']} training steps on the training split's own batches, a "
+                              f"validation pass over {e['timed_validation_rows']} rows)" if e.get("timed_steps") else "")),
             ("estimate", f"{e.get('min_minutes', e['total_minutes'])}–{e['total_minutes']} min: "
                          f"{e.get('min_minutes', e['total_minutes'])} min if it converges at the first chance "
                          f"({t.get('first_stop_epochs', t['epochs'])} epoch), {e['total_minutes']} min at the "

@@ -3,9 +3,9 @@ any real compute is spent.
 
 Checks, in order, each failing fast with its name: the loss is finite, the loss decreases,
 evaluation gives finite scores, the model saves and reloads, predictions are identical after the
-reload, and the label mapping survives the round trip. Also measures training and inference
-throughput on the chosen device, which the plan turns into a time estimate - so a broken setup
-fails in seconds, not after an hour.
+reload, and the label mapping survives the round trip. Then it times training steps on the
+batches the whole training split will be cut into, and a validation pass (train/timing.py), which
+the plan turns into a time estimate - so a broken setup fails in seconds, not after an hour.
 
 Outputs of the `smoke` stage: reports/smoke.json (checks, losses, parameters, train/inference examples per second; the
 plan reads it) and reports/gates/smoke.json (passed + the checks, no timings: train's gate).
@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import statistics
 import tempfile
 import time
 from dataclasses import dataclass
@@ -34,7 +33,7 @@ from hfclf.infra.errors import UserError
 from hfclf.infra.render import write_json
 from hfclf.infra.settings import from_section, whole_or_auto
 from hfclf.preflight.gates import write_gate
-from hfclf.train import loop, modeling, objective
+from hfclf.train import loop, modeling, objective, timing
 from hfclf.train.stage import settings_from
 
 log = logging.getLogger(__name__)
@@ -49,6 +48,8 @@ class SmokeSettings:
     min_loss_drop: float = 0.02
     max_seconds: float = 120.0
     prediction_tolerance: float = 1e-4
+    timing_steps: int = 12            # training steps timed on the training split's own batches (the plan's clock)
+    timing_validation_rows: int = 256  # validation rows timed for the cost of a validation pass
 
 
 class SmokeFailure(UserError):
@@ -136,16 +137,16 @@ def run(model_name: str, labels: list[str], train_df: pd.DataFrame, val_df: pd.D
     run_settings = dataclasses.replace(
         settings, batch_size=batch_size, epochs=max(1, math.ceil(steps / steps_per_epoch)),
         early_stopping_patience=10**6, max_minutes=smoke.max_seconds / 60, log_every_steps=1,
-        evals_per_epoch=1, eval_max_rows=None)   # step times with no validation pass in between
-    events: list[tuple[float, str, dict]] = []
+        evals_per_epoch=1, eval_max_rows=None)   # one pass per epoch over the whole tiny validation subset
+    logged: list[dict] = []
     try:
         result = loop.train(
             model, tokenizer, train_sub["text"].tolist(), goal.targets(train_sub["label"], labels),
             val_sub["text"].tolist(), goal.targets(val_sub["label"], labels), run_settings, hw,
-            on_metrics=lambda metrics, step: events.append((time.perf_counter(), step, metrics)), objective=goal)
+            on_metrics=lambda metrics, step: logged.append(metrics), objective=goal)
     except FloatingPointError as err:
         raise SmokeFailure("loss is finite", f"{err}") from None
-    losses = [m["train/loss"] for _, _, m in events if "train/loss" in m]
+    losses = [m["train/loss"] for m in logged if "train/loss" in m]
     if not losses or not all(math.isfinite(x) for x in losses):
         raise SmokeFailure("loss is finite", f"step losses {losses}; lower train.learning_rate or use "
                                              "compute.precision=fp32.")
@@ -191,7 +192,15 @@ def run(model_name: str, labels: list[str], train_df: pd.DataFrame, val_df: pd.D
         if problems or any(label not in labels for label in decoded):
             raise SmokeFailure("label mapping round-trip", "; ".join(problems) or f"decoded labels {decoded}")
         passed("label mapping round-trip", f"{len(labels)} labels")
-        inference_eps = _inference_throughput(loaded, train_sub["text"].tolist(), settings.eval_batch_size)
+
+    # the plan's clock, on the real data: a validation pass, then steps on the training split's batches
+    # (they train the smoke test's throwaway model further)
+    validation = timing.validation_pass_seconds(model, tokenizer, val_df["text"].tolist(), settings, hw,
+                                                smoke.timing_validation_rows)
+    steps_timed = timing.training_step_seconds(model, tokenizer, train_df["text"].tolist(),
+                                               goal.targets(train_df["label"], labels), settings, hw, goal,
+                                               smoke.timing_steps)
+    epoch_seconds = steps_timed["step_seconds"] * steps_timed["steps_per_epoch"]
 
     return {
         "passed": True, "checks": checks, "model": model_name, "model_origin": origin,
@@ -199,31 +208,15 @@ def run(model_name: str, labels: list[str], train_df: pd.DataFrame, val_df: pd.D
         "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "subset": {"train_rows": len(train_sub), "validation_rows": len(val_sub), "classes": len(labels)},
         "steps": result.steps, "batch_size": batch_size, "losses": [round(x, 5) for x in losses],
-        "train_examples_per_second": _train_throughput(events, batch_size),
-        "inference_examples_per_second": inference_eps,
+        "train_examples_per_second": round(len(train_df) / max(epoch_seconds, 1e-9), 1),
+        "inference_examples_per_second": round(validation["rows"] / max(validation["pass_seconds"], 1e-9), 1),
+        "timing": {"training": {k: round(v, 4) if isinstance(v, float) else v for k, v in steps_timed.items()},
+                   "validation": {k: round(v, 3) if isinstance(v, float) else v for k, v in validation.items()},
+                   "epoch_training_seconds": round(epoch_seconds, 1)},
         "mean_tokens_per_text": round(float(np.mean([len(x) for x in tokenizer(
             train_sub["text"].tolist(), truncation=True, max_length=settings.max_length)["input_ids"]])), 1),
         "seconds": round(time.monotonic() - started, 1), **hw.describe(), "warnings": hw.warnings,
     }
-
-
-def _train_throughput(events: list[tuple[float, int, dict]], batch_size: int) -> float:
-    """Examples per second from the median step time, leaving out the first step (warm-up) and the
-    gaps that contain a validation pass."""
-    gaps = []
-    for (t0, _, m0), (t1, _, m1) in zip(events, events[1:]):
-        if "train/loss" in m0 and "train/loss" in m1:
-            gaps.append(t1 - t0)
-    if not gaps:
-        return 0.0
-    return round(batch_size / max(statistics.median(gaps[1:] or gaps), 1e-9), 1)
-
-
-def _inference_throughput(predictor: modeling.Predictor, texts: list[str], batch_size: int) -> float:
-    predictor.predict_proba(texts[:8], batch_size)          # warm-up
-    start = time.perf_counter()
-    predictor.predict_proba(texts, batch_size)
-    return round(len(texts) / max(time.perf_counter() - start, 1e-9), 1)
 
 
 def gate(report: dict) -> dict:
@@ -249,6 +242,7 @@ def main(cfg: DictConfig) -> None:
                  label_info.get("task", multilabel.SINGLE))
     write_json(reports / "smoke.json", report)
     write_gate(gate_path, gate(report))
-    log.info("smoke test passed in %.1f s on %s (%s): %.0f train / %.0f inference examples per second",
-             report["seconds"], report["device"], report["precision"], report["train_examples_per_second"],
-             report["inference_examples_per_second"])
+    log.info("smoke test passed in %.1f s on %s (%s): %.0f train / %.0f inference examples per second "
+             "(an epoch of training about %.0f s, timed on %d of its batches)", report["seconds"], report["device"],
+             report["precision"], report["train_examples_per_second"], report["inference_examples_per_second"],
+             report["timing"]["epoch_training_seconds"], report["timing"]["training"]["steps_timed"])

@@ -1,0 +1,50 @@
+"""The plan's clock (train/timing.py): steps timed on the batches an epoch of the real split is cut
+into, and a validation pass over the rows the loop scores."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from hfclf.infra import compute
+from hfclf.train import batching, loop, modeling, timing
+
+LABELS = ["ACCOUNT", "ORDER", "REFUND"]
+
+
+def test_strata_spread_over_the_sorted_sizes():
+    sizes = [50, 10, 40, 20, 30, 60, 70, 80]
+    assert [sizes[i] for i in timing.strata(sizes, 4)] == [20, 40, 60, 80]
+    assert sorted(sizes[i] for i in timing.strata(sizes, 8)) == sorted(sizes)    # as many as there are: all
+    assert len(timing.strata(sizes, 20)) == 8 and len(timing.strata(sizes, 0)) == 1
+
+
+def test_the_timed_batches_have_the_epochs_shape(tiny_model_dir, tickets, monkeypatch):
+    # texts of very different lengths: a tiny subset would pad them together, an epoch does not
+    texts = [" ".join(["word"] * (1 + i % 40)) + f" {t}" for i, t in enumerate(tickets["instruction"])]
+    y = tickets["category"].map({l: i for i, l in enumerate(LABELS)}).to_numpy()
+    tokenizer, model, _ = modeling.load_for_training(str(tiny_model_dir), LABELS, seed=0)
+    settings = loop.TrainSettings(batch_size=8, seed=0, freeze_embeddings=False)
+    shapes = []
+    real_step = loop.train_step
+    monkeypatch.setattr(loop, "train_step", lambda *a, **k: (shapes.append(tuple(a[4].shape)), real_step(*a, **k))[1])
+    timed = timing.training_step_seconds(model, tokenizer, texts, y, settings, compute.select("cpu", "fp32", 1),
+                                         steps=6)
+    assert timed["steps_timed"] == 6 and len(shapes) == 7 and timed["step_seconds"] > 0    # + 1 warm-up step
+    assert timed["steps_per_epoch"] == 12                                               # 90 rows, batch 8
+    # the epoch's own batches (length-grouped as loop.train cuts them), long and short alike
+    epoch = batching.training_batches([len(e) for e in batching.tokenize(tokenizer, texts, 128)], 8,
+                                      np.random.default_rng(0))
+    widths = sorted({max(len(e) for e in batching.tokenize(tokenizer, [texts[i] for i in b], 128)) for b in epoch})
+    assert {w for _, w in shapes} <= set(widths) and min(w for _, w in shapes[1:]) < max(w for _, w in shapes[1:])
+    assert timed["padded_tokens_per_step"] == pytest.approx(timed["epoch_padded_tokens_per_step"], rel=0.25)
+
+
+def test_a_validation_pass_is_timed_on_the_rows_the_loop_scores(tiny_model_dir, tickets):
+    tokenizer, model, _ = modeling.load_for_training(str(tiny_model_dir), LABELS, seed=0)
+    hw = compute.select("cpu", "fp32", 1)
+    texts = tickets["instruction"].tolist()
+    every = timing.validation_pass_seconds(model, tokenizer, texts, loop.TrainSettings(), hw)
+    assert every["rows"] == every["rows_timed"] == 90 and every["pass_seconds"] > 0
+    sampled = timing.validation_pass_seconds(model, tokenizer, texts, loop.TrainSettings(eval_max_rows=50), hw,
+                                             max_rows=20)
+    assert sampled["rows"] == 50 and sampled["rows_timed"] == 20      # scaled from 20 timed rows to the 50 scored
