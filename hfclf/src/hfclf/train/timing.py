@@ -16,7 +16,6 @@ import time
 from typing import Sequence
 
 import numpy as np
-import torch
 
 from hfclf.infra.compute import Compute
 from hfclf.train import batching, loop
