@@ -32,10 +32,10 @@ def test_the_timed_batches_have_the_epochs_shape(tiny_model_dir, tickets, monkey
     assert timed["steps_timed"] == 6 and len(shapes) == 7 and timed["step_seconds"] > 0    # + 1 warm-up step
     assert timed["steps_per_epoch"] == 12                                               # 90 rows, batch 8
     # the epoch's own batches (length-grouped as loop.train cuts them), long and short alike
-    epoch = batching.training_batches([len(e) for e in batching.tokenize(tokenizer, texts, 128)], 8,
-                                      np.random.default_rng(0))
-    widths = sorted({max(len(e) for e in batching.tokenize(tokenizer, [texts[i] for i in b], 128)) for b in epoch})
-    assert {w for _, w in shapes} <= set(widths) and min(w for _, w in shapes[1:]) < max(w for _, w in shapes[1:])
+    encoded = batching.tokenize(tokenizer, texts, 128)
+    epoch = batching.training_batches([len(e) for e in encoded], 8, np.random.default_rng(0))
+    widths = {max(len(encoded[i]) for i in b) for b in epoch}
+    assert {w for _, w in shapes} <= widths and min(w for _, w in shapes[1:]) < max(w for _, w in shapes[1:])
     assert timed["padded_tokens_per_step"] == pytest.approx(timed["epoch_padded_tokens_per_step"], rel=0.25)
 
 

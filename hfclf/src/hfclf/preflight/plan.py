@@ -64,6 +64,7 @@ def make_plan(cfg: DictConfig, profile: dict, review: dict, smoke: dict, fingerp
     evals, patience = int(t.get("evals_per_epoch", 1)), int(t.early_stopping_patience)
     eval_rows = convergence.eval_rows(rows["validation"], t.get("eval_max_rows"))
     train_eps, infer_eps = smoke["train_examples_per_second"], smoke["inference_examples_per_second"]
+    timed = smoke.get("timing") or {}   # what the smoke test timed them on (train/timing.py)
     epoch_seconds = rows["train"] / max(train_eps, 1e-9) + evals * eval_rows / max(infer_eps, 1e-9)
     budget_seconds = cfg.compute.max_minutes * 60
     epochs_in_budget = max(0.0, (budget_seconds - p.overhead_seconds) / epoch_seconds)
@@ -114,8 +115,8 @@ def make_plan(cfg: DictConfig, profile: dict, review: dict, smoke: dict, fingerp
         "compute": {"device": smoke["device"], "precision": smoke["precision"], "threads": smoke["threads"],
                     "requested_device": cfg.compute.device},
         "estimate": {"train_examples_per_second": train_eps, "inference_examples_per_second": infer_eps,
-                     "timed_steps": smoke.get("timing", {}).get("training", {}).get("steps_timed"),
-                     "timed_validation_rows": smoke.get("timing", {}).get("validation", {}).get("rows_timed"),
+                     "timed_steps": timed.get("training", {}).get("steps_timed"),
+                     "timed_validation_rows": timed.get("validation", {}).get("rows_timed"),
                      "seconds_per_epoch": round(epoch_seconds, 1), "overhead_seconds": p.overhead_seconds,
                      "min_minutes": round(min_seconds / 60, 1), "total_minutes": round(total_seconds / 60, 1),
                      "budget_minutes": cfg.compute.max_minutes,

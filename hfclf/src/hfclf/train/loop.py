@@ -104,11 +104,18 @@ def _schedule(optimizer, total_steps: int, warmup_ratio: float, steps_per_epoch:
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor), main_factor
 
 
-def train_step(forward, model, optimizer, objective: Objective, ids: torch.Tensor, mask: torch.Tensor,
+def ready_to_train(model, settings: TrainSettings, compute: Compute) -> None:
+    """On the device, and the word embeddings frozen when settings.freeze_embeddings."""
+    model.to(compute.device)
+    if settings.freeze_embeddings:
+        model.get_input_embeddings().weight.requires_grad_(False)
+
+
+def train_step(forward, optimizer, objective: Objective, ids: torch.Tensor, mask: torch.Tensor,
                targets: torch.Tensor, compute: Compute, step: int = 0) -> torch.Tensor:
     """One optimisation step on one padded batch (forward, loss, backward, clipping, AdamW); returns
-    the loss. `forward` is the model or its DistributedDataParallel wrapper. The learning-rate
-    schedule is the caller's."""
+    the loss. `forward` is the model or its DistributedDataParallel wrapper (the same parameters).
+    The learning-rate schedule is the caller's."""
     with compute.autocast():
         logits = forward(input_ids=ids.to(compute.device), attention_mask=mask.to(compute.device)).logits
     loss = objective.loss(logits.float(), targets.to(compute.device))
@@ -116,7 +123,7 @@ def train_step(forward, model, optimizer, objective: Objective, ids: torch.Tenso
         raise FloatingPointError(f"training loss became {loss.item()} at step {step}; "
                                  "lower train.learning_rate or use compute.precision=fp32.")
     loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    torch.nn.utils.clip_grad_norm_(forward.parameters(), 1.0)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return loss
@@ -174,9 +181,7 @@ def train(model, tokenizer, train_texts: Sequence[str], train_labels: np.ndarray
     on_metrics = on_metrics or (lambda metrics, step: None)
     dist = dist or Dist()
     torch.manual_seed(settings.seed)
-    model.to(compute.device)
-    if settings.freeze_embeddings:
-        model.get_input_embeddings().weight.requires_grad_(False)
+    ready_to_train(model, settings, compute)
     pad_id = tokenizer.pad_token_id or 0
     train_enc = batching.tokenize(tokenizer, train_texts, settings.max_length)
     sample = validation_sample(len(val_texts), settings.eval_max_rows, settings.seed)  # scored at every pass
@@ -304,7 +309,7 @@ def train(model, tokenizer, train_texts: Sequence[str], train_labels: np.ndarray
         done_in_epoch = state["step"] - epoch * steps_per_epoch
         for index in batches[done_in_epoch:]:
             ids, mask = batching.pad([train_enc[i] for i in index], pad_id)
-            loss = train_step(forward, model, optimizer, objective, ids, mask, targets[index], compute, state["step"])
+            loss = train_step(forward, optimizer, objective, ids, mask, targets[index], compute, state["step"])
             scheduler.step()
             state["step"] += 1
             running_loss += loss.item()

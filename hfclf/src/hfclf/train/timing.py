@@ -39,25 +39,22 @@ def training_step_seconds(model, tokenizer, texts: Sequence[str], labels: np.nda
     as it goes: pass a throwaway model (the smoke test's). Returns the step time, the steps per epoch
     of the whole split, and the padded tokens of the timed batches against the epoch's mean."""
     objective = objective or Objective()
-    rng = np.random.default_rng(settings.seed)
-    rows = np.arange(len(texts)) if len(texts) <= MAX_ROWS else np.sort(rng.choice(len(texts), MAX_ROWS, replace=False))
+    rows = loop.validation_sample(len(texts), MAX_ROWS, settings.seed)   # a seeded sample of at most MAX_ROWS
     encoded = batching.tokenize(tokenizer, [texts[i] for i in rows], settings.max_length)
     targets = objective.tensor(np.asarray(labels)[rows])
     batches = batching.training_batches([len(e) for e in encoded], settings.batch_size, np.random.default_rng(settings.seed))
     tokens = [len(index) * max(len(encoded[i]) for i in index) for index in batches]   # padded positions
     picked = strata(tokens, steps)
 
-    model.to(compute.device)
+    loop.ready_to_train(model, settings, compute)
     model.train()
-    if settings.freeze_embeddings:
-        model.get_input_embeddings().weight.requires_grad_(False)
     optimizer = loop.make_optimizer(model, settings, compute.device)
     pad_id = tokenizer.pad_token_id or 0
 
     def step(index) -> float:
         ids, mask = batching.pad([encoded[i] for i in index], pad_id)
         started = time.perf_counter()
-        loop.train_step(model, model, optimizer, objective, ids, mask, targets[index], compute)
+        loop.train_step(model, optimizer, objective, ids, mask, targets[index], compute)
         return time.perf_counter() - started
 
     step(batches[picked[len(picked) // 2]])                    # warm-up, untimed
@@ -73,8 +70,7 @@ def validation_pass_seconds(model, tokenizer, texts: Sequence[str], settings: lo
     """Seconds per validation pass: `loop.predict_logits` on up to `max_rows` of the rows the loop
     scores (train.eval_max_rows), after a warm-up batch, scaled to all of them."""
     sample = loop.validation_sample(len(texts), settings.eval_max_rows, settings.seed)
-    timed = sample if len(sample) <= max_rows else \
-        np.sort(np.random.default_rng(settings.seed).choice(sample, max_rows, replace=False))
+    timed = sample[loop.validation_sample(len(sample), max_rows, settings.seed)]
     encoded = batching.tokenize(tokenizer, [texts[i] for i in timed], settings.max_length)
     pad_id = tokenizer.pad_token_id or 0
     loop.predict_logits(model, encoded[:8], pad_id, compute, settings.eval_batch_size)   # warm-up
