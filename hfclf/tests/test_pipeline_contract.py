@@ -150,21 +150,40 @@ def test_a_param_key_missing_from_conf_is_named(tmp_path):
                                                  "train.params: conf/model/default.yaml: has no key builder"]
 
 
-def test_plan_gate_ignores_timings_and_follows_approval_of_the_settings(tmp_path):
+def test_plan_gate_ignores_timings_and_follows_approval_of_the_settings_and_the_epoch_bound(tmp_path):
     from hfclf.preflight import plan
 
-    settings = {"epochs": 2, "model": "m", "data_fingerprint": "abc"}
+    settings = {"max_epochs": "auto", "model": "m", "data_fingerprint": "abc"}
+
+    def planned(bound: int) -> dict:
+        return {"settings": settings, "training": {"epochs": bound}}
+
     (tmp_path / plan.PLAN_MD).write_text("# Training plan\n12 train examples per second\n")
-    first = plan.write_gate(tmp_path, settings).read_bytes()
-    assert json.loads(first) == {"settings": settings, "settings_sha256": gate_digest(settings),
+    first = plan.write_gate(tmp_path, planned(10)).read_bytes()
+    assert json.loads(first) == {"settings": settings, "settings_sha256": gate_digest(settings), "epoch_bound": 10,
                                  "approved": False}
     (tmp_path / plan.PLAN_MD).write_text("# Training plan\n13 train examples per second\n")   # re-measured
-    assert plan.write_gate(tmp_path, settings).read_bytes() == first
+    assert plan.write_gate(tmp_path, planned(10)).read_bytes() == first
+    # re-measured so that max_epochs=auto resolves to another bound: training changes, so does the gate
+    assert json.loads(plan.write_gate(tmp_path, planned(7)).read_bytes())["epoch_bound"] == 7
     plan.approve(tmp_path, settings)
-    assert json.loads(plan.write_gate(tmp_path, settings).read_bytes())["approved"] is True
+    assert json.loads(plan.write_gate(tmp_path, planned(10)).read_bytes())["approved"] is True
     (tmp_path / plan.PLAN_MD).write_text("# Training plan\n14 train examples per second\n")   # still these settings
-    assert json.loads(plan.write_gate(tmp_path, settings).read_bytes())["approved"] is True
-    assert json.loads(plan.write_gate(tmp_path, {**settings, "epochs": 3}).read_bytes())["approved"] is False
+    assert json.loads(plan.write_gate(tmp_path, planned(10)).read_bytes())["approved"] is True
+    other = {"settings": {**settings, "max_epochs": 3}, "training": {"epochs": 3}}
+    assert json.loads(plan.write_gate(tmp_path, other).read_bytes())["approved"] is False
+
+
+def test_train_resolves_auto_epochs_from_the_plan_under_its_own_budget():
+    from hfclf.infra.errors import UserError
+    from hfclf.preflight import plan
+
+    planned = {"estimate": {"seconds_per_epoch": 105.0, "overhead_seconds": 20}}
+    assert plan.epoch_bound("auto", planned, 30) == 10     # 16.9 epochs fit: the cap
+    assert plan.epoch_bound("auto", planned, 10) == 5      # `hfclf train compute.max_minutes=10`: 5.5 fit
+    assert plan.epoch_bound(3, None, 30) == 3              # a number needs no plan
+    with pytest.raises(UserError, match="run `make plan`"):
+        plan.epoch_bound("auto", None, 30)
 
 
 def test_smoke_gate_holds_checks_not_numbers():

@@ -259,6 +259,27 @@ def test_plan_flags_a_blown_budget_and_refuses_an_impossible_max_length(prepared
         plan.make_plan(compose(prepared, "model.max_length=256"), profile, reviewed, smoked, "f")
 
 
+def test_plan_resolves_auto_epochs_from_the_budget_as_train_does(prepared):
+    profile, reviewed, smoked = (report(prepared, n) for n in ("data_profile.json", "review.json", "smoke.json"))
+    train_rows = profile["rows"]["train"]
+    # 250 s per epoch (validation all but free): (30 min - start-up) / 250 s = 7.1 epochs fit -> 7
+    paced = dict(smoked, train_examples_per_second=train_rows / 250, inference_examples_per_second=1e9)
+    cfg = compose(prepared, "train.max_epochs=auto", "compute.max_minutes=30")
+    made = plan.make_plan(cfg, profile, reviewed, paced, "f")
+    overhead = made["estimate"]["overhead_seconds"]
+    assert made["estimate"]["seconds_per_epoch"] == 250.0
+    assert made["training"]["epochs"] == int((1800 - overhead) // 250) == 7 and made["estimate"]["fits_budget"]
+    assert "epochs fit in the budget" in plan.plan_markdown(made)
+    # train resolves the same bound from the recorded plan; under another budget, that budget's
+    assert plan.epoch_bound("auto", made, 30) == 7 and plan.epoch_bound("auto", made, 10) == 2
+    assert plan.epoch_bound("auto", made, 600) == 10
+    assert plan.make_plan(compose(prepared, "train.max_epochs=auto", "compute.max_minutes=300"), profile, reviewed,
+                          paced, "f")["training"]["epochs"] == 10                     # at most 10
+    tight = plan.make_plan(compose(prepared, "train.max_epochs=auto", "compute.max_minutes=5"), profile, reviewed,
+                           paced, "f")
+    assert tight["training"]["epochs"] == 2 and not tight["estimate"]["fits_budget"]  # at least 2: the budget stops it
+
+
 def test_plan_without_a_smoke_test_says_what_to_run(project):
     (project / "reports/smoke.json").unlink()
     failed = run_stage(project, "plan", check=False)

@@ -283,15 +283,18 @@ def test_validation_is_scored_on_a_seeded_sample():
     assert list(picked) == list(loop.validation_sample(1000, 100, 7))
 
 
-def test_max_epochs_auto_follows_the_data_size():
+def test_max_epochs_auto_is_the_whole_epochs_that_fit_in_the_budget():
     from hfclf.train import convergence
 
-    assert convergence.max_epochs("auto", 3000) == 10          # small sets: room to converge
-    assert convergence.max_epochs("auto", 10_000) == 3
-    assert convergence.max_epochs("auto", 200_000) == 2        # large sets: at least 2
-    assert convergence.max_epochs(4, 3000) == 4
+    # 30 minutes, 20 s of start-up: 1780 s for epochs
+    assert convergence.epochs_in_budget(105.0, 30, 20) == pytest.approx(1780 / 105)
+    assert convergence.max_epochs("auto", convergence.epochs_in_budget(105.0, 30, 20)) == 10   # 16.9 fit: at most 10
+    assert convergence.max_epochs("auto", convergence.epochs_in_budget(300.0, 30, 20)) == 5    # 5.93 fit: the whole 5
+    assert convergence.max_epochs("auto", convergence.epochs_in_budget(2000.0, 30, 20)) == 2   # <1 fits: at least 2
+    assert convergence.epochs_in_budget(10.0, 0.1, 20) == 0.0                                  # no room at all
+    assert convergence.max_epochs(4, 100.0) == 4 and convergence.max_epochs("4", 0.0) == 4     # a number is a number
     with pytest.raises(UserError):
-        convergence.max_epochs("many", 3000)
+        convergence.max_epochs("many", 3.0)
     assert convergence.first_stop_epochs(4, 3, 10) == 1.0 and convergence.first_stop_epochs(4, 3, 0) == 0.0
     assert convergence.first_stop_epochs(4, 3, 10, cooldown=0.2) == 1.25   # + one validation interval
     assert convergence.first_stop_epochs(4, 3, 10, cooldown=2.0) == 1.5    # + 2 x the first pass's 0.25

@@ -30,6 +30,6 @@ def main(cfg: DictConfig) -> None:
         raise UserError(f"the plan on disk is stale ({', '.join(stale)} changed): run `make plan`, then approve.")
     sys.stdout.write((reports / plan.PLAN_MD).read_text(encoding="utf-8") + "\n")
     record = plan.approve(reports, on_disk["settings"])
-    plan.write_gate(reports, on_disk["settings"])   # the gate train depends on now says approved
+    plan.write_gate(reports, on_disk)   # the gate train depends on now says approved
     log.info("approved by %s at %s: sha256 %s -> %s", record["approved_by"], record["approved_at"],
              record["plan_sha256"][:12], reports / plan.APPROVAL)

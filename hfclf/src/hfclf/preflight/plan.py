@@ -60,14 +60,15 @@ def make_plan(cfg: DictConfig, profile: dict, review: dict, smoke: dict, fingerp
                         f"positions): set model.max_length in conf/model/default.yaml to at most {positions}.")
     batch = t.batch_size
     steps_per_epoch = math.ceil(rows["train"] / batch)
-    bound = convergence.max_epochs(t.max_epochs, rows["train"])
     evals, patience = int(t.get("evals_per_epoch", 1)), int(t.early_stopping_patience)
     eval_rows = convergence.eval_rows(rows["validation"], t.get("eval_max_rows"))
     train_eps, infer_eps = smoke["train_examples_per_second"], smoke["inference_examples_per_second"]
     timed = smoke.get("timing") or {}   # what the smoke test timed them on (train/timing.py)
-    epoch_seconds = rows["train"] / max(train_eps, 1e-9) + evals * eval_rows / max(infer_eps, 1e-9)
+    # rounded as recorded: train resolves max_epochs=auto from the recorded figure (epoch_bound) alike
+    epoch_seconds = round(rows["train"] / max(train_eps, 1e-9) + evals * eval_rows / max(infer_eps, 1e-9), 1)
     budget_seconds = cfg.compute.max_minutes * 60
-    epochs_in_budget = max(0.0, (budget_seconds - p.overhead_seconds) / epoch_seconds)
+    epochs_in_budget = convergence.epochs_in_budget(epoch_seconds, cfg.compute.max_minutes, p.overhead_seconds)
+    bound = convergence.max_epochs(t.max_epochs, epochs_in_budget)   # auto: the whole epochs that fit, 2-10
     cooldown = float(t.get("cooldown", 0.0) or 0.0)
     first_stop = convergence.first_stop_epochs(evals, patience, bound, cooldown)
     # the range: early stopping at its first chance .. the epoch bound (or the budget, if it bites first)
@@ -117,10 +118,10 @@ def make_plan(cfg: DictConfig, profile: dict, review: dict, smoke: dict, fingerp
         "estimate": {"train_examples_per_second": train_eps, "inference_examples_per_second": infer_eps,
                      "timed_steps": timed.get("training", {}).get("steps_timed"),
                      "timed_validation_rows": timed.get("validation", {}).get("rows_timed"),
-                     "seconds_per_epoch": round(epoch_seconds, 1), "overhead_seconds": p.overhead_seconds,
+                     "seconds_per_epoch": epoch_seconds, "overhead_seconds": p.overhead_seconds,
                      "min_minutes": round(min_seconds / 60, 1), "total_minutes": round(total_seconds / 60, 1),
                      "budget_minutes": cfg.compute.max_minutes,
-                     "fits_budget": fits, "epochs_within_budget": round(epochs_in_budget, 1)},
+                     "fits_budget": fits, "epochs_within_budget": math.floor(epochs_in_budget * 10) / 10},
         "risks": risks,
     }
 
@@ -147,7 +148,10 @@ def plan_markdown(plan: dict) -> str:
             ("max_length", f"{m['max_length']} — {length_note}"),
             ("schedule", f"at most {t['epochs']} epoch{'s' if t['epochs'] != 1 else ''} × {t['steps_per_epoch']} "
                          f"steps = {t['total_steps']} steps of batch {t['batch_size']} (train.max_epochs: "
-                         f"{t.get('max_epochs_setting', t['epochs'])}); learning rate {t['learning_rate']:g} (warmup "
+                         f"{t.get('max_epochs_setting', t['epochs'])}"
+                         + (f": {e['epochs_within_budget']:g} epochs fit in the budget, the whole ones count, "
+                            f"within {convergence.AUTO_MIN_EPOCHS}–{convergence.AUTO_MAX_EPOCHS}"
+                            if str(t.get('max_epochs_setting')) == "auto" else "") + f"); learning rate {t['learning_rate']:g} (warmup "
                          f"{t['warmup_ratio']:.0%} of the first epoch, linear decay to the bound), weight decay "
                          f"{t['weight_decay']:g}"),
             ("stops on", t.get("stops_on", f"{t['early_stopping_patience']} validation pass(es) without a better "
@@ -204,10 +208,12 @@ def approval_required(conf_dir: Path) -> bool:
         else False
 
 
-def gate(reports: Path, settings: dict) -> dict:
+def gate(reports: Path, settings: dict, epoch_bound: int) -> dict:
     """What train waits for (reports/gates/plan.json): the settings train must run with, their digest,
-    and whether the plan on disk is approved - no estimates or measured throughput, so re-planning
-    after a new smoke test writes the same bytes (unless the approval no longer matches the plan)."""
+    the epoch bound they resolve to, and whether the plan on disk is approved - no estimates or
+    measured throughput, so re-planning after a new smoke test writes the same bytes (unless the
+    approval no longer matches the plan, or train.max_epochs=auto now resolves to another bound:
+    that changes training, so train must re-run)."""
     from hfclf.preflight.gates import gate_digest
 
     approval_path = reports / APPROVAL
@@ -216,16 +222,33 @@ def gate(reports: Path, settings: dict) -> dict:
     # approved: an approval on record covers these settings. Not the plan text's hash, which holds the
     # smoke test's measured throughput: a re-measured plan must not change what train waits for.
     # (Whether that approval still matches the plan text is checked when train starts.)
-    return {"settings": settings, "settings_sha256": settings_sha256,
+    return {"settings": settings, "settings_sha256": settings_sha256, "epoch_bound": int(epoch_bound),
             "approved": approval.get("settings_sha256") == settings_sha256}
 
 
-def write_gate(reports: Path, settings: dict) -> Path:
+def write_gate(reports: Path, plan: dict) -> Path:
+    """The gate of `plan` (make_plan's, or the one on disk): its settings and epoch bound."""
     from hfclf.preflight.gates import write_gate as write
 
     path = reports / "gates" / "plan.json"   # gates.PLAN_GATE
-    write(path, gate(reports, settings))
+    write(path, gate(reports, plan["settings"], plan["training"]["epochs"]))
     return path
+
+
+def epoch_bound(setting, planned: dict | None, max_minutes: float) -> int:
+    """train.max_epochs as train runs it: the number set, or for auto the bound that make_plan's rule
+    gives under this budget from the plan's measured seconds per epoch and start-up cost (the plan's
+    own bound when the budget is the planned one). Auto without a plan is an error: the bound comes
+    from the smoke test's measured speed."""
+    if str(setting).strip().lower() != "auto":
+        return convergence.max_epochs(setting, 0.0)
+    if planned is None:
+        raise UserError("train.max_epochs=auto is resolved by the plan from the smoke test's measured speed and "
+                        f"compute.max_minutes, but '{PLAN_JSON}' is missing: run `make plan` (dvc repro plan) first, "
+                        "or set train.max_epochs to a number.")
+    e = planned["estimate"]
+    return convergence.max_epochs(setting, convergence.epochs_in_budget(e["seconds_per_epoch"], max_minutes,
+                                                                        e["overhead_seconds"]))
 
 
 def load_plan(reports: Path) -> dict | None:
@@ -303,7 +326,7 @@ def main(cfg: DictConfig) -> None:
     (reports / "gates" / "plan.json").unlink(missing_ok=True)   # no gate from an older plan while this one is written
     (reports / PLAN_MD).write_text(markdown, encoding="utf-8")
     write_json(reports / PLAN_JSON, plan)
-    write_gate(reports, plan["settings"])
+    write_gate(reports, plan)
     for risk in plan["risks"]:
         log.warning("risk: %s", risk)
     e = plan["estimate"]

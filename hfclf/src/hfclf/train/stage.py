@@ -23,14 +23,12 @@ from hfclf.infra.cli import stage
 log = logging.getLogger(__name__)
 
 
-def settings_from(cfg: DictConfig, train_rows: int | None = None):
-    """The loop's TrainSettings; `train_rows` resolves train.max_epochs=auto
-    (convergence.max_epochs); without it, auto is 1."""
-    from hfclf.train import convergence, loop
+def settings_from(cfg: DictConfig, epochs: int = 1):
+    """The loop's TrainSettings, for `epochs` epochs at most (train: plan.epoch_bound; the smoke
+    test's few steps need no bound)."""
+    from hfclf.train import loop
 
     t = cfg.train
-    epochs = convergence.max_epochs(t.max_epochs, train_rows) if train_rows is not None or \
-        str(t.max_epochs) != "auto" else 1
     return loop.TrainSettings(
         epochs=epochs, batch_size=t.batch_size, learning_rate=t.learning_rate, weight_decay=t.weight_decay,
         warmup_ratio=t.warmup_ratio, early_stopping_patience=t.early_stopping_patience,
@@ -80,6 +78,8 @@ def _train(cfg: DictConfig, mlflow_run) -> float:
                                                enforce=not plan.in_multirun())
     if preflight["matches_config"] is False:
         log.warning("this run's settings differ from reports/training_plan.md; `make plan` re-plans")
+    # train.max_epochs=auto: the whole epochs that fit in compute.max_minutes at the smoke test's speed
+    epochs = plan.epoch_bound(cfg.train.max_epochs, plan.load_plan(reports), cfg.compute.max_minutes)
     checkpoint = Path(cfg.train.checkpoint_dir) / "last.pt"
     run_file = checkpoint.parent / tracking.RUN_FILE
     resume_id = (json.loads(run_file.read_text())["run_id"]
@@ -105,7 +105,7 @@ def _train(cfg: DictConfig, mlflow_run) -> float:
     compute.seed_everything(cfg.compute.seed)
     tokenizer, model, origin = modeling.load_for_training(cfg.model.name, labels, cfg.compute.seed,
                                                           cfg.model.get("builder"), task.task)
-    settings = settings_from(cfg, len(train_df))
+    settings = settings_from(cfg, epochs)
 
     splits = (train_df["text"].tolist(), task.targets(train_df["label"], labels),
               val_df["text"].tolist(), task.targets(val_df["label"], labels))
