@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from conftest import bake, run
+from hfclf import __version__ as VERSION
 
 EXPECTED = ["Makefile", "README.md", "pyproject.toml", "dvc.yaml", ".gitignore", "conf/shared.yaml",
             "conf/prepare.yaml", "conf/train.yaml", "conf/evaluate.yaml", "conf/data/default.yaml",
@@ -33,7 +34,7 @@ def test_defaults_bake_a_complete_project(cookies):
         assert (project / name).is_file(), name
     # the pipeline's code is the pinned library, not a copy: the package holds only the user's code
     assert not (project / "src" / "support_ticket_classifier" / "stages").exists()
-    assert 'dependencies = ["hfclf==0.4.0"]' in (project / "pyproject.toml").read_text()
+    assert f'dependencies = ["hfclf=={VERSION}"]' in (project / "pyproject.toml").read_text()
     for path, text in rendered_text(project):
         assert "{{" not in text and "{%" not in text, f"unrendered Jinja in {path}"
     data_conf = (project / "conf/data/default.yaml").read_text()
@@ -194,7 +195,7 @@ def test_cruft_json_records_the_template_checkout_and_commit(cookies):
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True).stdout.strip()
     assert (state["template"], state["commit"], state["directory"]) == (str(root), head, None)
     context = state["context"]["cookiecutter"]
-    assert context["_hfclf_version"] == "0.4.0" and context["_commit"] == head
+    assert context["_hfclf_version"] == VERSION and context["_commit"] == head
     assert not {"_repo_dir", "_output_dir", "_checkout"} & set(context)
     tracked = subprocess.run(["git", "ls-files"], cwd=project, capture_output=True, text=True).stdout.split()
     assert ".cruft.json" in tracked

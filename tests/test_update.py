@@ -17,6 +17,9 @@ from pathlib import Path
 import pytest
 
 from conftest import BITEXT_CSV, set_param
+from hfclf import __version__ as VERSION
+
+NEXT = ".".join(VERSION.split(".")[:2] + [str(int(VERSION.split(".")[2]) + 1)])   # the bump template B makes
 
 ROOT = Path(__file__).resolve().parents[1]
 SKELETON = "{{cookiecutter.project_slug}}"
@@ -90,7 +93,7 @@ def test_update_takes_template_changes_and_pin_and_keeps_user_edits(tmp_path, te
     project = bake_from(template, tmp_path / "out")
     cruft = json.loads((project / ".cruft.json").read_text())
     assert (cruft["template"], cruft["commit"]) == (str(template), commit_a)
-    assert pin_of(project) == ("0.4.0", "0.4.0")
+    assert pin_of(project) == (VERSION, VERSION)
 
     # the user's committed edits: a config value and their own code
     set_param(project / "conf" / "train.yaml", "batch_size", "8")
@@ -106,7 +109,7 @@ def test_update_takes_template_changes_and_pin_and_keeps_user_edits(tmp_path, te
         handle.write("# template B: a new Makefile line\n")
     with (skeleton / "conf" / "train.yaml").open("a", encoding="utf-8") as handle:
         handle.write("# template B: a note at the end of train.yaml\n")
-    bump_library(template, "0.4.1")
+    bump_library(template, NEXT)
     commit_b = commit(template, "template B")
 
     # a dirty tree is refused, with the reason
@@ -117,16 +120,16 @@ def test_update_takes_template_changes_and_pin_and_keeps_user_edits(tmp_path, te
 
     result = sh(["make", "update"], project)      # stdin is not a terminal: no questions
     assert "--skip-apply-ask" in result.stdout
-    assert "hfclf pin: version = \"0.4.0\" -> version = \"0.4.1\"" in result.stdout, result.stdout
+    assert f"hfclf pin: version = \"{VERSION}\" -> version = \"{NEXT}\"" in result.stdout, result.stdout
     assert "# template B: a new Makefile line" in (project / "Makefile").read_text()
     train = (project / "conf" / "train.yaml").read_text()
     assert "# template B: a note at the end of train.yaml" in train
     assert re.search(r"^\s*batch_size: 8\b", train, flags=re.M), "the user's config edit was lost"
     assert (package / "data.py").is_file() and "USER_MARK = 1" in (package / "__init__.py").read_text()
-    assert pin_of(project) == ("0.4.1", "0.4.1")
+    assert pin_of(project) == (NEXT, NEXT)
     cruft = json.loads((project / ".cruft.json").read_text())
     assert cruft["commit"] == commit_b
-    assert cruft["context"]["cookiecutter"]["_hfclf_version"] == "0.4.1"
+    assert cruft["context"]["cookiecutter"]["_hfclf_version"] == NEXT
     # only what the template changed is touched: no render artefacts, nothing left to resolve
     changed = set(sh(["git", "status", "--porcelain"], project).stdout.split())
     assert not any(name.endswith(".rej") for name in changed)
@@ -185,17 +188,17 @@ def test_make_install_installs_the_pinned_library_from_the_local_checkout(tmp_pa
     env = {"VIRTUAL_ENV": str(venv), "PATH": f"{venv / 'bin'}{os.pathsep}/usr/bin{os.pathsep}/bin"}
     result = sh(["make", "install", "PIP_ARGS=--no-deps -q"], project, **env)
     assert f"git+file://{template}@{commit_a}#subdirectory=hfclf" in result.stdout
-    assert "hfclf 0.4.0 installed (the pin)" in result.stdout
+    assert f"hfclf {VERSION} installed (the pin)" in result.stdout
     location = subprocess.run([str(python), "-c", "import hfclf; print(hfclf.__file__)"],
                               capture_output=True, text=True, check=True).stdout
     assert location.startswith(str(venv))            # this venv's copy, not the editable checkout
     version = subprocess.run([str(venv / "bin" / "hfclf"), "--version"], capture_output=True, text=True)
-    assert version.stdout.strip().endswith("0.4.0"), version.stdout + version.stderr
+    assert version.stdout.strip().endswith(VERSION), version.stdout + version.stderr
 
     # a pin the installed library does not match is a clear error
     pyproject = project / "pyproject.toml"
-    pyproject.write_text(re.sub(r'^version = "0.4.0"', 'version = "9.9.9"', pyproject.read_text(), flags=re.M))
+    pyproject.write_text(re.sub(rf'^version = "{re.escape(VERSION)}"', 'version = "9.9.9"', pyproject.read_text(), flags=re.M))
     sh(["git", "commit", "-qam", "pin 9.9.9"], project)
     failed = sh(["make", "install", "PIP_ARGS=--no-deps -q"], project, check=False, **env)
     assert failed.returncode != 0
-    assert "hfclf 0.4.0 is installed but pyproject.toml pins [tool.hfclf] version = 9.9.9" in failed.stderr
+    assert f"hfclf {VERSION} is installed but pyproject.toml pins [tool.hfclf] version = 9.9.9" in failed.stderr

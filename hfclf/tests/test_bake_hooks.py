@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from hfclf import bake
+from hfclf import __version__, bake
 
 TEMPLATE_ROOT = Path(__file__).resolve().parents[2]       # the template checkout holding hfclf/
 HOOKS = TEMPLATE_ROOT / "hooks"
@@ -18,7 +18,7 @@ GOOD = {"project_name": "Support Ticket Classifier", "project_slug": "support-ti
         "package_name": "support_ticket_classifier", "description": "Label tickets.",
         "author_name": "Your Name", "dataset": "owner/tickets", "text_column": "instruction",
         "label_column": "category", "base_model": "sentence-transformers/all-MiniLM-L6-v2",
-        "hub_repo_id": "", "license": "mit", "_hfclf_version": "0.4.0"}
+        "hub_repo_id": "", "license": "mit", "_hfclf_version": __version__}
 
 
 def answers(**changes):
