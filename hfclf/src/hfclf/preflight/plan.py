@@ -149,8 +149,9 @@ def plan_markdown(plan: dict) -> str:
             ("schedule", f"at most {t['epochs']} epoch{'s' if t['epochs'] != 1 else ''} × {t['steps_per_epoch']} "
                          f"steps = {t['total_steps']} steps of batch {t['batch_size']} (train.max_epochs: "
                          f"{t.get('max_epochs_setting', t['epochs'])}"
-                         + (f": {e['epochs_within_budget']:g} epochs fit in the budget, the whole ones count, "
-                            f"within {convergence.AUTO_MIN_EPOCHS}–{convergence.AUTO_MAX_EPOCHS}"
+                         + (f" — {e['epochs_within_budget']:g} epochs fit in the budget: "
+                            f"{math.floor(e['epochs_within_budget'])}, kept within "
+                            f"{convergence.AUTO_MIN_EPOCHS}–{convergence.AUTO_MAX_EPOCHS}"
                             if str(t.get('max_epochs_setting')) == "auto" else "") + f"); learning rate {t['learning_rate']:g} (warmup "
                          f"{t['warmup_ratio']:.0%} of the first epoch, linear decay to the bound), weight decay "
                          f"{t['weight_decay']:g}"),
