@@ -80,6 +80,9 @@ def _train(cfg: DictConfig, mlflow_run) -> float:
         log.warning("this run's settings differ from reports/training_plan.md; `make plan` re-plans")
     # train.max_epochs=auto: the whole epochs that fit in compute.max_minutes at the smoke test's speed
     epochs = plan.epoch_bound(cfg.train.max_epochs, plan.load_plan(reports), cfg.compute.max_minutes)
+    if str(cfg.train.max_epochs) == "auto":
+        log.info("train.max_epochs=auto: at most %d epochs, what fits in compute.max_minutes=%g at the plan's "
+                 "measured speed (reports/training_plan.md)", epochs, cfg.compute.max_minutes)
     checkpoint = Path(cfg.train.checkpoint_dir) / "last.pt"
     run_file = checkpoint.parent / tracking.RUN_FILE
     resume_id = (json.loads(run_file.read_text())["run_id"]
