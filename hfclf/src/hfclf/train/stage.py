@@ -121,7 +121,9 @@ def _train(cfg: DictConfig, mlflow_run) -> float:
     if not resume_id:
         mlflow_run.log_params(params)
         mlflow_run.log_datasets(processed, ["train", "validation"], label_info["fingerprint"], label_info.get("source"))
-    mlflow_run.set_tags(tags | {"device": str(hw.device), "precision": hw.precision, "base_model_origin": origin}
+    # epoch_bound: what train.max_epochs resolved to (auto: from the budget), for comparing runs
+    mlflow_run.set_tags(tags | {"device": str(hw.device), "precision": hw.precision, "base_model_origin": origin,
+                                "epoch_bound": settings.epochs}
                         | ({"device_fallback": " ".join(hw.warnings)} if hw.warnings else {}))
 
     losses: list[tuple[int, float]] = []
