@@ -326,6 +326,24 @@ def test_approval_gate_refuses_until_this_exact_plan_is_approved(project):
     assert {"figures/class_counts.png", "figures/text_lengths.png"} <= figures
 
 
+def test_train_runs_to_the_epoch_bound_the_plan_resolved_and_says_so(project):
+    """max_epochs=auto end to end: the plan resolves it, its gate records it, train reads it from the plan."""
+    set_conf(project, "train.yaml", **{"train.max_epochs": "auto", "train.early_stopping_patience": 1000})
+    run_stage(project, "plan")
+    bound = report(project, "training_plan.json")["training"]["epochs"]
+    assert 2 <= bound <= 10 and report(project, "gates/plan.json")["epoch_bound"] == bound
+    # without a plan, auto has nothing to resolve from: a clear error before any work
+    (project / "reports/training_plan.json").rename(project / "reports/plan.bak")
+    missing = run_stage(project, "train", check=False)
+    no_traceback(missing)
+    assert "train.max_epochs=auto is resolved by the plan" in missing.stderr and "run `make plan`" in missing.stderr
+    (project / "reports/plan.bak").rename(project / "reports/training_plan.json")
+    trained = run_stage(project, "train")
+    assert f"train.max_epochs=auto: at most {bound} epochs" in trained.stdout + trained.stderr
+    summary = report(project, "training.json")
+    assert summary["max_epochs"] == bound and summary["epochs_run"] == bound and summary["stop_reason"] == "completed"
+
+
 # --------------------------------------------------------------------------- compute control
 
 def test_gpu_out_of_memory_falls_back_to_cpu_loudly_and_resumes(tmp_path):
