@@ -25,6 +25,7 @@ from hfclf.infra.errors import UserError
 from hfclf.data import dataset
 from hfclf.infra.cli import stage
 from hfclf.infra.render import md_table, write_json
+from hfclf.infra.settings import whole_or_auto
 from hfclf.train import convergence
 
 PLAN_MD, PLAN_JSON, APPROVAL = "training_plan.md", "training_plan.json", "plan_approval.json"
@@ -241,15 +242,19 @@ def epoch_bound(setting, planned: dict | None, max_minutes: float) -> int:
     gives under this budget from the plan's measured seconds per epoch and start-up cost (the plan's
     own bound when the budget is the planned one). Auto without a plan is an error: the bound comes
     from the smoke test's measured speed."""
-    if str(setting).strip().lower() != "auto":
-        return convergence.max_epochs(setting, 0.0)
+    fixed = whole_or_auto(setting, "train.max_epochs", 1)
+    if fixed is not None:
+        return fixed
     if planned is None:
         raise UserError("train.max_epochs=auto is resolved by the plan from the smoke test's measured speed and "
                         f"compute.max_minutes, but '{PLAN_JSON}' is missing: run `make plan` (dvc repro plan) first, "
                         "or set train.max_epochs to a number.")
     e = planned["estimate"]
-    return convergence.max_epochs(setting, convergence.epochs_in_budget(e["seconds_per_epoch"], max_minutes,
-                                                                        e["overhead_seconds"]))
+    bound = convergence.max_epochs(setting, convergence.epochs_in_budget(e["seconds_per_epoch"], max_minutes,
+                                                                         e["overhead_seconds"]))
+    log.info("train.max_epochs=auto: at most %d epochs, what fits in compute.max_minutes=%g at the plan's "
+             "measured speed (reports/training_plan.md)", bound, max_minutes)
+    return bound
 
 
 def load_plan(reports: Path) -> dict | None:
@@ -268,13 +273,14 @@ def in_multirun() -> bool:
         return False
 
 
-def check_before_training(reports: Path, conf_dir: Path, current: dict, enforce: bool = True) -> dict:
-    """Refuse to train when approval is required and missing, stale or for another plan.
+def check_before_training(reports: Path, conf_dir: Path, current: dict, plan: dict | None,
+                          enforce: bool = True) -> dict:
+    """Refuse to train when approval is required and missing, stale or for another plan (`plan`:
+    load_plan's, read once by train).
 
     Returns what MLflow should record: whether a plan existed, matched and was approved.
     `enforce=False` (sweep trials) only reports.
     """
-    plan = load_plan(reports)
     required = approval_required(conf_dir) and enforce
     approval_path = reports / APPROVAL
     approval = json.loads(approval_path.read_text(encoding="utf-8")) if approval_path.exists() else None

@@ -73,16 +73,14 @@ def _train(cfg: DictConfig, mlflow_run) -> float:
     label_info = dataset.read_labels(processed)
     labels = label_info["labels"]
     train_df, val_df = dataset.read_split(processed, "train"), dataset.read_split(processed, "validation")
+    planned = plan.load_plan(reports)
     # plan.require_approval=true: refuse to start without an approval of this exact plan (preflight/plan.py)
     preflight = plan.check_before_training(reports, Path("conf"), plan.plan_settings(cfg, label_info["fingerprint"]),
-                                               enforce=not plan.in_multirun())
+                                           planned, enforce=not plan.in_multirun())
     if preflight["matches_config"] is False:
         log.warning("this run's settings differ from reports/training_plan.md; `make plan` re-plans")
     # train.max_epochs=auto: the whole epochs that fit in compute.max_minutes at the smoke test's speed
-    epochs = plan.epoch_bound(cfg.train.max_epochs, plan.load_plan(reports), cfg.compute.max_minutes)
-    if str(cfg.train.max_epochs) == "auto":
-        log.info("train.max_epochs=auto: at most %d epochs, what fits in compute.max_minutes=%g at the plan's "
-                 "measured speed (reports/training_plan.md)", epochs, cfg.compute.max_minutes)
+    epochs = plan.epoch_bound(cfg.train.max_epochs, planned, cfg.compute.max_minutes)
     checkpoint = Path(cfg.train.checkpoint_dir) / "last.pt"
     run_file = checkpoint.parent / tracking.RUN_FILE
     resume_id = (json.loads(run_file.read_text())["run_id"]
@@ -208,7 +206,7 @@ def _train(cfg: DictConfig, mlflow_run) -> float:
                             "train/examples_per_second": result.examples_per_second})
     mlflow_run.set_tags({"stop_reason": result.stop_reason})
     mlflow_run.log_artifacts([reports / "training.md", reports / "training.json", reports / "data_profile.md"])
-    log_preflight(mlflow_run, reports, figures, preflight)
+    log_preflight(mlflow_run, reports, figures, preflight, planned)
     mlflow_run.close()   # waits until every call above is applied and the figure is drawn
     log.info("saved model to %s (best at epoch %.2f, validation %s %.4f, %s, %.1f s)", model_dir,
              result.best_epoch, result.score_name, result.best_val_score, result.stop_reason, result.train_seconds)
@@ -250,8 +248,9 @@ class ValidationLogits:
         return None
 
 
-def log_preflight(mlflow_run, reports: Path, figures: Path, preflight: dict) -> None:
-    """The pre-flight reports (profile, review, smoke, plan, approval) into the model's MLflow run."""
+def log_preflight(mlflow_run, reports: Path, figures: Path, preflight: dict, planned: dict | None) -> None:
+    """The pre-flight reports (profile, review, smoke, plan, approval) into the model's MLflow run
+    (`planned`: the plan train read when it started)."""
     from hfclf.preflight import plan
 
     mlflow_run.log_artifacts([reports / name for name in (
@@ -259,7 +258,6 @@ def log_preflight(mlflow_run, reports: Path, figures: Path, preflight: dict) -> 
         plan.APPROVAL)])
     mlflow_run.log_artifacts([figures / "class_counts.png", figures / "text_lengths.png"], "figures")
     mlflow_run.set_tags({f"plan_{key}": str(value) for key, value in preflight.items()})
-    planned = plan.load_plan(reports)
     if planned:
         mlflow_run.log_metrics({"plan/estimated_minutes": planned["estimate"]["total_minutes"]})
         mlflow_run.set_tags({"review_verdict": planned["data"]["review_verdict"]})
