@@ -72,9 +72,11 @@ def test_gates_hold_no_timings(project):
         "model loads", "loss is finite", "loss decreases", "evaluation runs", "save and reload",
         "identical predictions after reload", "label mapping round-trip"]}
     plan_gate = json.loads((project / "reports" / "gates" / "plan.json").read_text())
-    assert set(plan_gate) == {"settings", "settings_sha256", "epoch_bound", "approved"}
+    assert set(plan_gate) == {"settings", "settings_sha256", "epoch_bound", "max_length", "approved"}
     assert plan_gate["approved"] is False and plan_gate["settings"]["max_epochs"] == 2
     assert plan_gate["epoch_bound"] == 2   # a number set is the bound; auto: a whole number of epochs, never a timing
+    # model.max_length=auto as resolved: a number of tokens (Bitext's tickets all fit in the 128 floor)
+    assert plan_gate["settings"]["max_length"] == "auto" and plan_gate["max_length"] == 128
 
 
 def test_a_smoke_setting_reruns_smoke_and_plan_not_train(project):

@@ -49,6 +49,7 @@ def test_mlflow_run_holds_params_metrics_and_confusion_matrix(trained_project):
     assert mlrun.data.tags["git_commit"].startswith(mlrun.info.run_name.rsplit(" · ", 1)[1][:7])
     assert mlrun.data.tags["hfclf_version"] and mlrun.data.tags["stage"] == "train"
     assert mlrun.data.tags["epoch_bound"] == "1"   # train.max_epochs as resolved (a number here; auto: the plan's)
+    assert mlrun.data.tags["max_length"] == "128"  # model.max_length=auto as the plan resolved it
     contexts = {t.value for d in mlrun.inputs.dataset_inputs for t in d.tags if t.key == "mlflow.data.context"}
     assert contexts == {"train", "validation", "test"}
     assert {d.dataset.digest for d in mlrun.inputs.dataset_inputs} == {mlrun.data.tags["data_fingerprint"]}

@@ -34,6 +34,9 @@ def test_preflight_reports_are_written_and_honest(trained_project):
     assert smoke["passed"] and len(smoke["checks"]) == 7 and smoke["parameters"] > 20_000_000
     plan = read(trained_project, "training_plan.json")
     assert plan["model"]["suggested_max_length"] == 32 and plan["model"]["truncated_share"] == 0.0
+    # model.max_length=auto on short texts: the 128 floor, one clock, no choice for the budget to make
+    assert plan["model"]["max_length"] == 128 and plan["model"]["max_length_choice"] == "the data's length"
+    assert list(smoke["by_length"]) == ["128"] and smoke["max_length"] == 128
     assert plan["estimate"]["total_minutes"] > 0 and set(review["risks"]) <= set(plan["risks"])
     training = read(trained_project, "training.json")
     # a benchmark figure, not an assertion: how good the smoke-based estimate was on this machine

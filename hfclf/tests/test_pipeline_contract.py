@@ -153,24 +153,26 @@ def test_a_param_key_missing_from_conf_is_named(tmp_path):
 def test_plan_gate_ignores_timings_and_follows_approval_of_the_settings_and_the_epoch_bound(tmp_path):
     from hfclf.preflight import plan
 
-    settings = {"max_epochs": "auto", "model": "m", "data_fingerprint": "abc"}
+    settings = {"max_epochs": "auto", "max_length": "auto", "model": "m", "data_fingerprint": "abc"}
 
-    def planned(bound: int) -> dict:
-        return {"settings": settings, "training": {"epochs": bound}}
+    def planned(bound: int, length: int = 256) -> dict:
+        return {"settings": settings, "training": {"epochs": bound}, "model": {"max_length": length}}
 
     (tmp_path / plan.PLAN_MD).write_text("# Training plan\n12 train examples per second\n")
     first = plan.write_gate(tmp_path, planned(10)).read_bytes()
     assert json.loads(first) == {"settings": settings, "settings_sha256": gate_digest(settings), "epoch_bound": 10,
-                                 "approved": False}
+                                 "max_length": 256, "approved": False}
     (tmp_path / plan.PLAN_MD).write_text("# Training plan\n13 train examples per second\n")   # re-measured
     assert plan.write_gate(tmp_path, planned(10)).read_bytes() == first
     # re-measured so that max_epochs=auto resolves to another bound: training changes, so does the gate
     assert json.loads(plan.write_gate(tmp_path, planned(7)).read_bytes())["epoch_bound"] == 7
+    # ... or so that max_length=auto resolves to another length (fewer epochs fit at 512 than at 256)
+    assert json.loads(plan.write_gate(tmp_path, planned(10, 128)).read_bytes())["max_length"] == 128
     plan.approve(tmp_path, settings)
     assert json.loads(plan.write_gate(tmp_path, planned(10)).read_bytes())["approved"] is True
     (tmp_path / plan.PLAN_MD).write_text("# Training plan\n14 train examples per second\n")   # still these settings
     assert json.loads(plan.write_gate(tmp_path, planned(10)).read_bytes())["approved"] is True
-    other = {"settings": {**settings, "max_epochs": 3}, "training": {"epochs": 3}}
+    other = {"settings": {**settings, "max_epochs": 3}, "training": {"epochs": 3}, "model": {"max_length": 256}}
     assert json.loads(plan.write_gate(tmp_path, other).read_bytes())["approved"] is False
 
 

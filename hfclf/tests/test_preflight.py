@@ -248,9 +248,14 @@ def test_plan_reports_sizes_schedule_estimate_and_risks(prepared, tiny_model_dir
     assert "## Risks" in markdown
 
 
+def at_speed(smoked: dict, **speeds) -> dict:
+    """The smoke report with these examples per second at every length it timed."""
+    return dict(smoked, **speeds, by_length={k: dict(v, **speeds) for k, v in smoked["by_length"].items()})
+
+
 def test_plan_flags_a_blown_budget_and_refuses_an_impossible_max_length(prepared):
     profile, reviewed, smoked = (report(prepared, n) for n in ("data_profile.json", "review.json", "smoke.json"))
-    slow = dict(smoked, train_examples_per_second=0.01)
+    slow = at_speed(smoked, train_examples_per_second=0.01)
     made = plan.make_plan(compose(prepared, "compute.max_minutes=1"), profile, reviewed, slow, "f")
     assert not made["estimate"]["fits_budget"]
     assert made["risks"][0].startswith("the estimate (") and "exceeds compute.max_minutes=1" in made["risks"][0]
@@ -263,7 +268,7 @@ def test_plan_resolves_auto_epochs_from_the_budget_as_train_does(prepared):
     profile, reviewed, smoked = (report(prepared, n) for n in ("data_profile.json", "review.json", "smoke.json"))
     train_rows = profile["rows"]["train"]
     # 250 s per epoch (validation all but free): (30 min - start-up) / 250 s = 7.1 epochs fit -> 7
-    paced = dict(smoked, train_examples_per_second=train_rows / 250, inference_examples_per_second=1e9)
+    paced = at_speed(smoked, train_examples_per_second=train_rows / 250, inference_examples_per_second=1e9)
     cfg = compose(prepared, "train.max_epochs=auto", "compute.max_minutes=30")
     made = plan.make_plan(cfg, profile, reviewed, paced, "f")
     overhead = made["estimate"]["overhead_seconds"]
@@ -342,6 +347,51 @@ def test_train_runs_to_the_epoch_bound_the_plan_resolved_and_says_so(project):
     assert f"train.max_epochs=auto: at most {bound} epochs" in trained.stdout + trained.stderr
     summary = report(project, "training.json")
     assert summary["max_epochs"] == bound and summary["epochs_run"] == bound and summary["stop_reason"] == "completed"
+
+
+def test_auto_max_length_is_chosen_by_the_data_then_by_the_budget_end_to_end(project, tmp_path):
+    """model.max_length=auto on long texts: prepare, review and the smoke test use the data's length,
+    the smoke test times every candidate, the plan keeps the longest at which plan.length_min_epochs
+    epochs fit, its gate records it, and train and the saved model use it."""
+    from hfclf.testing import tiny_bert
+
+    model = tiny_bert(tmp_path / "tiny-bert-512", positions=512)
+    tickets = make_tickets(rows_per_label=16)
+    tickets["instruction"] = (tickets["instruction"] + " ") * 20   # the ticket told 20 times: 140-240 tokens
+    tickets.to_csv(project / "tickets.csv", index=False)
+    set_conf(project, "model/default.yaml", name=str(model), max_length="auto")
+    set_conf(project, "compute/default.yaml", max_minutes=10000)
+    for stage in ("prepare", "review", "smoke"):
+        run_stage(project, stage)
+    assert report(project, "review.json")["lengths"]["long"]["max_length"] == 256
+    smoked = report(project, "smoke.json")
+    assert smoked["max_length"] == 256 and list(smoked["by_length"]) == ["256", "128"]
+    assert all(clock["train_examples_per_second"] > 0 for clock in smoked["by_length"].values())
+
+    run_stage(project, "plan", "plan.length_min_epochs=1")   # the budget allows the data's length
+    made = report(project, "training_plan.json")["model"]
+    assert made["max_length"] == 256 and made["max_length_choice"] == "the data's length"
+    assert made["truncated_share"] == 0.0 and set(made["epochs_fitting_by_length"]) == {"256", "128"}
+    assert report(project, "gates/plan.json")["max_length"] == 256
+
+    run_stage(project, "plan", "plan.length_min_epochs=1e12")   # it does not: the shortest, and a risk says so
+    planned = report(project, "training_plan.json")
+    assert planned["model"]["max_length"] == 128 and report(project, "gates/plan.json")["max_length"] == 128
+    cut = report(project, "data_profile.json")["text_tokens"]["longer_than"]["128"]   # the profile's share
+    assert planned["model"]["truncated_share"] == cut > 0.5
+    risk = next(r for r in planned["risks"] if r.startswith("model.max_length=auto keeps 128 tokens"))
+    assert f"which truncates {cut:.1%} of texts: at 256, only" in risk and "Raise compute.max_minutes" in risk
+    assert "| max_length | 128 — auto → 128, the shortest timed" in (project / "reports/training_plan.md").read_text()
+
+    (project / "reports/training_plan.json").rename(project / "reports/plan.bak")   # `hfclf train` by hand
+    unplanned = run_stage(project, "train")
+    assert "model.max_length=auto without a plan: 256 tokens, the data's length, not checked against " \
+           "compute.max_minutes" in unplanned.stdout + unplanned.stderr
+    assert json.loads((project / "models/model/classifier.json").read_text())["max_length"] == 256
+    (project / "reports/plan.bak").rename(project / "reports/training_plan.json")
+    trained = run_stage(project, "train")
+    assert "model.max_length=auto: 128 tokens, the shortest timed" in trained.stdout + trained.stderr
+    assert json.loads((project / "models/model/classifier.json").read_text())["max_length"] == 128
 
 
 # --------------------------------------------------------------------------- compute control

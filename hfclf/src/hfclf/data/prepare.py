@@ -16,6 +16,7 @@ from hfclf.data import dataset, label_formats, multilabel, probes, profiling, sp
 from hfclf.infra.cli import stage
 from hfclf.infra.render import write_json
 from hfclf.infra.user_code import user_hook
+from hfclf.train import lengths
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +82,8 @@ def main(cfg: DictConfig) -> None:
     (reports / "data_profile.md").write_text(profiling.profile_markdown(report), encoding="utf-8")
     figures = Path(cfg.paths.figures)
     profiling.plot_class_counts(report, figures / "class_counts.png")
-    profiling.plot_lengths(texts.str.len().to_numpy(), tokens[0], cfg.model.max_length, figures / "text_lengths.png")
+    profiling.plot_lengths(texts.str.len().to_numpy(), tokens[0],   # auto: the data's length (train/lengths.py)
+                           lengths.data_length(cfg.model.max_length, report.get("text_tokens")), figures / "text_lengths.png")
     log.info("wrote %s: %s rows (train/validation/test = %s), %d %s, fingerprint %s",
              cfg.paths.processed, report["rows_total"], "/".join(str(n) for n in report["rows"].values()),
              len(labels), "labels" if spec.multi else "classes", fingerprint)

@@ -1,7 +1,8 @@
 """The training plan and its approval.
 
 `plan` turns the data profile, the review and the smoke test's measured throughput into what
-training will do and cost: sizes, model, max_length against the token-length distribution,
+training will do and cost: sizes, model, max_length against the token-length distribution (for
+model.max_length=auto, the longest length the smoke test timed at which plan.length_min_epochs epochs fit),
 epochs/steps/learning rate/batch, device and precision, estimated time against the budget, and
 the risks. With plan.require_approval=true, `train` starts only once `make approve` has recorded
 the SHA-256 of this exact plan (reports/plan_approval.json); any change needs a new approval.
@@ -26,10 +27,9 @@ from hfclf.data import dataset
 from hfclf.infra.cli import stage
 from hfclf.infra.render import md_table, write_json
 from hfclf.infra.settings import whole_or_auto
-from hfclf.train import convergence
+from hfclf.train import convergence, lengths
 
 PLAN_MD, PLAN_JSON, APPROVAL = "training_plan.md", "training_plan.json", "plan_approval.json"
-NICE_LENGTHS = (32, 64, 128, 256, 384, 512, 1024, 2048, 4096)
 
 
 def plan_settings(cfg: DictConfig, data_fingerprint: str) -> dict:
@@ -43,11 +43,39 @@ def plan_settings(cfg: DictConfig, data_fingerprint: str) -> dict:
             "device": cfg.compute.device, "precision": cfg.compute.precision, "max_minutes": cfg.compute.max_minutes}
 
 
-def suggest_max_length(tokens: dict) -> int:
-    """The smallest common length covering the 99th percentile, within the model's positions."""
-    wanted = next((n for n in NICE_LENGTHS if n >= tokens["p99"]), NICE_LENGTHS[-1])
-    limit = tokens.get("model_max_positions") or wanted
-    return int(min(wanted, limit))
+def choose_length(cfg: DictConfig, tokens: dict | None, smoke: dict, epoch_cost) -> dict:
+    """model.max_length for this plan: the number set, or for auto the longest length the smoke test
+    timed at which plan.length_min_epochs epochs fit in the budget (train/lengths.py). `epoch_cost`:
+    (train examples/s, inference examples/s) -> seconds per epoch."""
+    setting = cfg.model.max_length
+    positions = tokens.get("model_max_positions") if tokens else None
+    number = lengths.fixed(setting)
+    if number is not None and positions and number > positions:
+        raise UserError(f"model.max_length={number} is more than {cfg.model.name} can take ({positions} "
+                        f"positions): set model.max_length in conf/model/default.yaml to at most {positions}.")
+    timed = smoke.get("by_length") or {str(smoke.get("max_length") or lengths.data_length(setting, tokens)): smoke}
+    seconds = {int(k): epoch_cost(v["train_examples_per_second"], v["inference_examples_per_second"])
+               for k, v in timed.items()}
+    fitting = {k: convergence.epochs_in_budget(v, cfg.compute.max_minutes, cfg.plan.overhead_seconds)
+               for k, v in seconds.items()}
+    if number is None and len(seconds) > 1:
+        chosen, why = lengths.budget_length(fitting, float(cfg.plan.get("length_min_epochs", 1)))
+    else:
+        chosen = number if number is not None else max(seconds)
+        why = "set in conf/model/default.yaml" if number is not None else "the data's length"
+    if chosen not in seconds:   # a smoke report from before the length changed: its one clock
+        seconds[chosen] = next(iter(seconds.values()))
+    return {"max_length": chosen, "setting": setting, "why": why, "seconds_per_epoch": seconds[chosen],
+            "epochs_fitting": {str(k): math.floor(v * 10) / 10 for k, v in sorted(fitting.items(), reverse=True)}}
+
+
+def truncated_share(review: dict, tokens: dict | None, max_length: int) -> float:
+    """The share of texts longer than `max_length` tokens: the review's count where it checked this
+    length (all rows), else the token profile's (a sample)."""
+    long = review["lengths"]["long"]
+    if long.get("max_length") == max_length or not tokens:
+        return long["fraction"]
+    return float(tokens.get("longer_than", {}).get(str(max_length), long["fraction"]))
 
 
 def make_plan(cfg: DictConfig, profile: dict, review: dict, smoke: dict, fingerprint: str) -> dict:
@@ -55,18 +83,17 @@ def make_plan(cfg: DictConfig, profile: dict, review: dict, smoke: dict, fingerp
     rows = profile["rows"]
     tokens = profile.get("text_tokens")
     positions = tokens.get("model_max_positions") if tokens else None
-    max_length = cfg.model.max_length
-    if positions and max_length > positions:
-        raise UserError(f"model.max_length={max_length} is more than {cfg.model.name} can take ({positions} "
-                        f"positions): set model.max_length in conf/model/default.yaml to at most {positions}.")
     batch = t.batch_size
     steps_per_epoch = math.ceil(rows["train"] / batch)
     evals, patience = int(t.get("evals_per_epoch", 1)), int(t.early_stopping_patience)
     eval_rows = convergence.eval_rows(rows["validation"], t.get("eval_max_rows"))
-    train_eps, infer_eps = smoke["train_examples_per_second"], smoke["inference_examples_per_second"]
-    timed = smoke.get("timing") or {}   # what the smoke test timed them on (train/timing.py)
     # rounded as recorded: train resolves max_epochs=auto from the recorded figure (epoch_bound) alike
-    epoch_seconds = round(rows["train"] / max(train_eps, 1e-9) + evals * eval_rows / max(infer_eps, 1e-9), 1)
+    length = choose_length(cfg, tokens, smoke, lambda train_eps, infer_eps: round(
+        rows["train"] / max(train_eps, 1e-9) + evals * eval_rows / max(infer_eps, 1e-9), 1))
+    max_length, epoch_seconds = length["max_length"], length["seconds_per_epoch"]
+    clock = (smoke.get("by_length") or {}).get(str(max_length), smoke)
+    train_eps, infer_eps = clock["train_examples_per_second"], clock["inference_examples_per_second"]
+    timed = smoke.get("timing") or {}   # what the smoke test timed them on (train/timing.py)
     budget_seconds = cfg.compute.max_minutes * 60
     epochs_in_budget = convergence.epochs_in_budget(epoch_seconds, cfg.compute.max_minutes, p.overhead_seconds)
     bound = convergence.max_epochs(t.max_epochs, epochs_in_budget)   # auto: the whole epochs that fit, 2-10
@@ -76,7 +103,8 @@ def make_plan(cfg: DictConfig, profile: dict, review: dict, smoke: dict, fingerp
     total_seconds = min(bound * epoch_seconds, max(0.0, budget_seconds - p.overhead_seconds)) + p.overhead_seconds
     min_seconds = min(first_stop * epoch_seconds, total_seconds - p.overhead_seconds) + p.overhead_seconds
     fits = bound * epoch_seconds + p.overhead_seconds <= budget_seconds
-    truncated = review["lengths"]["long"]["fraction"]
+    truncated = truncated_share(review, tokens, max_length)
+    covering = lengths.covering(tokens, positions) if tokens else None
 
     risks = list(review.get("risks", []))
     if not fits:
@@ -85,8 +113,18 @@ def make_plan(cfg: DictConfig, profile: dict, review: dict, smoke: dict, fingerp
                         f"after about {epochs_in_budget:.1f} of at most {bound} epochs. Raise the budget, lower "
                         "train.max_epochs, or train on a GPU.")
     if truncated > p.max_truncated_share:
-        risks.append(f"model.max_length={max_length} truncates {truncated:.1%} of texts; "
-                     f"{suggest_max_length(tokens) if tokens else 'a larger value'} would cover 99%")
+        longest = max(int(k) for k in length["epochs_fitting"])
+        if lengths.fixed(length["setting"]) is None and max_length < longest:
+            risks.append(f"model.max_length=auto keeps {max_length} tokens, which truncates {truncated:.1%} of texts: at "
+                         f"{longest}, only {length['epochs_fitting'][str(longest)]:g} epochs fit in the budget "
+                         f"(plan.length_min_epochs={p.get('length_min_epochs', 1)}). Raise compute.max_minutes or "
+                         "train on a GPU to keep more of each text.")
+        elif covering is not None and covering <= max_length:
+            risks.append(f"model.max_length={max_length} truncates {truncated:.1%} of texts: it is the most "
+                         f"{cfg.model.name} takes ({positions} positions)")
+        else:
+            risks.append(f"model.max_length={max_length} truncates {truncated:.1%} of texts; "
+                         f"{covering or 'a larger value'} would cover 99% (or set it to auto)")
     small = {k: v for k, v in profile["per_class"]["train"].items() if v < p.min_rows_per_class}
     if small:
         kind = "labels" if profile.get("task") == "multi_label" else "classes"
@@ -101,7 +139,9 @@ def make_plan(cfg: DictConfig, profile: dict, review: dict, smoke: dict, fingerp
         "model": {"name": cfg.model.name, "parameters": smoke["parameters"],
                   "trainable_parameters": smoke["trainable_parameters"],
                   "freeze_embeddings": cfg.model.freeze_embeddings, "max_length": max_length,
-                  "suggested_max_length": suggest_max_length(tokens) if tokens else None,
+                  "max_length_setting": length["setting"], "max_length_choice": length["why"],
+                  "epochs_fitting_by_length": length["epochs_fitting"],
+                  "suggested_max_length": covering,
                   "token_p50": tokens["p50"] if tokens else None, "token_p99": tokens["p99"] if tokens else None,
                   "token_max": tokens["max"] if tokens else None, "truncated_share": truncated,
                   "max_positions": positions},
@@ -132,12 +172,16 @@ def plan_markdown(plan: dict) -> str:
     rows = d["rows"]
     fit = ("✅ fits" if e["fits_budget"] else f"⚠️ **does not fit**: about {e['epochs_within_budget']} epochs "
            "fit before training stops at the budget")
+    fitting = m.get("epochs_fitting_by_length") or {}
+    choice = (f"auto → {m['max_length']}, {m['max_length_choice']} (epochs that fit in the budget: "
+              + ", ".join(f"{k} tokens {v:g}" for k, v in fitting.items()) + "); "
+              if str(m.get("max_length_setting")) == "auto" else "")
     if m["suggested_max_length"] is None:
-        length_note = "token lengths unknown (no token profile)"
+        length_note = choice + "token lengths unknown (no token profile)"
     else:
-        length_note = (f"tokens per text: median {m['token_p50']:g}, p99 {m['token_p99']:g}, max {m['token_max']}; "
-                       f"{m['truncated_share']:.1%} truncated at {m['max_length']}; the distribution suggests "
-                       f"{m['suggested_max_length']} (batches pad only to their longest text, so a larger value "
+        length_note = (choice + f"tokens per text: median {m['token_p50']:g}, p99 {m['token_p99']:g}, max "
+                       f"{m['token_max']}; {m['truncated_share']:.1%} truncated at {m['max_length']}; 99% fit in "
+                       f"{m['suggested_max_length']} (batches pad only to their longest text, so a longer limit "
                        "costs time only on long texts)")
     lines = [
         "# Training plan", "",
@@ -210,12 +254,12 @@ def approval_required(conf_dir: Path) -> bool:
         else False
 
 
-def gate(reports: Path, settings: dict, epoch_bound: int) -> dict:
+def gate(reports: Path, settings: dict, epoch_bound: int, max_length: int) -> dict:
     """What train waits for (reports/gates/plan.json): the settings train must run with, their digest,
-    the epoch bound they resolve to, and whether the plan on disk is approved - no estimates or
-    measured throughput, so re-planning after a new smoke test writes the same bytes (unless the
-    approval no longer matches the plan, or train.max_epochs=auto now resolves to another bound:
-    that changes training, so train must re-run)."""
+    the epoch bound and max_length they resolve to, and whether the plan on disk is approved - no
+    estimates or measured throughput, so re-planning after a new smoke test writes the same bytes
+    (unless the approval no longer matches the plan, or an auto setting now resolves to another
+    bound or length: that changes training, so train must re-run)."""
     from hfclf.preflight.gates import gate_digest
 
     approval_path = reports / APPROVAL
@@ -225,15 +269,15 @@ def gate(reports: Path, settings: dict, epoch_bound: int) -> dict:
     # smoke test's measured throughput: a re-measured plan must not change what train waits for.
     # (Whether that approval still matches the plan text is checked when train starts.)
     return {"settings": settings, "settings_sha256": settings_sha256, "epoch_bound": int(epoch_bound),
-            "approved": approval.get("settings_sha256") == settings_sha256}
+            "max_length": int(max_length), "approved": approval.get("settings_sha256") == settings_sha256}
 
 
 def write_gate(reports: Path, plan: dict) -> Path:
-    """The gate of `plan` (make_plan's, or the one on disk): its settings and epoch bound."""
+    """The gate of `plan` (make_plan's, or the one on disk): its settings, epoch bound and max_length."""
     from hfclf.preflight.gates import write_gate as write
 
     path = reports / "gates" / "plan.json"   # gates.PLAN_GATE
-    write(path, gate(reports, plan["settings"], plan["training"]["epochs"]))
+    write(path, gate(reports, plan["settings"], plan["training"]["epochs"], plan["model"]["max_length"]))
     return path
 
 
@@ -255,6 +299,20 @@ def epoch_bound(setting, planned: dict | None, max_minutes: float) -> int:
     log.info("train.max_epochs=auto: at most %d epochs, what fits in compute.max_minutes=%g at the plan's "
              "measured speed (reports/training_plan.md)", bound, max_minutes)
     return bound
+
+
+def max_length(setting, planned: dict | None, reports: Path) -> int:
+    """model.max_length as train runs it: the number set, or for auto the plan's choice (logged);
+    without a plan, the data's length (train/lengths.py), with a warning that nothing checked it
+    against the budget."""
+    length = lengths.for_training(setting, planned, lengths.profile_tokens(reports))
+    if lengths.fixed(setting) is None and planned is not None:
+        log.info("model.max_length=auto: %d tokens, %s (reports/training_plan.md)", length,
+                 planned["model"].get("max_length_choice", "the plan's choice"))
+    elif lengths.fixed(setting) is None:
+        log.warning("model.max_length=auto without a plan: %d tokens, the data's length, not checked against "
+                    "compute.max_minutes (`make plan` chooses it by the budget too)", length)
+    return length
 
 
 def load_plan(reports: Path) -> dict | None:

@@ -16,6 +16,7 @@ from hfclf.infra import files
 from hfclf.infra.errors import UserError
 from hfclf.infra.render import write_json
 from hfclf.infra.settings import from_section
+from hfclf.train import lengths
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,9 @@ def main(cfg: DictConfig) -> None:
     settings = from_section(checks.ReviewSettings, cfg.review, "review", seed=cfg.compute.seed)
     labels_path = processed / "labels.json"   # the task is prepare's record, never the config
     labels_info = json.loads(labels_path.read_text(encoding="utf-8")) if labels_path.exists() else {}
-    result = checks.review(splits, settings, cfg.model.max_length, token_counter(cfg.model.name),
+    # model.max_length=auto: the data's length (train/lengths.py); the plan may keep less for the budget
+    max_length = lengths.data_length(cfg.model.max_length, lengths.profile_tokens(reports))
+    result = checks.review(splits, settings, max_length, token_counter(cfg.model.name),
                            labels_info.get("task", "single_label"))
     result["split"] = split_info
     write_json(reports / "review.json", result)

@@ -5,10 +5,12 @@ Checks, in order, each failing fast with its name: the loss is finite, the loss 
 evaluation gives finite scores, the model saves and reloads, predictions are identical after the
 reload, and the label mapping survives the round trip. Then it times training steps on the
 batches the whole training split will be cut into, and a validation pass (train/timing.py), which
-the plan turns into a time estimate - so a broken setup fails in seconds, not after an hour.
+the plan turns into a time estimate - so a broken setup fails in seconds, not after an hour. With
+model.max_length=auto the checks run at the data's length and the clock runs at every length the
+plan may choose (train/lengths.py: from 128 up to the data's), since a token's cost grows with length.
 
-Outputs of the `smoke` stage: reports/smoke.json (checks, losses, parameters, train/inference examples per second; the
-plan reads it) and reports/gates/smoke.json (passed + the checks, no timings: train's gate).
+Outputs of the `smoke` stage: reports/smoke.json (checks, losses, parameters, train/inference examples per second,
+`by_length` for each length timed; the plan reads it) and reports/gates/smoke.json (passed + the checks, no timings: train's gate).
 """
 from __future__ import annotations
 
@@ -33,7 +35,7 @@ from hfclf.infra.errors import UserError
 from hfclf.infra.render import write_json
 from hfclf.infra.settings import from_section, whole_or_auto
 from hfclf.preflight.gates import write_gate
-from hfclf.train import loop, modeling, objective, timing
+from hfclf.train import lengths, loop, modeling, objective, timing
 from hfclf.train.stage import settings_from
 
 log = logging.getLogger(__name__)
@@ -117,8 +119,10 @@ def label_mapping_problems(labels: list[str], loaded: modeling.Predictor) -> lis
 
 def run(model_name: str, labels: list[str], train_df: pd.DataFrame, val_df: pd.DataFrame,
         settings: loop.TrainSettings, smoke: SmokeSettings, hw: Compute, builder: str | None = None,
-        task: str = multilabel.SINGLE) -> dict:
-    """Run every check; return the report (raise SmokeFailure at the first failed check)."""
+        task: str = multilabel.SINGLE, timed_lengths: list[int] | None = None) -> dict:
+    """Run every check at `settings.max_length`; then time an epoch at each of `timed_lengths`
+    (lengths.timed_lengths: model.max_length=auto's candidates; default: settings.max_length only).
+    Return the report (raise SmokeFailure at the first failed check)."""
     started = time.monotonic()
     goal = objective.for_task(task)
     train_sub = balanced_subset(train_df, smoke.examples_per_class, settings.seed, goal.multi_label)
@@ -194,13 +198,12 @@ def run(model_name: str, labels: list[str], train_df: pd.DataFrame, val_df: pd.D
         passed("label mapping round-trip", f"{len(labels)} labels")
 
     # the plan's clock, on the real data: a validation pass, then steps on the training split's batches
-    # (they train the smoke test's throwaway model further)
-    validation = timing.validation_pass_seconds(model, tokenizer, val_df["text"].tolist(), settings, hw,
-                                                smoke.timing_validation_rows)
-    steps_timed = timing.training_step_seconds(model, tokenizer, train_df["text"].tolist(),
-                                               goal.targets(train_df["label"], labels), settings, hw, goal,
-                                               smoke.timing_steps)
-    epoch_seconds = steps_timed["step_seconds"] * steps_timed["steps_per_epoch"]
+    # (they train the smoke test's throwaway model further), at each length the plan may choose
+    clocks = {length: clock(model, tokenizer, train_df, val_df, labels, dataclasses.replace(settings, max_length=length),
+                            smoke, hw, goal)
+              for length in (timed_lengths or [settings.max_length])}
+    first = clocks[next(iter(clocks))]   # the data's length (model.max_length=auto) or the one set
+    steps_timed, validation = first["steps"], first["validation"]
 
     return {
         "passed": True, "checks": checks, "model": model_name, "model_origin": origin,
@@ -208,15 +211,33 @@ def run(model_name: str, labels: list[str], train_df: pd.DataFrame, val_df: pd.D
         "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "subset": {"train_rows": len(train_sub), "validation_rows": len(val_sub), "classes": len(labels)},
         "steps": result.steps, "batch_size": batch_size, "losses": [round(x, 5) for x in losses],
-        "train_examples_per_second": round(len(train_df) / max(epoch_seconds, 1e-9), 1),
-        "inference_examples_per_second": round(validation["rows"] / max(validation["pass_seconds"], 1e-9), 1),
+        "max_length": settings.max_length,
+        "train_examples_per_second": first["train_examples_per_second"],
+        "inference_examples_per_second": first["inference_examples_per_second"],
+        "by_length": {str(length): {k: c[k] for k in ("train_examples_per_second", "inference_examples_per_second",
+                                                      "epoch_training_seconds")} for length, c in clocks.items()},
         "timing": {"training": {k: round(v, 4) if isinstance(v, float) else v for k, v in steps_timed.items()},
                    "validation": {k: round(v, 3) if isinstance(v, float) else v for k, v in validation.items()},
-                   "epoch_training_seconds": round(epoch_seconds, 1)},
+                   "epoch_training_seconds": first["epoch_training_seconds"]},
         "mean_tokens_per_text": round(float(np.mean([len(x) for x in tokenizer(
             train_sub["text"].tolist(), truncation=True, max_length=settings.max_length)["input_ids"]])), 1),
         "seconds": round(time.monotonic() - started, 1), **hw.describe(), "warnings": hw.warnings,
     }
+
+
+def clock(model, tokenizer, train_df: pd.DataFrame, val_df: pd.DataFrame, labels: list[str],
+          settings: loop.TrainSettings, smoke: SmokeSettings, hw: Compute, goal: objective.Objective) -> dict:
+    """What a validation pass and an epoch of training cost at `settings.max_length` (train/timing.py)."""
+    validation = timing.validation_pass_seconds(model, tokenizer, val_df["text"].tolist(), settings, hw,
+                                                smoke.timing_validation_rows)
+    steps = timing.training_step_seconds(model, tokenizer, train_df["text"].tolist(),
+                                         goal.targets(train_df["label"], labels), settings, hw, goal, smoke.timing_steps)
+    epoch_seconds = steps["step_seconds"] * steps["steps_per_epoch"]
+    log.info("timed at max_length %d: an epoch of training about %.0f s, a validation pass %.1f s",
+             settings.max_length, epoch_seconds, validation["pass_seconds"])
+    return {"steps": steps, "validation": validation, "epoch_training_seconds": round(epoch_seconds, 1),
+            "train_examples_per_second": round(len(train_df) / max(epoch_seconds, 1e-9), 1),
+            "inference_examples_per_second": round(validation["rows"] / max(validation["pass_seconds"], 1e-9), 1)}
 
 
 def gate(report: dict) -> dict:
@@ -235,11 +256,16 @@ def main(cfg: DictConfig) -> None:
     hw = compute.select(cfg.compute.device, cfg.compute.precision, cfg.compute.threads)
     compute.seed_everything(cfg.compute.seed)
     settings = from_section(SmokeSettings, cfg.smoke, "smoke")
+    tokens = lengths.profile_tokens(reports)
+    timed = lengths.timed_lengths(cfg.model.max_length, tokens)   # auto: the data's length first, then shorter
+    if len(timed) > 1:
+        log.info("model.max_length=auto: the data's length is %d (99%% of training texts fit); timing an epoch at "
+                 "%s so the plan can keep the longest the budget allows", timed[0], ", ".join(map(str, timed)))
     gate_path = reports / "gates" / "smoke.json"   # gates.SMOKE_GATE
     for stale in (reports / "smoke.json", gate_path):   # a failed smoke test leaves no stale pass behind
         stale.unlink(missing_ok=True)
-    report = run(cfg.model.name, labels, train_df, val_df, settings_from(cfg), settings, hw, cfg.model.get("builder"),
-                 label_info.get("task", multilabel.SINGLE))
+    report = run(cfg.model.name, labels, train_df, val_df, settings_from(cfg, max_length=timed[0]), settings, hw,
+                 cfg.model.get("builder"), label_info.get("task", multilabel.SINGLE), timed)
     write_json(reports / "smoke.json", report)
     write_gate(gate_path, gate(report))
     log.info("smoke test passed in %.1f s on %s (%s): %.0f train / %.0f inference examples per second "

@@ -23,10 +23,11 @@ from hfclf.infra.cli import stage
 log = logging.getLogger(__name__)
 
 
-def settings_from(cfg: DictConfig, epochs: int = 1):
+def settings_from(cfg: DictConfig, epochs: int = 1, max_length: int | None = None):
     """The loop's TrainSettings, for `epochs` epochs at most (train: plan.epoch_bound; the smoke
-    test's few steps need no bound)."""
-    from hfclf.train import loop
+    test's few steps need no bound) at `max_length` tokens (model.max_length resolved: by the plan
+    for train, by the token profile for the smoke test; default: the number set)."""
+    from hfclf.train import lengths, loop
 
     t = cfg.train
     return loop.TrainSettings(
@@ -35,7 +36,8 @@ def settings_from(cfg: DictConfig, epochs: int = 1):
         cooldown=t.get("cooldown", 0.0) or 0.0,
         evals_per_epoch=t.get("evals_per_epoch", 1), eval_max_rows=t.get("eval_max_rows"),
         min_delta=t.get("min_delta", 0.0), loss_min_delta=t.get("loss_min_delta", 0.0),
-        eval_batch_size=t.eval_batch_size, max_length=cfg.model.max_length,
+        eval_batch_size=t.eval_batch_size,
+        max_length=max_length if max_length is not None else lengths.data_length(cfg.model.max_length, None),
         freeze_embeddings=cfg.model.freeze_embeddings, max_minutes=cfg.compute.max_minutes,
         seed=cfg.compute.seed, checkpoint_every_minutes=t.checkpoint_every_minutes,
         log_every_steps=cfg.tracking.log_every_steps)
@@ -81,6 +83,7 @@ def _train(cfg: DictConfig, mlflow_run) -> float:
         log.warning("this run's settings differ from reports/training_plan.md; `make plan` re-plans")
     # train.max_epochs=auto: the whole epochs that fit in compute.max_minutes at the smoke test's speed
     epochs = plan.epoch_bound(cfg.train.max_epochs, planned, cfg.compute.max_minutes)
+    max_length = plan.max_length(cfg.model.max_length, planned, reports)   # auto: the plan's, by the data and the budget
     checkpoint = Path(cfg.train.checkpoint_dir) / "last.pt"
     run_file = checkpoint.parent / tracking.RUN_FILE
     resume_id = (json.loads(run_file.read_text())["run_id"]
@@ -106,7 +109,7 @@ def _train(cfg: DictConfig, mlflow_run) -> float:
     compute.seed_everything(cfg.compute.seed)
     tokenizer, model, origin = modeling.load_for_training(cfg.model.name, labels, cfg.compute.seed,
                                                           cfg.model.get("builder"), task.task)
-    settings = settings_from(cfg, epochs)
+    settings = settings_from(cfg, epochs, max_length)
 
     splits = (train_df["text"].tolist(), task.targets(train_df["label"], labels),
               val_df["text"].tolist(), task.targets(val_df["label"], labels))
@@ -121,7 +124,7 @@ def _train(cfg: DictConfig, mlflow_run) -> float:
         mlflow_run.log_datasets(processed, ["train", "validation"], label_info["fingerprint"], label_info.get("source"))
     # epoch_bound: what train.max_epochs resolved to (auto: from the budget), for comparing runs
     mlflow_run.set_tags(tags | {"device": str(hw.device), "precision": hw.precision, "base_model_origin": origin,
-                                "epoch_bound": settings.epochs}
+                                "epoch_bound": settings.epochs, "max_length": settings.max_length}
                         | ({"device_fallback": " ".join(hw.warnings)} if hw.warnings else {}))
 
     losses: list[tuple[int, float]] = []
