@@ -40,7 +40,7 @@ def test_the_plan_keeps_the_longest_length_at_which_enough_epochs_fit():
     # epochs that fit in 30 minutes on man pages, from the smoke test's timing at each length (measured)
     fitting = {512: 3.1, 384: 4.5, 256: 8.0, 128: 13.9}
     assert lengths.budget_length(fitting, 5) == (256, "the longest at which 5 epochs fit in the budget "
-                                                      "(plan.length_min_epochs; 512: 3.1)")
+                                                      "(plan.length_min_epochs; at 512: 3.1)")
     assert lengths.budget_length(fitting, 3)[0] == 512
     assert lengths.budget_length(fitting, 3)[1] == "the data's length"
     assert lengths.budget_length(fitting, 4.5)[0] == 384

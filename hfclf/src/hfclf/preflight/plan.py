@@ -56,8 +56,8 @@ def choose_length(cfg: DictConfig, tokens: dict | None, smoke: dict, epoch_cost)
     timed = smoke.get("by_length") or {str(smoke.get("max_length") or lengths.data_length(setting, tokens)): smoke}
     seconds = {int(k): epoch_cost(v["train_examples_per_second"], v["inference_examples_per_second"])
                for k, v in timed.items()}
-    fitting = {k: convergence.epochs_in_budget(v, cfg.compute.max_minutes, cfg.plan.overhead_seconds)
-               for k, v in seconds.items()}
+    fitting = {k: math.floor(convergence.epochs_in_budget(v, cfg.compute.max_minutes, cfg.plan.overhead_seconds) * 10)
+               / 10 for k, v in seconds.items()}   # to 0.1 epoch, as the plan states them
     if number is None and len(seconds) > 1:
         chosen, why = lengths.budget_length(fitting, float(cfg.plan.get("length_min_epochs", 1)))
     else:
@@ -66,7 +66,7 @@ def choose_length(cfg: DictConfig, tokens: dict | None, smoke: dict, epoch_cost)
     if chosen not in seconds:   # a smoke report from before the length changed: its one clock
         seconds[chosen] = next(iter(seconds.values()))
     return {"max_length": chosen, "setting": setting, "why": why, "seconds_per_epoch": seconds[chosen],
-            "epochs_fitting": {str(k): math.floor(v * 10) / 10 for k, v in sorted(fitting.items(), reverse=True)}}
+            "epochs_fitting": {str(k): v for k, v in sorted(fitting.items(), reverse=True)}}
 
 
 def truncated_share(review: dict, tokens: dict | None, max_length: int) -> float:

@@ -259,8 +259,10 @@ def main(cfg: DictConfig) -> None:
     tokens = lengths.profile_tokens(reports)
     timed = lengths.timed_lengths(cfg.model.max_length, tokens)   # auto: the data's length first, then shorter
     if len(timed) > 1:
-        log.info("model.max_length=auto: the data's length is %d (99%% of training texts fit); timing an epoch at "
-                 "%s so the plan can keep the longest the budget allows", timed[0], ", ".join(map(str, timed)))
+        log.info("model.max_length=auto: the data's length is %d (99%% of training texts have at most %g tokens; "
+                 "the model takes %s); timing an epoch at %s so the plan can keep the longest the budget allows",
+                 timed[0], tokens["p99"], tokens.get("model_max_positions") or "an unknown number",
+                 ", ".join(map(str, timed)))
     gate_path = reports / "gates" / "smoke.json"   # gates.SMOKE_GATE
     for stale in (reports / "smoke.json", gate_path):   # a failed smoke test leaves no stale pass behind
         stale.unlink(missing_ok=True)

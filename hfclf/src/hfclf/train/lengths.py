@@ -86,7 +86,7 @@ def budget_length(epochs_fitting: dict[int, float], min_epochs: float) -> tuple[
             if length == ordered[0]:
                 return length, "the data's length"
             return length, (f"the longest at which {min_epochs:g} epochs fit in the budget "
-                            f"(plan.length_min_epochs; {ordered[0]}: {epochs_fitting[ordered[0]]:.1f})")
+                            f"(plan.length_min_epochs; at {ordered[0]}: {epochs_fitting[ordered[0]]:g})")
     return ordered[-1], (f"the shortest timed: even there fewer than {min_epochs:g} epochs fit in the budget "
                          "(plan.length_min_epochs)")
 
