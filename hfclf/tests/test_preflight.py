@@ -392,6 +392,8 @@ def test_auto_max_length_is_chosen_by_the_data_then_by_the_budget_end_to_end(pro
     trained = run_stage(project, "train")
     assert "model.max_length=auto: 128 tokens, the shortest timed" in trained.stdout + trained.stderr
     assert json.loads((project / "models/model/classifier.json").read_text())["max_length"] == 128
+    assert report(project, "training.json")["max_length"] == 128
+    assert "texts cut at 128 tokens (model.max_length)" in (project / "reports/training.md").read_text()
 
 
 # --------------------------------------------------------------------------- compute control

@@ -124,7 +124,7 @@ def make_plan(cfg: DictConfig, profile: dict, review: dict, smoke: dict, fingerp
                          f"{cfg.model.name} takes ({positions} positions)")
         else:
             risks.append(f"model.max_length={max_length} truncates {truncated:.1%} of texts; "
-                         f"{covering or 'a larger value'} would cover 99% (or set it to auto)")
+                         f"{covering or 'a larger value'} would keep 99% whole (or set it to auto)")
     small = {k: v for k, v in profile["per_class"]["train"].items() if v < p.min_rows_per_class}
     if small:
         kind = "labels" if profile.get("task") == "multi_label" else "classes"
@@ -179,10 +179,11 @@ def plan_markdown(plan: dict) -> str:
     if m["suggested_max_length"] is None:
         length_note = choice + "token lengths unknown (no token profile)"
     else:
+        whole = (f"99% fit in {m['suggested_max_length']}" if m["suggested_max_length"] >= m["token_p99"] else
+                 f"the model takes at most {m['suggested_max_length']}")
         length_note = (choice + f"tokens per text: median {m['token_p50']:g}, p99 {m['token_p99']:g}, max "
-                       f"{m['token_max']}; {m['truncated_share']:.1%} truncated at {m['max_length']}; 99% fit in "
-                       f"{m['suggested_max_length']} (batches pad only to their longest text, so a longer limit "
-                       "costs time only on long texts)")
+                       f"{m['token_max']}; {m['truncated_share']:.1%} truncated at {m['max_length']}; {whole} "
+                       "(batches pad only to their longest text, so a longer limit costs time only on long texts)")
     lines = [
         "# Training plan", "",
         md_table(["", "plan"], [

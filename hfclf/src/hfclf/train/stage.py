@@ -198,7 +198,7 @@ def _train(cfg: DictConfig, mlflow_run) -> float:
     summary = {"run_id": run_id, **result.as_dict(), f"best_val_{result.score_name}": result.best_val_score,
                "task": task.task, **hw.describe(), "processes": ddp.world_size,
                "warnings": hw.warnings, "python": platform.python_version(),
-               "max_epochs": settings.epochs, "calibration": meta.get("calibration"),
+               "max_epochs": settings.epochs, "max_length": settings.max_length, "calibration": meta.get("calibration"),
                "parameters": sum(p.numel() for p in model.parameters()),
                "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad)}
     write_json(reports / "training.json", summary)
@@ -298,7 +298,8 @@ def training_markdown(s: dict) -> str:
         f"- time: {s['train_seconds']:.1f} s · throughput: {s['examples_per_second']:.0f} examples/s",
         f"- steps: {s['steps']} · epochs run: {s['epochs_run']} · {stop}",
         f"- best epoch: {s['best_epoch']} (validation {named} {s['best_val_score']:.4f}); epoch bound "
-        f"{s.get('max_epochs', '?')}",
+        f"{s.get('max_epochs', '?')}" + (f" · texts cut at {s['max_length']} tokens (model.max_length)"
+                                          if s.get("max_length") else ""),
         *([f"- cooldown (train.cooldown): patience ran out at epoch {c['from_epoch']}; back to the best weights "
            f"(epoch {c['best_before']['epoch']}, validation {named} {c['best_before']['score']:.4f}), learning rate "
            f"{c['start_factor']:.0%} of its peak → 0 by epoch {c['to_epoch']}; the result is where it ends"]
