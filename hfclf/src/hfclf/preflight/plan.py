@@ -45,8 +45,9 @@ def plan_settings(cfg: DictConfig, data_fingerprint: str) -> dict:
 
 def choose_length(cfg: DictConfig, tokens: dict | None, smoke: dict, epoch_cost) -> dict:
     """model.max_length for this plan: the number set, or for auto the longest length the smoke test
-    timed at which plan.length_min_epochs epochs fit in the budget (train/lengths.py). `epoch_cost`:
-    (train examples/s, inference examples/s) -> seconds per epoch."""
+    timed at which plan.length_min_epochs epochs fit in the budget (train/lengths.py), with the smoke
+    test's clock at that length. `epoch_cost`: (train examples/s, inference examples/s) -> seconds per
+    epoch."""
     setting = cfg.model.max_length
     positions = tokens.get("model_max_positions") if tokens else None
     number = lengths.fixed(setting)
@@ -63,9 +64,9 @@ def choose_length(cfg: DictConfig, tokens: dict | None, smoke: dict, epoch_cost)
     else:
         chosen = number if number is not None else max(seconds)
         why = "set in conf/model/default.yaml" if number is not None else "the data's length"
-    if chosen not in seconds:   # a smoke report from before the length changed: its one clock
-        seconds[chosen] = next(iter(seconds.values()))
-    return {"max_length": chosen, "setting": setting, "why": why, "seconds_per_epoch": seconds[chosen],
+    key = str(chosen) if str(chosen) in timed else next(iter(timed))   # a smoke report from before the length changed
+    return {"max_length": chosen, "setting": setting, "why": why, "clock": timed[key],
+            "seconds_per_epoch": seconds[int(key)],
             "epochs_fitting": {str(k): v for k, v in sorted(fitting.items(), reverse=True)}}
 
 
@@ -91,8 +92,7 @@ def make_plan(cfg: DictConfig, profile: dict, review: dict, smoke: dict, fingerp
     length = choose_length(cfg, tokens, smoke, lambda train_eps, infer_eps: round(
         rows["train"] / max(train_eps, 1e-9) + evals * eval_rows / max(infer_eps, 1e-9), 1))
     max_length, epoch_seconds = length["max_length"], length["seconds_per_epoch"]
-    clock = (smoke.get("by_length") or {}).get(str(max_length), smoke)
-    train_eps, infer_eps = clock["train_examples_per_second"], clock["inference_examples_per_second"]
+    train_eps, infer_eps = length["clock"]["train_examples_per_second"], length["clock"]["inference_examples_per_second"]
     timed = smoke.get("timing") or {}   # what the smoke test timed them on (train/timing.py)
     budget_seconds = cfg.compute.max_minutes * 60
     epochs_in_budget = convergence.epochs_in_budget(epoch_seconds, cfg.compute.max_minutes, p.overhead_seconds)
@@ -306,11 +306,15 @@ def max_length(setting, planned: dict | None, reports: Path) -> int:
     """model.max_length as train runs it: the number set, or for auto the plan's choice (logged);
     without a plan, the data's length (train/lengths.py), with a warning that nothing checked it
     against the budget."""
-    length = lengths.for_training(setting, planned, lengths.profile_tokens(reports))
-    if lengths.fixed(setting) is None and planned is not None:
+    number = lengths.fixed(setting)
+    if number is not None:
+        return number
+    # the profile is read only when there is no plan to take the length from
+    length = lengths.for_training(setting, planned, lengths.profile_tokens(reports) if planned is None else None)
+    if planned is not None:
         log.info("model.max_length=auto: %d tokens, %s (reports/training_plan.md)", length,
                  planned["model"].get("max_length_choice", "the plan's choice"))
-    elif lengths.fixed(setting) is None:
+    else:
         log.warning("model.max_length=auto without a plan: %d tokens, the data's length, not checked against "
                     "compute.max_minutes (`make plan` chooses it by the budget too)", length)
     return length

@@ -38,12 +38,13 @@ def main(cfg: DictConfig) -> None:
     processed, reports = Path(cfg.paths.processed), Path(cfg.paths.reports)
     splits = {name: dataset.read_split(processed, name) for name in dataset.SPLITS}
     profile_path = reports / "data_profile.json"
-    split_info = json.loads(profile_path.read_text(encoding="utf-8")).get("split", {}) if profile_path.exists() else {}
+    profile = json.loads(profile_path.read_text(encoding="utf-8")) if profile_path.exists() else {}
+    split_info = profile.get("split", {})
     settings = from_section(checks.ReviewSettings, cfg.review, "review", seed=cfg.compute.seed)
     labels_path = processed / "labels.json"   # the task is prepare's record, never the config
     labels_info = json.loads(labels_path.read_text(encoding="utf-8")) if labels_path.exists() else {}
     # model.max_length=auto: the data's length (train/lengths.py); the plan may keep less for the budget
-    max_length = lengths.data_length(cfg.model.max_length, lengths.profile_tokens(reports))
+    max_length = lengths.data_length(cfg.model.max_length, profile.get("text_tokens"))
     result = checks.review(splits, settings, max_length, token_counter(cfg.model.name),
                            labels_info.get("task", "single_label"))
     result["split"] = split_info

@@ -266,7 +266,7 @@ def main(cfg: DictConfig) -> None:
     gate_path = reports / "gates" / "smoke.json"   # gates.SMOKE_GATE
     for stale in (reports / "smoke.json", gate_path):   # a failed smoke test leaves no stale pass behind
         stale.unlink(missing_ok=True)
-    report = run(cfg.model.name, labels, train_df, val_df, settings_from(cfg, max_length=timed[0]), settings, hw,
+    report = run(cfg.model.name, labels, train_df, val_df, settings_from(cfg, 1, timed[0]), settings, hw,
                  cfg.model.get("builder"), label_info.get("task", multilabel.SINGLE), timed)
     write_json(reports / "smoke.json", report)
     write_gate(gate_path, gate(report))

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from hfclf.infra.errors import UserError
+from hfclf.infra.settings import whole_or_auto
 
 CANDIDATES = (32, 64, 128, 256, 384, 512, 1024, 2048, 4096)
 FLOOR = 128          # auto never goes below: short texts are unaffected by a longer limit
@@ -34,14 +34,9 @@ def profile_tokens(reports: Path) -> dict | None:
     return json.loads(path.read_text(encoding="utf-8")).get("text_tokens") if path.exists() else None
 
 
-def fixed(setting, key: str = "model.max_length") -> int | None:
-    """The number set, or None for auto; anything else is a clear error."""
-    if isinstance(setting, str) and setting.strip().lower() == "auto":
-        return None
-    if isinstance(setting, bool) or not isinstance(setting, int) or setting < 8:
-        raise UserError(f"{key}={setting!r}: set a whole number of tokens (at least 8), or auto "
-                        "(conf/model/default.yaml).")
-    return setting
+def fixed(setting) -> int | None:
+    """model.max_length as a number of tokens, or None for auto (null too); anything else is a clear error."""
+    return whole_or_auto(setting, "model.max_length", 8, " tokens")
 
 
 def allowed(positions: int | None) -> list[int]:
