@@ -20,7 +20,15 @@ Datasets (built offline on the fly into the work folder, never committed; see be
   `prepare.rare_labels=drop` (what prepare's error tells a user to set for a long-tailed tag set).
 
     python bench/convergence.py [--datasets bitext,debian-1k,debian-10k,man,debtags] [--repeats 1]
-                                [--fixed-epochs 5] [--max-rows N] [--out bench/results/convergence.md]
+                                [--seeds 42,7,13] [--fixed-epochs 5] [--max-rows N] [--out bench/results/convergence.md]
+
+--seeds trains each variant once per training seed (`compute.seed=S` on the command line; the split stays
+the one `prepare` made with the project's seed, so only the head's initialisation, the batch order and
+the validation sample change). With it both variants run `hfclf train compute.seed=S ...` (the default
+variant without DVC around it: `dvc repro` takes no overrides), and the table adds the paired
+difference, default minus fixed, seed by seed: on a test set of a few hundred rows one run's
+difference is mostly the noise of where the schedule happens to stop. Without it each run uses the
+project's seed and the default variant runs `dvc repro -s -f train`.
 
 --max-rows caps every dataset (stratified, seeded) for a quick smoke run of this script; its
 numbers mean nothing. Prints one Markdown table and writes it to --out (raw runs beside it, .json).
@@ -31,6 +39,7 @@ import argparse
 import importlib.util
 import json
 import os
+import statistics
 import shutil
 import subprocess
 import sys
@@ -117,19 +126,22 @@ def estimate_seconds(plan: dict, epochs: float, evals_per_epoch: int) -> float:
     return per_epoch * epochs
 
 
-def one_run(project: Path, plan: dict, variant: str, fixed_epochs: int, score: str = "macro_f1") -> dict:
+def one_run(project: Path, plan: dict, variant: str, fixed_epochs: int, score: str = "macro_f1",
+            seed: int | None = None) -> dict:
+    """Train one variant (with `seed`: `hfclf train compute.seed=seed`), evaluate it and read back its figures."""
+    seeded = [] if seed is None else [f"compute.seed={seed}"]
     if variant == "default":
-        wall = run(["dvc", "repro", "-s", "-f", "train"], project)
+        wall = run(["hfclf", "train", *seeded] if seeded else ["dvc", "repro", "-s", "-f", "train"], project)
         run(["hfclf", "evaluate"], project)                                   # with its default baselines
         evals = plan["training"]["evals_per_epoch"]
     else:
-        wall = run(["hfclf", "train", f"train.max_epochs={fixed_epochs}", "train.early_stopping_patience=1000000",
+        wall = run(["hfclf", "train", *seeded, f"train.max_epochs={fixed_epochs}", "train.early_stopping_patience=1000000",
                     "train.evals_per_epoch=1"], project)
         run(["hfclf", "evaluate", "evaluate.baselines.run=[]"], project)     # same splits: same baselines
         evals = 1
     metrics, training = read(project, "metrics.json"), read(project, "training.json")
     estimate = estimate_seconds(plan, training["epochs_run"], evals)
-    return {"variant": variant, "score": metrics[score], "score_name": score,
+    return {"variant": variant, "seed": seed, "score": metrics[score], "score_name": score,
             "accuracy": metrics.get("accuracy", metrics.get("subset_accuracy")),
             "train_s": training["train_seconds"], "wall_s": wall, "epochs": training["epochs_run"],
             "best_epoch": training["best_epoch"], "stop": training["stop_reason"], "estimate_s": estimate,
@@ -149,7 +161,7 @@ def describe(name: str, frame: pd.DataFrame, plan: dict) -> dict:
             "plan_range_s": (e["min_minutes"] * 60, e["total_minutes"] * 60)}
 
 
-def table(shapes: dict, results: dict, repeats: int, fixed_epochs: int) -> str:
+def table(shapes: dict, results: dict, repeats: int, fixed_epochs: int, seeds: list | None = None) -> str:
     data = ["| dataset | source | rows train / validation / test | classes | text characters p50 / p95 | "
             "truncated at max_length | plan: epoch bound, s per epoch, range (s) |",
             "|---|---|---|---|---|---|---|"]
@@ -162,6 +174,7 @@ def table(shapes: dict, results: dict, repeats: int, fixed_epochs: int) -> str:
     rows = ["| dataset | model | runs | test macro-F1 (multi-label: micro-F1) | training loop (s) | whole process (s) | epochs run (best) | "
             "stop | plan's estimate (s) | estimate error |",
             "|---|---|---|---|---|---|---|---|---|---|"]
+    paired = []
     labels = {"default": "fine-tune, defaults (convergence)", "fixed": f"fine-tune, fixed {fixed_epochs} epochs"}
     for name, runs in results.items():
         for variant in ("default", "fixed"):
@@ -173,27 +186,52 @@ def table(shapes: dict, results: dict, repeats: int, fixed_epochs: int) -> str:
                         f"{', '.join('%.3g (%.3g)' % (r['epochs'], r['best_epoch']) for r in rs)} | "
                         f"{', '.join(sorted({r['stop'] for r in rs}))} | {spread([r['estimate_s'] for r in rs], '.1f')} | "
                         f"{spread([100 * r['estimate_error'] for r in rs], '+.0f')}% |")
+        differences = paired_differences(runs)
+        if differences:
+            paired.append(f"| {name} | {', '.join(str(seed) for seed in differences)} | "
+                          f"{', '.join('%+.1f' % (100 * d) for d in differences.values())} | "
+                          f"{spread([100 * d for d in differences.values()], '+.1f')} |")
         scored = [r for r in runs if r["baselines"]]
         for baseline in (scored[0]["baselines"] if scored else {}):
             f1 = [r["baselines"][baseline][r["score_name"]] for r in scored if baseline in r["baselines"]]
             best = " (best)" if scored[0]["best_baseline"] == baseline else ""
             rows.append(f"| {name} | baseline `{baseline}`{best} | {len(f1)} | {spread(f1, '.4f')} | | | | | | |")
-    note = (f"median [min–max] of {repeats} repeats, the variants' order alternating" if repeats > 1
-            else "one run each")
+    runs_each = repeats * len(seeds or [None])
+    note = (f"median [min–max] of {runs_each} runs" + (f" (training seeds {', '.join(map(str, seeds))})"
+                                                       if seeds and seeds != [None] else "")
+            + ", the variants' order alternating" if runs_each > 1 else "one run each")
+    if paired:
+        paired = ["", "Default minus fixed, paired by training seed (points of the headline score; medians of "
+                      "each seed's repeats):", "", "| dataset | seeds | difference per seed | median [min–max] |",
+                  "|---|---|---|---|", *paired]
     return "\n".join(["Datasets (built on the fly; the plan's numbers from `dvc repro plan` on the baked project):", "",
                       *data, "", f"Results ({note}; baselines from the default run's reports/metrics.json):", "",
-                      *rows, "",
+                      *rows, *paired, "",
                       "Training loop: reports/training.json `train_seconds`; whole process: `dvc repro -s -f train` "
-                      "(defaults) or `hfclf train ...` (fixed). Plan's estimate: the smoke test's measured "
+                      "(defaults, unseeded) or `hfclf train ...` (fixed, or seeded). Plan's estimate: the smoke test's measured "
                       "throughput times the epochs actually run and the validation passes made (the plan's "
                       "per-epoch model, without its fixed overhead); estimate error = estimate / loop − 1 "
                       "(+10%: the plan expected 10% more time than the loop took)."])
+
+
+def paired_differences(runs: list[dict]) -> dict:
+    """Seed -> default's score minus fixed's (each the median of that seed's repeats), for the seeds
+    that have both variants; empty when the runs were not seeded (`--seeds` not given)."""
+    def median(variant: str, seed: int) -> float | None:
+        scores = [r["score"] for r in runs if r["variant"] == variant and r.get("seed") == seed]
+        return statistics.median(scores) if scores else None
+
+    seeds = list(dict.fromkeys(r["seed"] for r in runs if r.get("seed") is not None))   # in the order run
+    return {seed: median("default", seed) - median("fixed", seed) for seed in seeds
+            if median("default", seed) is not None and median("fixed", seed) is not None}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--datasets", default=",".join(DATASETS), help=f"comma-separated, from {', '.join(DATASETS)}")
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--seeds", default=None, help="comma-separated training seeds (compute.seed); "
+                                                         "default: the project's seed, through dvc repro")
     parser.add_argument("--fixed-epochs", type=int, default=5)
     parser.add_argument("--variants", default="default,fixed", help="default (convergence) and/or fixed")
     parser.add_argument("--max-rows", type=int, default=None, help="cap each dataset (smoke runs of this script)")
@@ -205,6 +243,10 @@ def main() -> None:
     if unknown:
         sys.exit(f"unknown dataset(s) {unknown}; choose from {', '.join(DATASETS)}")
     variants = [v for v in ("default", "fixed") if v in args.variants.split(",")]
+    try:
+        seeds = [int(s) for s in args.seeds.split(",") if s.strip()] if args.seeds else [None]
+    except ValueError:
+        sys.exit(f"--seeds takes comma-separated whole numbers, got {args.seeds!r}")
     work = args.workdir or Path(tempfile.mkdtemp(prefix="convergence-"))
     work.mkdir(parents=True, exist_ok=True)
     load_before = os.getloadavg()
@@ -220,11 +262,12 @@ def main() -> None:
         print(f"{name}: {shapes[name]['rows']} rows, {shapes[name]['classes']} classes; built, baked and planned in "
               f"{time.perf_counter() - started:.0f} s", flush=True)
         results[name] = []
-        for repeat in range(args.repeats):
-            for variant in (variants if repeat % 2 == 0 else variants[::-1]):
-                result = one_run(project, plan, variant, args.fixed_epochs, score_name(name)) | {"repeat": repeat}
+        for turn, (seed, repeat) in enumerate((seed, repeat) for seed in seeds for repeat in range(args.repeats)):
+            for variant in (variants if turn % 2 == 0 else variants[::-1]):
+                result = one_run(project, plan, variant, args.fixed_epochs, score_name(name), seed) | {"repeat": repeat}
                 results[name].append(result)
-                print(f"[{repeat + 1}/{args.repeats}] {name:>10} {variant:>7}: {result['score_name']} {result['score']:.4f}, "
+                print(f"[{repeat + 1}/{args.repeats}{'' if seed is None else f', seed {seed}'}] {name:>10} {variant:>7}: "
+                      f"{result['score_name']} {result['score']:.4f}, "
                       f"loop {result['train_s']:.1f} s (process {result['wall_s']:.1f} s), "
                       f"{result['epochs']:g} epochs ({result['stop']}), plan's estimate {result['estimate_s']:.1f} s "
                       f"({result['estimate_error']:+.0%}), load {result['load1']:.2f}", flush=True)
@@ -234,7 +277,7 @@ def main() -> None:
                       f"after: {' / '.join(f'{v:.2f}' for v in load_after)}."
                       + (f" **Capped at {args.max_rows} rows per dataset (a smoke run: the numbers mean nothing).**"
                          if args.max_rows else ""), "",
-                      table(shapes, results, args.repeats, args.fixed_epochs)])
+                      table(shapes, results, args.repeats, args.fixed_epochs, seeds)])
     print("\n" + text)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text + "\n", encoding="utf-8")
