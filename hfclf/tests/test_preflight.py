@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import signal
+import statistics
 import subprocess
 import time
 from pathlib import Path
@@ -168,6 +169,8 @@ def test_smoke_report_lists_every_check_and_throughput(prepared):
     train_rows = report(prepared, "data_profile.json")["rows"]["train"]
     assert timed["steps_per_epoch"] == -(-train_rows // result["batch_size"]) > 2
     assert timed["steps_timed"] == min(12, timed["steps_per_epoch"])    # smoke.timing_steps, or all of a small epoch
+    assert 1 <= len(timed["rounds"]) <= 5                                # smoke.timing_min_seconds / _max_rounds
+    assert timed["step_seconds"] == pytest.approx(statistics.median(timed["rounds"]), abs=1e-4)
     epoch_seconds = timed["step_seconds"] * timed["steps_per_epoch"]
     assert result["train_examples_per_second"] == pytest.approx(train_rows / epoch_seconds, rel=0.01)
     assert result["parameters"] >= result["trainable_parameters"] > 0 and result["device"] == "cpu"

@@ -52,6 +52,8 @@ class SmokeSettings:
     prediction_tolerance: float = 1e-4
     timing_steps: int = 12            # training steps timed on the training split's own batches (the plan's clock)
     timing_validation_rows: int = 256  # validation rows timed for the cost of a validation pass
+    timing_min_seconds: float = 10.0  # the timed steps again until this long is timed (their median round) ...
+    timing_max_rounds: int = 5        # ... or this many rounds
 
 
 class SmokeFailure(UserError):
@@ -231,10 +233,12 @@ def clock(model, tokenizer, train_df: pd.DataFrame, val_df: pd.DataFrame, labels
     validation = timing.validation_pass_seconds(model, tokenizer, val_df["text"].tolist(), settings, hw,
                                                 smoke.timing_validation_rows)
     steps = timing.training_step_seconds(model, tokenizer, train_df["text"].tolist(),
-                                         goal.targets(train_df["label"], labels), settings, hw, goal, smoke.timing_steps)
+                                         goal.targets(train_df["label"], labels), settings, hw, goal, smoke.timing_steps,
+                                         smoke.timing_min_seconds, smoke.timing_max_rounds)
     epoch_seconds = steps["step_seconds"] * steps["steps_per_epoch"]
-    log.info("timed at max_length %d: an epoch of training about %.0f s, a validation pass %.1f s",
-             settings.max_length, epoch_seconds, validation["pass_seconds"])
+    log.info("timed at max_length %d: an epoch of training about %.0f s (the median of %d rounds of %d steps, "
+             "%s s per step), a validation pass %.1f s", settings.max_length, epoch_seconds, len(steps["rounds"]),
+             steps["steps_timed"], " / ".join(f"{r:.3f}" for r in steps["rounds"]), validation["pass_seconds"])
     return {"steps": steps, "validation": validation, "epoch_training_seconds": round(epoch_seconds, 1),
             "train_examples_per_second": round(len(train_df) / max(epoch_seconds, 1e-9), 1),
             "inference_examples_per_second": round(validation["rows"] / max(validation["pass_seconds"], 1e-9), 1)}

@@ -8,12 +8,19 @@ split costs, so `training_step_seconds` times the batches that split will really
 (`batching.training_batches`, as `loop.train` cuts them) - a sample stratified by batch size, so
 short and long batches count as often as an epoch has them - and `validation_pass_seconds` times a
 pass over the validation rows the loop scores.
+
+The training clock runs in rounds (`timed_rounds`): the same batches again until at least
+`min_seconds` have been timed or `max_rounds` rounds have run, and takes the median round. One
+round of short texts is two to four seconds, and on a shared machine a slow spell of that length
+once made the plan expect 60% more time than the loop took; a spell that slows one round of three
+no longer moves the clock. (Validation passes are about a tenth of an epoch's estimate: timed once.)
 """
 from __future__ import annotations
 
 import math
+import statistics
 import time
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -32,12 +39,23 @@ def strata(sizes: Sequence[int], count: int) -> list[int]:
     return [int(order[int((k + 0.5) * len(order) / count)]) for k in range(count)]
 
 
+def timed_rounds(one_round: Callable[[], float], min_seconds: float = 0.0, max_rounds: int = 1) -> list[float]:
+    """The seconds of each call of `one_round` (it returns the seconds it timed): called until at least
+    `min_seconds` have been timed in all or `max_rounds` calls were made, and at least once."""
+    rounds = [one_round()]
+    while sum(rounds) < min_seconds and len(rounds) < max(1, max_rounds):
+        rounds.append(one_round())
+    return rounds
+
+
 def training_step_seconds(model, tokenizer, texts: Sequence[str], labels: np.ndarray, settings: loop.TrainSettings,
-                          compute: Compute, objective: Objective | None = None, steps: int = 12) -> dict:
+                          compute: Compute, objective: Objective | None = None, steps: int = 12,
+                          min_seconds: float = 0.0, max_rounds: int = 1) -> dict:
     """Mean seconds per optimisation step over `steps` of the batches an epoch of `texts` is cut into,
-    each timed once after one untimed warm-up step (allocation, the optimizer's state). Trains `model`
-    as it goes: pass a throwaway model (the smoke test's). Returns the step time, the steps per epoch
-    of the whole split, and the padded tokens of the timed batches against the epoch's mean."""
+    after one untimed warm-up step (allocation, the optimizer's state): the median of rounds over the
+    same batches (`timed_rounds`). Trains `model` as it goes: pass a throwaway model (the smoke
+    test's). Returns the step time, each round's, the steps per epoch of the whole split, and the
+    padded tokens of the timed batches against the epoch's mean."""
     objective = objective or Objective()
     rows = loop.validation_sample(len(texts), MAX_ROWS, settings.seed)   # a seeded sample of at most MAX_ROWS
     encoded = batching.tokenize(tokenizer, [texts[i] for i in rows], settings.max_length)
@@ -58,8 +76,10 @@ def training_step_seconds(model, tokenizer, texts: Sequence[str], labels: np.nda
         return time.perf_counter() - started
 
     step(batches[picked[len(picked) // 2]])                    # warm-up, untimed
-    seconds = [step(batches[i]) for i in picked]
-    return {"step_seconds": float(np.mean(seconds)), "steps_timed": len(seconds),
+    rounds = timed_rounds(lambda: sum(step(batches[i]) for i in picked), min_seconds, max_rounds)
+    per_step = [seconds / len(picked) for seconds in rounds]
+    return {"step_seconds": float(statistics.median(per_step)), "steps_timed": len(picked),
+            "rounds": [round(seconds, 4) for seconds in per_step], "seconds_timed": round(sum(rounds), 2),
             "steps_per_epoch": math.ceil(len(texts) / settings.batch_size),
             "padded_tokens_per_step": round(float(np.mean([tokens[i] for i in picked])), 1),
             "epoch_padded_tokens_per_step": round(float(np.mean(tokens)), 1)}
