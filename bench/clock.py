@@ -124,8 +124,8 @@ def main() -> None:
     reference_train = statistics.median(r["train_s"] for r in quiet)
     rows = [f"Machine: {machine()}. {args.dataset}: {len(train_df)} training rows at max_length {length}, "
             f"{evals} validation passes per epoch. Spell: {args.hogs} processes spinning {args.spell:g} s from the "
-            f"start of the {'timed training steps' if args.spell_at == 'training' else 'clock'}. {args.trials} trials, methods alternating; reference: the median quiet `rounds` "
-            f"clock, {reference:.1f} s per epoch.", "",
+            f"start of the {'timed training steps' if args.spell_at == 'training' else 'clock'}. {args.trials} "
+            f"trials, methods alternating; reference: the median quiet `rounds` clock, {reference:.1f} s per epoch.", "",
             "| clock | condition | epoch estimate (s) | error against the reference | training part's error | "
             "clock's own time (s) | rounds |",
             "|---|---|---|---|---|---|---|"]

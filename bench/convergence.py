@@ -39,8 +39,8 @@ import argparse
 import importlib.util
 import json
 import os
-import statistics
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
