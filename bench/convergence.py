@@ -221,9 +221,12 @@ def paired_differences(runs: list[dict]) -> dict:
         scores = [r["score"] for r in runs if r["variant"] == variant and r.get("seed") == seed]
         return statistics.median(scores) if scores else None
 
-    seeds = list(dict.fromkeys(r["seed"] for r in runs if r.get("seed") is not None))   # in the order run
-    return {seed: median("default", seed) - median("fixed", seed) for seed in seeds
-            if median("default", seed) is not None and median("fixed", seed) is not None}
+    differences = {}
+    for seed in dict.fromkeys(r["seed"] for r in runs if r.get("seed") is not None):   # in the order run
+        default, fixed = median("default", seed), median("fixed", seed)
+        if default is not None and fixed is not None:
+            differences[seed] = default - fixed
+    return differences
 
 
 def main() -> None:
