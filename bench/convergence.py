@@ -136,7 +136,7 @@ def one_run(project: Path, plan: dict, variant: str, fixed_epochs: int, score: s
         evals = plan["training"]["evals_per_epoch"]
     else:
         wall = run(["hfclf", "train", *seeded, f"train.max_epochs={fixed_epochs}", "train.early_stopping_patience=1000000",
-                    "train.evals_per_epoch=1"], project)
+                    "train.stop_at_score=null", "train.evals_per_epoch=1"], project)
         run(["hfclf", "evaluate", "evaluate.baselines.run=[]"], project)     # same splits: same baselines
         evals = 1
     metrics, training = read(project, "metrics.json"), read(project, "training.json")

@@ -249,6 +249,16 @@ def test_plan_reports_sizes_schedule_estimate_and_risks(prepared, tiny_model_dir
     for row in ("| data |", "| model |", "| max_length |", "| schedule |", "| device |", "| estimate |", "| budget |"):
         assert row in markdown, row
     assert "## Risks" in markdown
+    # train.stop_at_score (the template's 0.995): the plan says it and where easy data can stop
+    assert made["training"]["stop_at_score"] == 0.995 and made["settings"]["stop_at_score"] == 0.995
+    assert made["training"]["first_pass_epochs"] == 0.25        # train.evals_per_epoch: 4
+    assert "when a pass scores 0.995 or more" in markdown
+    assert f"the first pass that scores 0.995 (train.stop_at_score; from 0.25 epoch, " \
+           f"{made['estimate']['first_pass_minutes']} min)" in markdown
+    without = plan.make_plan(compose(prepared, "train.stop_at_score=null"), report(prepared, "data_profile.json"),
+                             report(prepared, "review.json"), report(prepared, "smoke.json"), "f")
+    assert "stop_at_score" not in plan.plan_markdown(without) and "easy data stops near the low end" in \
+        plan.plan_markdown(without)
 
 
 def at_speed(smoked: dict, **speeds) -> dict:
@@ -336,7 +346,8 @@ def test_approval_gate_refuses_until_this_exact_plan_is_approved(project):
 
 def test_train_runs_to_the_epoch_bound_the_plan_resolved_and_says_so(project):
     """max_epochs=auto end to end: the plan resolves it, its gate records it, train reads it from the plan."""
-    set_conf(project, "train.yaml", **{"train.max_epochs": "auto", "train.early_stopping_patience": 1000})
+    set_conf(project, "train.yaml", **{"train.max_epochs": "auto", "train.early_stopping_patience": 1000,
+                                       "train.stop_at_score": None})
     run_stage(project, "plan")
     bound = report(project, "training_plan.json")["training"]["epochs"]
     assert 2 <= bound <= 10 and report(project, "gates/plan.json")["epoch_bound"] == bound
@@ -437,7 +448,8 @@ def test_killed_training_resumes_from_its_last_checkpoint(project):
     """SIGKILL a real training process once it has checkpointed, then resume it to a finished model."""
     from mlflow.tracking import MlflowClient
 
-    overrides = ["train.max_epochs=30", "train.early_stopping_patience=1000", "train.checkpoint_every_minutes=0.01"]
+    overrides = ["train.max_epochs=30", "train.early_stopping_patience=1000", "train.stop_at_score=null",
+                 "train.checkpoint_every_minutes=0.01"]
     checkpoint = project / "models/checkpoints/last.pt"
     proc = subprocess.Popen(hfclf_command("train", f"tracking.uri=sqlite:///{project / 'mlflow.db'}", *overrides),
                             cwd=project, env=stage_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -180,6 +180,31 @@ def test_ends_with_the_weights_of_the_best_validation_pass(tiny_model_dir, ticke
     assert result.best_val_score == max(h["val_macro_f1"] for h in result.history)
 
 
+def test_a_pass_that_reaches_stop_at_score_ends_the_run_with_its_weights(tiny_model_dir, tickets, monkeypatch):
+    # the same seeded run without a target, then with the score its 3rd pass improved to as the target
+    _, _, full, _ = fit(tiny_model_dir, tickets, epochs=3, evals_per_epoch=3, early_stopping_patience=100)
+    scores = [h["val_macro_f1"] for h in full.history]
+    first = next(i for i in range(2, len(scores)) if scores[i] > max(scores[:i]))   # a pass that beats all before it
+    target = scores[first]
+    loaded = []
+    original = torch.nn.Module.load_state_dict
+    monkeypatch.setattr(torch.nn.Module, "load_state_dict",
+                        lambda self, *a, **k: loaded.append(1) or original(self, *a, **k))
+    model, tokenizer, result, logged = fit(tiny_model_dir, tickets, epochs=3, evals_per_epoch=3,
+                                           early_stopping_patience=100, stop_at_score=target)
+    assert result.stop_reason == "target_score" and result.cooldown is None
+    assert result.history == full.history[:first + 1]                  # the same run, up to that pass
+    assert result.best_epoch == full.history[first]["epoch"] and result.best_val_score == target
+    assert not loaded                                                   # its weights are the ones in the model
+    y = tickets["category"].map({l: i for i, l in enumerate(LABELS)}).to_numpy()
+    probs = modeling.Predictor(model, tokenizer, 128).predict_proba(tickets["instruction"].tolist())
+    assert macro_f1(y, probs.argmax(1), len(LABELS)) == pytest.approx(target)
+    # a target no pass reaches changes nothing
+    _, _, unreached, _ = fit(tiny_model_dir, tickets, epochs=3, evals_per_epoch=3, early_stopping_patience=100,
+                             stop_at_score=max(scores) + 1e-6)
+    assert unreached.history == full.history and unreached.stop_reason == "completed"
+
+
 # patience runs out at the 3rd pass: after the first, no score gain (min_delta 1) or loss drop
 # (loss_min_delta 1) counts as progress; 12 steps per epoch, a pass every 3
 NO_PROGRESS = {"epochs": 5, "evals_per_epoch": 4, "early_stopping_patience": 2, "min_delta": 1.0,
@@ -314,6 +339,8 @@ def test_patience_resets_on_a_real_gain_in_score_or_a_falling_loss():
     text = convergence.describe(4, 3, 500, 10, 0.005, 0.01)
     assert "4 times per epoch on 500 rows" in text and "more than 0.005" in text and "more than 1% below" in text
     assert "2% below" in convergence.describe(4, 3, 500, 10, 0.005, 0.02)      # the configured value, not a constant
+    assert "when a pass scores 0.995 or more" in convergence.describe(4, 3, 500, 10, stop_at_score=0.995)
+    assert "when a pass scores" not in text                                    # train.stop_at_score: null
 
 
 def test_training_report_says_what_the_cooldown_did():
@@ -329,3 +356,5 @@ def test_training_report_says_what_the_cooldown_did():
     assert ("- cooldown (train.cooldown): patience ran out at epoch 0.75; back to the best weights (epoch 0.25, "
             "validation macro-F1 0.8000), learning rate 86% of its peak → 0 by epoch 1.0") in text
     assert "cooldown" not in training_markdown(summary | {"cooldown": None})
+    reached = training_markdown(summary | {"cooldown": None, "stop_reason": "target_score", "stop_at_score": 0.995})
+    assert "stopped when validation macro-F1 reached 0.995 (train.stop_at_score)" in reached

@@ -107,7 +107,7 @@ STAGES: tuple[Stage, ...] = (
                   ("conf/train.yaml", ("train.max_epochs", "train.batch_size", "train.learning_rate",
                                        "train.warmup_ratio", "train.weight_decay", "train.early_stopping_patience",
                                        "train.evals_per_epoch", "train.eval_max_rows", "train.min_delta",
-                                       "train.loss_min_delta", "train.cooldown")),
+                                       "train.loss_min_delta", "train.cooldown", "train.stop_at_score")),
                   (MODEL, ("name", "max_length", "freeze_embeddings")),
                   (COMPUTE, ("device", "precision", "max_minutes"))),
           deps=(_p("data/processed"), _p("reports/data_profile.json"), _p("reports/review.json"),

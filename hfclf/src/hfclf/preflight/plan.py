@@ -39,6 +39,7 @@ def plan_settings(cfg: DictConfig, data_fingerprint: str) -> dict:
             "evals_per_epoch": cfg.train.get("evals_per_epoch", 1), "eval_max_rows": cfg.train.get("eval_max_rows"),
             "early_stopping_patience": cfg.train.early_stopping_patience, "min_delta": cfg.train.get("min_delta", 0.0),
             "loss_min_delta": cfg.train.get("loss_min_delta", 0.0), "cooldown": cfg.train.get("cooldown", 0.0),
+            "stop_at_score": cfg.train.get("stop_at_score"),
             "batch_size": cfg.train.batch_size, "learning_rate": cfg.train.learning_rate,
             "device": cfg.compute.device, "precision": cfg.compute.precision, "max_minutes": cfg.compute.max_minutes}
 
@@ -98,10 +99,12 @@ def make_plan(cfg: DictConfig, profile: dict, review: dict, smoke: dict, fingerp
     epochs_in_budget = convergence.epochs_in_budget(epoch_seconds, cfg.compute.max_minutes, p.overhead_seconds)
     bound = convergence.max_epochs(t.max_epochs, epochs_in_budget)   # auto: the whole epochs that fit, 2-10
     cooldown = float(t.get("cooldown", 0.0) or 0.0)
+    target = t.get("stop_at_score")
     first_stop = convergence.first_stop_epochs(evals, patience, bound, cooldown)
     # the range: early stopping at its first chance .. the epoch bound (or the budget, if it bites first)
     total_seconds = min(bound * epoch_seconds, max(0.0, budget_seconds - p.overhead_seconds)) + p.overhead_seconds
     min_seconds = min(first_stop * epoch_seconds, total_seconds - p.overhead_seconds) + p.overhead_seconds
+    first_pass = min(1 / max(1, evals), bound)   # where a pass scoring train.stop_at_score can end it
     fits = bound * epoch_seconds + p.overhead_seconds <= budget_seconds
     truncated = truncated_share(review, tokens, max_length)
     covering = lengths.covering(tokens, positions) if tokens else None
@@ -149,11 +152,12 @@ def make_plan(cfg: DictConfig, profile: dict, review: dict, smoke: dict, fingerp
                      "steps_per_epoch": steps_per_epoch, "total_steps": steps_per_epoch * bound,
                      "learning_rate": t.learning_rate, "warmup_ratio": t.warmup_ratio, "weight_decay": t.weight_decay,
                      "early_stopping_patience": patience, "evals_per_epoch": evals, "eval_rows": eval_rows,
-                     "first_stop_epochs": round(first_stop, 2),
+                     "first_stop_epochs": round(first_stop, 2), "stop_at_score": target,
+                     "first_pass_epochs": round(first_pass, 2),
                      "stops_on": convergence.describe(evals, patience, eval_rows, bound, t.get("min_delta", 0.0),
                                                        t.get("loss_min_delta", 0.0),
                                                        "micro-F1" if profile.get("task") == "multi_label" else "macro-F1",
-                                                       cooldown)},
+                                                       cooldown, target)},
         "compute": {"device": smoke["device"], "precision": smoke["precision"], "threads": smoke["threads"],
                     "requested_device": cfg.compute.device},
         "estimate": {"train_examples_per_second": train_eps, "inference_examples_per_second": infer_eps,
@@ -161,6 +165,7 @@ def make_plan(cfg: DictConfig, profile: dict, review: dict, smoke: dict, fingerp
                      "timed_validation_rows": timed.get("validation", {}).get("rows_timed"),
                      "seconds_per_epoch": epoch_seconds, "overhead_seconds": p.overhead_seconds,
                      "min_minutes": round(min_seconds / 60, 1), "total_minutes": round(total_seconds / 60, 1),
+                     "first_pass_minutes": round((first_pass * epoch_seconds + p.overhead_seconds) / 60, 1),
                      "budget_minutes": cfg.compute.max_minutes,
                      "fits_budget": fits, "epochs_within_budget": math.floor(epochs_in_budget * 10) / 10},
         "risks": risks,
@@ -212,8 +217,11 @@ def plan_markdown(plan: dict) -> str:
                          f"{e.get('min_minutes', e['total_minutes'])} min if it converges at the first chance "
                          f"({t.get('first_stop_epochs', t['epochs'])} epoch), {e['total_minutes']} min at the "
                          f"{'epoch bound' if e['fits_budget'] else 'time budget'} ({e['seconds_per_epoch']:.0f} s per "
-                         f"epoch, validation passes included, + {e['overhead_seconds']} s start-up); easy data "
-                         "stops near the low end, harder data uses what it needs"),
+                         f"epoch, validation passes included, + {e['overhead_seconds']} s start-up); "
+                         + (f"easy data stops sooner, at the first pass that scores {t['stop_at_score']:g} "
+                            f"(train.stop_at_score; from {t['first_pass_epochs']:g} epoch, {e['first_pass_minutes']} min), "
+                            if t.get("stop_at_score") is not None else "easy data stops near the low end, ")
+                         + "harder data uses what it needs"),
             ("budget", f"compute.max_minutes = {e['budget_minutes']}: {fit}"),
         ]), "", "## Risks", ""]
     lines += [f"- {risk}" for risk in plan["risks"]] or ["- none found"]

@@ -143,7 +143,8 @@ def run(model_name: str, labels: list[str], train_df: pd.DataFrame, val_df: pd.D
     run_settings = dataclasses.replace(
         settings, batch_size=batch_size, epochs=max(1, math.ceil(steps / steps_per_epoch)),
         early_stopping_patience=10**6, max_minutes=smoke.max_seconds / 60, log_every_steps=1,
-        evals_per_epoch=1, eval_max_rows=None)   # one pass per epoch over the whole tiny validation subset
+        evals_per_epoch=1, eval_max_rows=None, stop_at_score=None)   # one pass per epoch over the whole tiny
+                                                                     # validation subset, every planned step
     logged: list[dict] = []
     try:
         result = loop.train(

@@ -41,7 +41,8 @@ def eval_rows(validation_rows: int, limit) -> int:
 def first_stop_epochs(evals_per_epoch: int, patience: int, bound: int, cooldown: float = 0.0) -> float:
     """The earliest point, in epochs, at which early stopping can end a run: the first validation
     pass is the best, `patience` passes after it bring nothing better, then the cooldown (loop.train:
-    `cooldown` x the steps to the best pass, at least one validation interval)."""
+    `cooldown` x the steps to the best pass, at least one validation interval). A pass that reaches
+    train.stop_at_score ends it sooner (easy data; the plan says so apart)."""
     interval = 1 / max(1, evals_per_epoch)
     anneal = cooldown_length(cooldown, interval, interval) if cooldown > 0 else 0.0
     return min(float(bound), (1 + patience) * interval + anneal)
@@ -63,7 +64,8 @@ def made_progress(score: float, loss: float, score_ref: float, loss_ref: float, 
 
 
 def describe(evals_per_epoch: int, patience: int, rows: int, bound: int, min_delta: float = 0.0,
-             loss_min_delta: float = 0.0, score: str = "macro-F1", cooldown: float = 0.0) -> str:
+             loss_min_delta: float = 0.0, score: str = "macro-F1", cooldown: float = 0.0,
+             stop_at_score: float | None = None) -> str:
     every = "at every epoch end" if evals_per_epoch <= 1 else f"{evals_per_epoch} times per epoch"
     better = f"a score better by more than {min_delta:g}" if min_delta else "a better score"
     better += (f" or a validation loss more than {loss_min_delta:.0%} below its lowest" if loss_min_delta > 0
@@ -71,5 +73,7 @@ def describe(evals_per_epoch: int, patience: int, rows: int, bound: int, min_del
     then = (f"training goes back to the best weights and decays the learning rate to 0 over {cooldown:.0%} of the "
             "steps that made them (at least one validation interval), keeping the weights it ends with" if cooldown > 0
             else "training stops, keeping the best weights")
+    target = (f"; at once, keeping its weights, when a pass scores {stop_at_score:g} or more (nothing better left "
+              "to measure)" if stop_at_score is not None else "")
     return (f"validation {score} scored {every} on {rows} rows; after {patience} pass(es) without {better}, "
-            f"{then}; at most {bound} epoch(s), or until the time budget")
+            f"{then}{target}; at most {bound} epoch(s), or until the time budget")

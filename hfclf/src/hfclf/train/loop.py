@@ -44,6 +44,8 @@ class TrainSettings:
     min_delta: float = 0.0           # a score gain of at most this does not reset early stopping's patience ...
     loss_min_delta: float = 0.0      # ... unless validation loss fell by more than this share below its lowest
     eval_max_rows: int | None = None # score a seeded sample of at most this many validation rows (None: all)
+    stop_at_score: float | None = None  # stop at the first pass that scores at least this, keeping its weights
+                                     # (near-perfect: nothing left that validation could measure); None: never
     max_length: int = 128
     freeze_embeddings: bool = True
     max_minutes: float = 30.0
@@ -59,7 +61,7 @@ class TrainResult:
     epochs_run: float
     steps: int
     train_seconds: float
-    stop_reason: str                 # completed | early_stopping | time_budget
+    stop_reason: str                 # completed | early_stopping | target_score | time_budget
     history: list[dict] = field(default_factory=list)
     resumed_from_step: int = 0
     examples_per_second: float = 0.0
@@ -159,7 +161,9 @@ def train(model, tokenizer, train_texts: Sequence[str], train_labels: np.ndarray
     multi-label task), the loss and the validation score: macro-F1, multi-label micro-F1.
     Validation (a seeded sample of at most `eval_max_rows` rows) is scored `evals_per_epoch` times
     per epoch; training stops when `early_stopping_patience` passes in a row bring no better
-    score, after `epochs` epochs (the bound), or at the time budget. The best weights are kept
+    score, at the first pass that scores at least `stop_at_score` (easy data: no later pass could
+    count as progress, so it stops there with that pass's weights), after `epochs` epochs (the
+    bound), or at the time budget. The best weights are kept
     in memory (not copied when the best pass is the last).
 
     Early stopping does not end the run at the learning rate it had reached (with a decay to a
@@ -239,8 +243,10 @@ def train(model, tokenizer, train_texts: Sequence[str], train_labels: np.ndarray
         return checkpoint_path is not None and \
             time.monotonic() - last_checkpoint >= settings.checkpoint_every_minutes * 60
 
-    def validate(last: bool) -> bool:
-        """Score the validation sample; True when early stopping's patience has run out."""
+    def validate(last: bool) -> str | None:
+        """Score the validation sample: "target" when it reached `stop_at_score` (its weights are the
+        result), "patience" when early stopping's patience has run out, else None (always None for the
+        `last` pass: the run ends there anyway)."""
         release_memory()  # the freed activations, before validation allocates its own (peak RSS)
         val_logits = predict_logits(model, val_enc, pad_id, compute, settings.eval_batch_size)
         record = {"epoch": round(state["step"] / steps_per_epoch, 3), "step": state["step"],
@@ -254,6 +260,8 @@ def train(model, tokenizer, train_texts: Sequence[str], train_labels: np.ndarray
                  objective.score_name.replace("_f1", "-F1"), record[score_key], record["val_accuracy"],
                  record["val_loss"])
         score = record[score_key]
+        reached = settings.stop_at_score is not None and score >= settings.stop_at_score and not last
+        last = last or reached   # the weights in the model are the result: no copy
         if state.get("cooldown"):   # the cooldown's result is its last pass: annealed, not picked among noisy ones
             if last:
                 state.update(best_f1=score, best_epoch=record["epoch"], best_weights=None)
@@ -269,7 +277,20 @@ def train(model, tokenizer, train_texts: Sequence[str], train_labels: np.ndarray
         else:
             state["bad_evals"] += 1
         state["loss_ref"] = min(loss_ref, record["val_loss"])
-        return not last and not state.get("cooldown") and state["bad_evals"] >= settings.early_stopping_patience
+        if reached:
+            log.info("validation %s %.4f reached train.stop_at_score=%g: stopping with these weights",
+                     objective.score_name.replace("_f1", "-F1"), score, settings.stop_at_score)
+            return "target"
+        out_of_patience = not state.get("cooldown") and state["bad_evals"] >= settings.early_stopping_patience
+        return "patience" if out_of_patience and not last else None
+
+    def stops(decision: str | None) -> str | None:
+        """The stop reason a validation pass's decision leads to (patience: unless a cooldown starts)."""
+        if decision == "target":
+            return "target_score"
+        if decision == "patience" and not start_cooldown():
+            return "early_stopping"
+        return None
 
     def start_cooldown() -> bool:
         """Patience ran out: back to the best weights, then a linear decay of the learning rate to 0
@@ -332,8 +353,9 @@ def train(model, tokenizer, train_texts: Sequence[str], train_labels: np.ndarray
                 stop_reason = "early_stopping"
                 break
             if in_epoch in eval_points and not cooldown_ends_soon():   # a validation pass mid-epoch
-                if validate(last=False) and not start_cooldown():
-                    stop_reason = "early_stopping"
+                reason = stops(validate(last=False))
+                if reason:
+                    stop_reason = reason
                     break
             if checkpoint_due():
                 checkpoint()
@@ -346,8 +368,9 @@ def train(model, tokenizer, train_texts: Sequence[str], train_labels: np.ndarray
         last = state["epoch"] >= settings.epochs
         if not last and cooldown_ends_soon():
             continue
-        if validate(last=last) and not start_cooldown():
-            stop_reason = "early_stopping"
+        reason = stops(validate(last=last))
+        if reason:
+            stop_reason = reason
     progress.close()
     if stop_reason == "time_budget":
         log.warning("time budget of %.1f minutes reached after %d steps: stopped, keeping the best pass",

@@ -36,7 +36,7 @@ def settings_from(cfg: DictConfig, epochs: int, max_length: int):
         cooldown=t.get("cooldown", 0.0) or 0.0,
         evals_per_epoch=t.get("evals_per_epoch", 1), eval_max_rows=t.get("eval_max_rows"),
         min_delta=t.get("min_delta", 0.0), loss_min_delta=t.get("loss_min_delta", 0.0),
-        eval_batch_size=t.eval_batch_size, max_length=max_length,
+        stop_at_score=t.get("stop_at_score"), eval_batch_size=t.eval_batch_size, max_length=max_length,
         freeze_embeddings=cfg.model.freeze_embeddings, max_minutes=cfg.compute.max_minutes,
         seed=cfg.compute.seed, checkpoint_every_minutes=t.checkpoint_every_minutes,
         log_every_steps=cfg.tracking.log_every_steps)
@@ -197,7 +197,8 @@ def _train(cfg: DictConfig, mlflow_run) -> float:
     summary = {"run_id": run_id, **result.as_dict(), f"best_val_{result.score_name}": result.best_val_score,
                "task": task.task, **hw.describe(), "processes": ddp.world_size,
                "warnings": hw.warnings, "python": platform.python_version(),
-               "max_epochs": settings.epochs, "max_length": settings.max_length, "calibration": meta.get("calibration"),
+               "max_epochs": settings.epochs, "stop_at_score": settings.stop_at_score, "max_length": settings.max_length,
+               "calibration": meta.get("calibration"),
                "parameters": sum(p.numel() for p in model.parameters()),
                "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad)}
     write_json(reports / "training.json", summary)
@@ -287,6 +288,8 @@ def training_markdown(s: dict) -> str:
     named = {"macro_f1": "macro-F1", "micro_f1": "micro-F1"}[score]
     stop = {"completed": "ran to the epoch bound (train.max_epochs)",
             "early_stopping": f"stopped at convergence: validation {named} stopped improving",
+            "target_score": f"stopped when validation {named} reached {s.get('stop_at_score')} (train.stop_at_score): "
+                            "no later pass could count as better",
             "time_budget": "**stopped at the time budget** (compute.max_minutes)"}[s["stop_reason"]]
     columns = ["val_macro_f1"] + (["val_micro_f1"] if score == "micro_f1" else [])
     rows = [(h["epoch"], h["step"], h["val_loss"], h["val_accuracy"], *(h[c] for c in columns)) for h in s["history"]]
