@@ -251,10 +251,10 @@ def test_plan_reports_sizes_schedule_estimate_and_risks(prepared, tiny_model_dir
     assert "## Risks" in markdown
     # train.stop_at_score (the template's 0.995): the plan says it and where easy data can stop
     assert made["training"]["stop_at_score"] == 0.995 and made["settings"]["stop_at_score"] == 0.995
-    assert made["training"]["first_pass_epochs"] == 0.25        # train.evals_per_epoch: 4
-    assert "when a pass scores 0.995 or more" in markdown
-    assert f"the first pass that scores 0.995 (train.stop_at_score; from 0.25 epoch, " \
-           f"{made['estimate']['first_pass_minutes']} min)" in markdown
+    assert made["training"]["target_stop_epochs"] == 0.5   # the first of 4 passes per epoch + one pass of cooldown
+    assert "when a pass scores 0.995 or more (nothing better left to measure), training ends after a cooldown" in markdown
+    assert f"once a pass scores 0.995 (train.stop_at_score; from 0.5 epoch, " \
+           f"{made['estimate']['target_stop_minutes']} min)" in markdown
     without = plan.make_plan(compose(prepared, "train.stop_at_score=null"), report(prepared, "data_profile.json"),
                              report(prepared, "review.json"), report(prepared, "smoke.json"), "f")
     assert "stop_at_score" not in plan.plan_markdown(without) and "easy data stops near the low end" in \

@@ -181,27 +181,36 @@ def test_ends_with_the_weights_of_the_best_validation_pass(tiny_model_dir, ticke
 
 
 def test_a_pass_that_reaches_stop_at_score_ends_the_run_with_its_weights(tiny_model_dir, tickets, monkeypatch):
-    # the same seeded run without a target, then with the score its 3rd pass improved to as the target
-    _, _, full, _ = fit(tiny_model_dir, tickets, epochs=3, evals_per_epoch=3, early_stopping_patience=100)
+    # the same seeded run without a target, then with a score a mid-epoch pass improved to as the target
+    fixed = {"epochs": 3, "evals_per_epoch": 3, "early_stopping_patience": 100}
+    _, _, full, _ = fit(tiny_model_dir, tickets, **fixed)
     scores = [h["val_macro_f1"] for h in full.history]
-    first = next(i for i in range(2, len(scores)) if scores[i] > max(scores[:i]))   # a pass that beats all before it
+    first = next(i for i in range(1, len(scores)) if scores[i] > max(scores[:i]) and (i + 1) % 3)
     target = scores[first]
     loaded = []
     original = torch.nn.Module.load_state_dict
     monkeypatch.setattr(torch.nn.Module, "load_state_dict",
                         lambda self, *a, **k: loaded.append(1) or original(self, *a, **k))
-    model, tokenizer, result, logged = fit(tiny_model_dir, tickets, epochs=3, evals_per_epoch=3,
-                                           early_stopping_patience=100, stop_at_score=target)
+    model, tokenizer, result, _ = fit(tiny_model_dir, tickets, **fixed, stop_at_score=target)   # no cooldown
     assert result.stop_reason == "target_score" and result.cooldown is None
-    assert result.history == full.history[:first + 1]                  # the same run, up to that pass
+    assert result.history == full.history[:first + 1]                  # the same run, up to that pass, once
     assert result.best_epoch == full.history[first]["epoch"] and result.best_val_score == target
     assert not loaded                                                   # its weights are the ones in the model
     y = tickets["category"].map({l: i for i, l in enumerate(LABELS)}).to_numpy()
     probs = modeling.Predictor(model, tokenizer, 128).predict_proba(tickets["instruction"].tolist())
     assert macro_f1(y, probs.argmax(1), len(LABELS)) == pytest.approx(target)
+
+    # with a cooldown: one validation interval from that pass's weights, whatever train.cooldown's share
+    _, _, settled, _ = fit(tiny_model_dir, tickets, **fixed, stop_at_score=target, cooldown=5.0)
+    interval = 1 / 3
+    assert settled.stop_reason == "target_score" and settled.cooldown["trigger"] == "target"
+    assert settled.cooldown["from_epoch"] == full.history[first]["epoch"]
+    assert settled.cooldown["to_epoch"] == pytest.approx(full.history[first]["epoch"] + interval, abs=1e-3)
+    assert settled.history[:first + 1] == full.history[:first + 1] and len(settled.history) == first + 2
+    assert settled.best_epoch == settled.history[-1]["epoch"]          # the cooldown's end is the result
+
     # a target no pass reaches changes nothing
-    _, _, unreached, _ = fit(tiny_model_dir, tickets, epochs=3, evals_per_epoch=3, early_stopping_patience=100,
-                             stop_at_score=max(scores) + 1e-6)
+    _, _, unreached, _ = fit(tiny_model_dir, tickets, **fixed, stop_at_score=max(scores) + 1e-6)
     assert unreached.history == full.history and unreached.stop_reason == "completed"
 
 
@@ -339,7 +348,11 @@ def test_patience_resets_on_a_real_gain_in_score_or_a_falling_loss():
     text = convergence.describe(4, 3, 500, 10, 0.005, 0.01)
     assert "4 times per epoch on 500 rows" in text and "more than 0.005" in text and "more than 1% below" in text
     assert "2% below" in convergence.describe(4, 3, 500, 10, 0.005, 0.02)      # the configured value, not a constant
-    assert "when a pass scores 0.995 or more" in convergence.describe(4, 3, 500, 10, stop_at_score=0.995)
+    assert "when a pass scores 0.995 or more (nothing better left to measure), training ends there, keeping its " \
+           "weights" in convergence.describe(4, 3, 500, 10, stop_at_score=0.995)
+    assert "0.995 or more (nothing better left to measure), training ends after a cooldown of one validation " \
+           "interval from that pass" in convergence.describe(4, 3, 500, 10, stop_at_score=0.995, cooldown=0.5)
+    assert convergence.target_stop_epochs(4, 10, cooldown=0.5) == 0.5 and convergence.target_stop_epochs(4, 10) == 0.25
     assert "when a pass scores" not in text                                    # train.stop_at_score: null
 
 
@@ -356,5 +369,7 @@ def test_training_report_says_what_the_cooldown_did():
     assert ("- cooldown (train.cooldown): patience ran out at epoch 0.75; back to the best weights (epoch 0.25, "
             "validation macro-F1 0.8000), learning rate 86% of its peak → 0 by epoch 1.0") in text
     assert "cooldown" not in training_markdown(summary | {"cooldown": None})
-    reached = training_markdown(summary | {"cooldown": None, "stop_reason": "target_score", "stop_at_score": 0.995})
-    assert "stopped when validation macro-F1 reached 0.995 (train.stop_at_score)" in reached
+    reached = training_markdown(summary | {"stop_reason": "target_score", "stop_at_score": 0.995,
+                                           "cooldown": summary["cooldown"] | {"trigger": "target"}})
+    assert "stopped once validation macro-F1 reached 0.995 (train.stop_at_score)" in reached
+    assert "- cooldown (train.cooldown): a pass reached train.stop_at_score at epoch 0.75" in reached

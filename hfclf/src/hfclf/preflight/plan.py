@@ -104,7 +104,7 @@ def make_plan(cfg: DictConfig, profile: dict, review: dict, smoke: dict, fingerp
     # the range: early stopping at its first chance .. the epoch bound (or the budget, if it bites first)
     total_seconds = min(bound * epoch_seconds, max(0.0, budget_seconds - p.overhead_seconds)) + p.overhead_seconds
     min_seconds = min(first_stop * epoch_seconds, total_seconds - p.overhead_seconds) + p.overhead_seconds
-    first_pass = min(1 / max(1, evals), bound)   # where a pass scoring train.stop_at_score can end it
+    target_stop = convergence.target_stop_epochs(evals, bound, cooldown)   # a first pass at train.stop_at_score
     fits = bound * epoch_seconds + p.overhead_seconds <= budget_seconds
     truncated = truncated_share(review, tokens, max_length)
     covering = lengths.covering(tokens, positions) if tokens else None
@@ -153,7 +153,7 @@ def make_plan(cfg: DictConfig, profile: dict, review: dict, smoke: dict, fingerp
                      "learning_rate": t.learning_rate, "warmup_ratio": t.warmup_ratio, "weight_decay": t.weight_decay,
                      "early_stopping_patience": patience, "evals_per_epoch": evals, "eval_rows": eval_rows,
                      "first_stop_epochs": round(first_stop, 2), "stop_at_score": target,
-                     "first_pass_epochs": round(first_pass, 2),
+                     "target_stop_epochs": round(target_stop, 2),
                      "stops_on": convergence.describe(evals, patience, eval_rows, bound, t.get("min_delta", 0.0),
                                                        t.get("loss_min_delta", 0.0),
                                                        "micro-F1" if profile.get("task") == "multi_label" else "macro-F1",
@@ -165,7 +165,7 @@ def make_plan(cfg: DictConfig, profile: dict, review: dict, smoke: dict, fingerp
                      "timed_validation_rows": timed.get("validation", {}).get("rows_timed"),
                      "seconds_per_epoch": epoch_seconds, "overhead_seconds": p.overhead_seconds,
                      "min_minutes": round(min_seconds / 60, 1), "total_minutes": round(total_seconds / 60, 1),
-                     "first_pass_minutes": round((first_pass * epoch_seconds + p.overhead_seconds) / 60, 1),
+                     "target_stop_minutes": round((target_stop * epoch_seconds + p.overhead_seconds) / 60, 1),
                      "budget_minutes": cfg.compute.max_minutes,
                      "fits_budget": fits, "epochs_within_budget": math.floor(epochs_in_budget * 10) / 10},
         "risks": risks,
@@ -218,8 +218,8 @@ def plan_markdown(plan: dict) -> str:
                          f"({t.get('first_stop_epochs', t['epochs'])} epoch), {e['total_minutes']} min at the "
                          f"{'epoch bound' if e['fits_budget'] else 'time budget'} ({e['seconds_per_epoch']:.0f} s per "
                          f"epoch, validation passes included, + {e['overhead_seconds']} s start-up); "
-                         + (f"easy data stops sooner, at the first pass that scores {t['stop_at_score']:g} "
-                            f"(train.stop_at_score; from {t['first_pass_epochs']:g} epoch, {e['first_pass_minutes']} min), "
+                         + (f"easy data stops sooner, once a pass scores {t['stop_at_score']:g} (train.stop_at_score; "
+                            f"from {t['target_stop_epochs']:g} epoch, {e['target_stop_minutes']} min), "
                             if t.get("stop_at_score") is not None else "easy data stops near the low end, ")
                          + "harder data uses what it needs"),
             ("budget", f"compute.max_minutes = {e['budget_minutes']}: {fit}"),

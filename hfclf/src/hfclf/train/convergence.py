@@ -42,10 +42,17 @@ def first_stop_epochs(evals_per_epoch: int, patience: int, bound: int, cooldown:
     """The earliest point, in epochs, at which early stopping can end a run: the first validation
     pass is the best, `patience` passes after it bring nothing better, then the cooldown (loop.train:
     `cooldown` x the steps to the best pass, at least one validation interval). A pass that reaches
-    train.stop_at_score ends it sooner (easy data; the plan says so apart)."""
+    train.stop_at_score ends it sooner (easy data: target_stop_epochs; the plan says so apart)."""
     interval = 1 / max(1, evals_per_epoch)
     anneal = cooldown_length(cooldown, interval, interval) if cooldown > 0 else 0.0
     return min(float(bound), (1 + patience) * interval + anneal)
+
+
+def target_stop_epochs(evals_per_epoch: int, bound: int, cooldown: float = 0.0) -> float:
+    """The earliest point, in epochs, at which a pass that reaches train.stop_at_score can end a run:
+    the first pass, then (with a cooldown) one validation interval's cooldown (loop.train)."""
+    interval = 1 / max(1, evals_per_epoch)
+    return min(float(bound), interval * (2 if cooldown > 0 else 1))
 
 
 def cooldown_length(share: float, trained: float, interval: float) -> float:
@@ -73,7 +80,8 @@ def describe(evals_per_epoch: int, patience: int, rows: int, bound: int, min_del
     then = (f"training goes back to the best weights and decays the learning rate to 0 over {cooldown:.0%} of the "
             "steps that made them (at least one validation interval), keeping the weights it ends with" if cooldown > 0
             else "training stops, keeping the best weights")
-    target = (f"; at once, keeping its weights, when a pass scores {stop_at_score:g} or more (nothing better left "
-              "to measure)" if stop_at_score is not None else "")
+    settle = "after a cooldown of one validation interval from that pass" if cooldown > 0 else "there, keeping its weights"
+    target = (f"; when a pass scores {stop_at_score:g} or more (nothing better left to measure), training ends {settle}"
+              if stop_at_score is not None else "")
     return (f"validation {score} scored {every} on {rows} rows; after {patience} pass(es) without {better}, "
             f"{then}{target}; at most {bound} epoch(s), or until the time budget")

@@ -44,8 +44,9 @@ class TrainSettings:
     min_delta: float = 0.0           # a score gain of at most this does not reset early stopping's patience ...
     loss_min_delta: float = 0.0      # ... unless validation loss fell by more than this share below its lowest
     eval_max_rows: int | None = None # score a seeded sample of at most this many validation rows (None: all)
-    stop_at_score: float | None = None  # stop at the first pass that scores at least this, keeping its weights
-                                     # (near-perfect: nothing left that validation could measure); None: never
+    stop_at_score: float | None = None  # the first pass that scores at least this ends the run (near-perfect:
+                                     # nothing left that validation could measure): after a cooldown of one
+                                     # validation interval from its weights, or at once without a cooldown; None: never
     max_length: int = 128
     freeze_embeddings: bool = True
     max_minutes: float = 30.0
@@ -67,7 +68,8 @@ class TrainResult:
     examples_per_second: float = 0.0
     score_name: str = "macro_f1"     # macro_f1 (single-label) | micro_f1 (multi-label): train/objective.py
     cooldown: dict | None = None     # early stopping's cooldown: from_epoch, to_epoch, learning rate at its start,
-                                     # and the best pass before it (epoch, score), which the cooldown replaces
+                                     # the best pass before it (epoch, score), which the cooldown replaces, and
+                                     # its trigger: patience (ran out) | target (a pass reached stop_at_score)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -161,10 +163,9 @@ def train(model, tokenizer, train_texts: Sequence[str], train_labels: np.ndarray
     multi-label task), the loss and the validation score: macro-F1, multi-label micro-F1.
     Validation (a seeded sample of at most `eval_max_rows` rows) is scored `evals_per_epoch` times
     per epoch; training stops when `early_stopping_patience` passes in a row bring no better
-    score, at the first pass that scores at least `stop_at_score` (easy data: no later pass could
-    count as progress, so it stops there with that pass's weights), after `epochs` epochs (the
-    bound), or at the time budget. The best weights are kept
-    in memory (not copied when the best pass is the last).
+    score, after `epochs` epochs (the bound), or at the time budget. The best weights are kept
+    in memory (not copied when the best pass is the last). Easy data ends sooner: the first pass
+    that scores at least `stop_at_score` ends the run (no later pass could count as progress).
 
     Early stopping does not end the run at the learning rate it had reached (with a decay to a
     generous epoch bound, often most of the peak: the weights are a noisy snapshot, and their
@@ -172,7 +173,9 @@ def train(model, tokenizer, train_texts: Sequence[str], train_labels: np.ndarray
     best weights and decays the learning rate linearly to 0 over `cooldown` x the steps that made
     them (at least one validation interval, within the epoch bound); the weights at its end are the
     result (or wherever the time budget stops it). Validation is still scored at every pass, for the
-    curves; neither patience nor a better pass changes the outcome during the cooldown.
+    curves; neither patience nor a better pass changes the outcome during the cooldown. A pass that
+    reaches `stop_at_score` starts a cooldown of one validation interval from its own weights (they
+    score near-perfect already: the short anneal only settles a high-learning-rate snapshot).
 
     Under torchrun / accelerate launch (`dist`), each rank trains on its shard of every epoch's
     batches through DistributedDataParallel; only rank 0 writes checkpoints or shows progress.
@@ -244,9 +247,10 @@ def train(model, tokenizer, train_texts: Sequence[str], train_labels: np.ndarray
             time.monotonic() - last_checkpoint >= settings.checkpoint_every_minutes * 60
 
     def validate(last: bool) -> str | None:
-        """Score the validation sample: "target" when it reached `stop_at_score` (its weights are the
-        result), "patience" when early stopping's patience has run out, else None (always None for the
-        `last` pass: the run ends there anyway)."""
+        """Score the validation sample: "target" when it reached `stop_at_score` (its weights become the
+        best: the cooldown starts from them, or without one they are the result), "patience" when early
+        stopping's patience has run out, else None (always None for the `last` pass: the run ends there
+        anyway)."""
         release_memory()  # the freed activations, before validation allocates its own (peak RSS)
         val_logits = predict_logits(model, val_enc, pad_id, compute, settings.eval_batch_size)
         record = {"epoch": round(state["step"] / steps_per_epoch, 3), "step": state["step"],
@@ -260,8 +264,9 @@ def train(model, tokenizer, train_texts: Sequence[str], train_labels: np.ndarray
                  objective.score_name.replace("_f1", "-F1"), record[score_key], record["val_accuracy"],
                  record["val_loss"])
         score = record[score_key]
-        reached = settings.stop_at_score is not None and score >= settings.stop_at_score and not last
-        last = last or reached   # the weights in the model are the result: no copy
+        reached = settings.stop_at_score is not None and score >= settings.stop_at_score and not last \
+            and not state.get("cooldown")
+        last = last or reached   # the weights in the model are the best: no copy
         if state.get("cooldown"):   # the cooldown's result is its last pass: annealed, not picked among noisy ones
             if last:
                 state.update(best_f1=score, best_epoch=record["epoch"], best_weights=None)
@@ -278,39 +283,40 @@ def train(model, tokenizer, train_texts: Sequence[str], train_labels: np.ndarray
             state["bad_evals"] += 1
         state["loss_ref"] = min(loss_ref, record["val_loss"])
         if reached:
-            log.info("validation %s %.4f reached train.stop_at_score=%g: stopping with these weights",
+            log.info("validation %s %.4f reached train.stop_at_score=%g: nothing better left to measure",
                      objective.score_name.replace("_f1", "-F1"), score, settings.stop_at_score)
             return "target"
         out_of_patience = not state.get("cooldown") and state["bad_evals"] >= settings.early_stopping_patience
         return "patience" if out_of_patience and not last else None
 
     def stops(decision: str | None) -> str | None:
-        """The stop reason a validation pass's decision leads to (patience: unless a cooldown starts)."""
-        if decision == "target":
-            return "target_score"
-        if decision == "patience" and not start_cooldown():
-            return "early_stopping"
+        """The stop reason a validation pass's decision leads to (None: go on, in a cooldown if one starts)."""
+        if decision and not start_cooldown(decision):
+            return "target_score" if decision == "target" else "early_stopping"
         return None
 
-    def start_cooldown() -> bool:
-        """Patience ran out: back to the best weights, then a linear decay of the learning rate to 0
-        (False: no cooldown configured, or no step left within the epoch bound - stop now)."""
+    def start_cooldown(trigger: str) -> bool:
+        """Patience ran out (or a pass reached stop_at_score): back to the best weights, then a linear
+        decay of the learning rate to 0 (False: no cooldown configured, or no step left within the
+        epoch bound - stop now)."""
         if settings.cooldown <= 0 or state.get("cooldown"):
             return False
         best_step = round(state["best_epoch"] * steps_per_epoch)
-        length = min(round(convergence.cooldown_length(settings.cooldown, best_step, interval)),
-                     total_steps - state["step"])
+        wanted = interval if trigger == "target" else convergence.cooldown_length(settings.cooldown, best_step, interval)
+        length = min(round(wanted), total_steps - state["step"])
         if length <= 0:
             return False
         if state["best_weights"] is not None:
             model.load_state_dict(state["best_weights"])
         factor = main_factor(state["step"])
         state.update(cooldown={"start": state["step"], "end": state["step"] + length, "factor": factor,
-                               "best_before": {"epoch": state["best_epoch"], "score": state["best_f1"]}},
+                               "best_before": {"epoch": state["best_epoch"], "score": state["best_f1"]},
+                               "trigger": trigger},
                      best_weights=None)   # from here on, the result is the cooldown's last pass
-        log.info("no better validation %s for %d passes: back to the best weights (epoch %.2f, %.4f), "
-                 "learning rate %.2e -> 0 over %d steps (%.2f epochs)", objective.score_name,
-                 settings.early_stopping_patience, state["best_epoch"], state["best_f1"], factor * settings.learning_rate,
+        why = ("a pass reached train.stop_at_score" if trigger == "target" else
+               f"no better validation {objective.score_name} for {settings.early_stopping_patience} passes")
+        log.info("%s: back to the best weights (epoch %.2f, %.4f), learning rate %.2e -> 0 over %d steps "
+                 "(%.2f epochs)", why, state["best_epoch"], state["best_f1"], factor * settings.learning_rate,
                  length, length / steps_per_epoch)
         return True
 
@@ -350,7 +356,7 @@ def train(model, tokenizer, train_texts: Sequence[str], train_labels: np.ndarray
                 break
             if state.get("cooldown") and state["step"] >= state["cooldown"]["end"]:   # annealed: its last pass
                 validate(last=True)
-                stop_reason = "early_stopping"
+                stop_reason = "target_score" if state["cooldown"].get("trigger") == "target" else "early_stopping"
                 break
             if in_epoch in eval_points and not cooldown_ends_soon():   # a validation pass mid-epoch
                 reason = stops(validate(last=False))
@@ -359,7 +365,7 @@ def train(model, tokenizer, train_texts: Sequence[str], train_labels: np.ndarray
                     break
             if checkpoint_due():
                 checkpoint()
-        if stop_reason == "early_stopping":
+        if stop_reason in ("early_stopping", "target_score"):
             break
         if stop_reason == "time_budget":   # the weights reached so far get their validation pass
             validate(last=True)
@@ -395,7 +401,8 @@ def _cooldown_summary(phase: dict | None, steps_per_epoch: int) -> dict | None:
     if not phase:
         return None
     return {"from_epoch": round(phase["start"] / steps_per_epoch, 3), "to_epoch": round(phase["end"] / steps_per_epoch, 3),
-            "start_factor": phase["factor"], "best_before": phase["best_before"]}
+            "start_factor": phase["factor"], "best_before": phase["best_before"],
+            "trigger": phase.get("trigger", "patience")}
 
 
 def validation_sample(rows: int, limit: int | None, seed: int) -> np.ndarray:

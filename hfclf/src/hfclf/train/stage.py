@@ -288,9 +288,11 @@ def training_markdown(s: dict) -> str:
     named = {"macro_f1": "macro-F1", "micro_f1": "micro-F1"}[score]
     stop = {"completed": "ran to the epoch bound (train.max_epochs)",
             "early_stopping": f"stopped at convergence: validation {named} stopped improving",
-            "target_score": f"stopped when validation {named} reached {s.get('stop_at_score')} (train.stop_at_score): "
+            "target_score": f"stopped once validation {named} reached {s.get('stop_at_score')} (train.stop_at_score): "
                             "no later pass could count as better",
             "time_budget": "**stopped at the time budget** (compute.max_minutes)"}[s["stop_reason"]]
+    cause = ("a pass reached train.stop_at_score" if (s.get("cooldown") or {}).get("trigger") == "target"
+             else "patience ran out")
     columns = ["val_macro_f1"] + (["val_micro_f1"] if score == "micro_f1" else [])
     rows = [(h["epoch"], h["step"], h["val_loss"], h["val_accuracy"], *(h[c] for c in columns)) for h in s["history"]]
     warnings = "\n".join(f"- ⚠️ {w}" for w in s["warnings"]) or "- none"
@@ -302,7 +304,7 @@ def training_markdown(s: dict) -> str:
         f"- best epoch: {s['best_epoch']} (validation {named} {s['best_val_score']:.4f}); epoch bound "
         f"{s.get('max_epochs', '?')}" + (f" · texts cut at {s['max_length']} tokens (model.max_length)"
                                           if s.get("max_length") else ""),
-        *([f"- cooldown (train.cooldown): patience ran out at epoch {c['from_epoch']}; back to the best weights "
+        *([f"- cooldown (train.cooldown): {cause} at epoch {c['from_epoch']}; back to the best weights "
            f"(epoch {c['best_before']['epoch']}, validation {named} {c['best_before']['score']:.4f}), learning rate "
            f"{c['start_factor']:.0%} of its peak → 0 by epoch {c['to_epoch']}; the result is where it ends"]
           if (c := s.get("cooldown")) else []),
