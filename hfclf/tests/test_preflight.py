@@ -255,6 +255,9 @@ def test_plan_reports_sizes_schedule_estimate_and_risks(prepared, tiny_model_dir
     assert "when a pass scores 0.995 or more (nothing better left to measure), training ends after a cooldown" in markdown
     assert f"once a pass scores 0.995 (train.stop_at_score; from 0.5 epoch, " \
            f"{made['estimate']['target_stop_minutes']} min)" in markdown
+    # train.patience_window (the template's 3): covered by the approval, said in "stops on"
+    assert made["settings"]["patience_window"] == 3
+    assert "(the median of the last 3 passes: one lucky pass does not raise the bar)" in markdown
     without = plan.make_plan(compose(prepared, "train.stop_at_score=null"), report(prepared, "data_profile.json"),
                              report(prepared, "review.json"), report(prepared, "smoke.json"), "f")
     assert "stop_at_score" not in plan.plan_markdown(without) and "easy data stops near the low end" in \

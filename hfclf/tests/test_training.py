@@ -214,6 +214,37 @@ def test_a_pass_that_reaches_stop_at_score_ends_the_run_with_its_weights(tiny_mo
     assert unreached.history == full.history and unreached.stop_reason == "completed"
 
 
+def test_one_lucky_pass_does_not_set_the_mark_that_patience_waits_for(tiny_model_dir, tickets, monkeypatch):
+    # validation scored by script: rising by a point per pass, with one pass 8 points above its
+    # neighbours by luck; the loss stays flat (loss_min_delta 1: never progress)
+    from hfclf.train.objective import Objective
+    scripted = [0.40, 0.45, 0.50, 0.60, 0.52, 0.53, 0.54, 0.55, 0.56, 0.57, 0.58, 0.59]
+    passes = iter(range(100))
+    monkeypatch.setattr(Objective, "validation_scores", lambda self, logits, targets: {
+        "val_loss": 1.0, "val_accuracy": 0.5, "val_macro_f1": scripted[next(passes)]})
+    fixed = {"epochs": 3, "evals_per_epoch": 4, "early_stopping_patience": 3, "min_delta": 0.005,
+             "loss_min_delta": 1.0}
+    # each pass alone: the lucky 0.60 is the mark, the next three (0.52-0.54) fall short: stop at the 7th
+    _, _, alone, _ = fit(tiny_model_dir, tickets, **fixed)
+    assert alone.stop_reason == "early_stopping" and len(alone.history) == 7
+    # the median of the last 3: the mark moves only when two passes agree, so the steady rise goes on
+    passes = iter(range(100))
+    _, _, median, _ = fit(tiny_model_dir, tickets, **fixed, patience_window=3)
+    assert median.stop_reason == "completed" and [h["val_macro_f1"] for h in median.history] == scripted
+    # the best weights are still the best single pass's
+    assert median.best_val_score == 0.60 and median.best_epoch == 1.0
+
+
+def test_windowed_score_is_the_median_of_the_last_passes():
+    from hfclf.train import convergence
+    assert convergence.windowed_score([0.5], 3) == 0.5                     # fewer passes than the window
+    assert convergence.windowed_score([0.5, 0.6], 3) == pytest.approx(0.55)
+    assert convergence.windowed_score([0.1, 0.5, 0.9, 0.52], 3) == 0.52   # the last three only
+    assert convergence.windowed_score([0.5, 0.9], 1) == 0.9                # 1: the last pass alone
+    assert "the median of the last 3 passes" in convergence.describe(4, 4, 500, 10, min_delta=0.005, window=3)
+    assert "median" not in convergence.describe(4, 4, 500, 10, min_delta=0.005)
+
+
 # patience runs out at the 3rd pass: after the first, no score gain (min_delta 1) or loss drop
 # (loss_min_delta 1) counts as progress; 12 steps per epoch, a pass every 3
 NO_PROGRESS = {"epochs": 5, "evals_per_epoch": 4, "early_stopping_patience": 2, "min_delta": 1.0,

@@ -16,4 +16,4 @@ import os as _os
 # OMP_WAIT_POLICY=ACTIVE in the environment wins.
 _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-__version__ = "0.4.4"
+__version__ = "0.4.5"

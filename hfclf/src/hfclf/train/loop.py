@@ -43,6 +43,8 @@ class TrainSettings:
                                      # the annealed weights; 0: stop there, keeping the best pass
     min_delta: float = 0.0           # a score gain of at most this does not reset early stopping's patience ...
     loss_min_delta: float = 0.0      # ... unless validation loss fell by more than this share below its lowest
+    patience_window: int = 1         # patience watches the median score of the last this many passes (3: one lucky
+                                     # pass cannot set the mark the next ones must beat; 1: each pass alone)
     eval_max_rows: int | None = None # score a seeded sample of at most this many validation rows (None: all)
     stop_at_score: float | None = None  # the first pass that scores at least this ends the run (near-perfect:
                                      # nothing left that validation could measure): after a cooldown of one
@@ -163,7 +165,7 @@ def train(model, tokenizer, train_texts: Sequence[str], train_labels: np.ndarray
     multi-label task), the loss and the validation score: macro-F1, multi-label micro-F1.
     Validation (a seeded sample of at most `eval_max_rows` rows) is scored `evals_per_epoch` times
     per epoch; training stops when `early_stopping_patience` passes in a row bring no better
-    score, after `epochs` epochs (the bound), or at the time budget. The best weights are kept
+    score (the median of the last `patience_window` passes: one lucky pass does not raise the bar), after `epochs` epochs (the bound), or at the time budget. The best weights are kept
     in memory (not copied when the best pass is the last). Easy data ends sooner: the first pass
     that scores at least `stop_at_score` ends the run (no later pass could count as progress).
 
@@ -274,11 +276,13 @@ def train(model, tokenizer, train_texts: Sequence[str], train_labels: np.ndarray
             # the last pass's weights are already in the model: no copy (time and a model's worth of RAM)
             state.update(best_f1=score, best_epoch=record["epoch"], best_weights=None if last else
                          copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()}))
-        # patience resets on a better macro-F1 or a falling validation loss (convergence.made_progress)
+        # patience resets on a better macro-F1 or a falling validation loss (convergence.made_progress), the
+        # score being the median of the last patience_window passes (the best weights stay the best single pass)
+        watched = convergence.windowed_score([r[score_key] for r in state["history"]], settings.patience_window)
         loss_ref = state.get("loss_ref", float("inf"))
-        if convergence.made_progress(score, record["val_loss"], state.get("patience_ref", -1.0), loss_ref,
+        if convergence.made_progress(watched, record["val_loss"], state.get("patience_ref", -1.0), loss_ref,
                                      settings.min_delta, settings.loss_min_delta):
-            state.update(patience_ref=max(score, state.get("patience_ref", -1.0)), bad_evals=0)
+            state.update(patience_ref=max(watched, state.get("patience_ref", -1.0)), bad_evals=0)
         else:
             state["bad_evals"] += 1
         state["loss_ref"] = min(loss_ref, record["val_loss"])

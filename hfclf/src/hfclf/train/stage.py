@@ -36,6 +36,7 @@ def settings_from(cfg: DictConfig, epochs: int, max_length: int):
         cooldown=t.get("cooldown", 0.0) or 0.0,
         evals_per_epoch=t.get("evals_per_epoch", 1), eval_max_rows=t.get("eval_max_rows"),
         min_delta=t.get("min_delta", 0.0), loss_min_delta=t.get("loss_min_delta", 0.0),
+        patience_window=t.get("patience_window", 1),
         stop_at_score=t.get("stop_at_score"), eval_batch_size=t.eval_batch_size, max_length=max_length,
         freeze_embeddings=cfg.model.freeze_embeddings, max_minutes=cfg.compute.max_minutes,
         seed=cfg.compute.seed, checkpoint_every_minutes=t.checkpoint_every_minutes,
