@@ -243,6 +243,10 @@ def test_windowed_score_is_the_median_of_the_last_passes():
     assert convergence.windowed_score([0.5, 0.9], 1) == 0.9                # 1: the last pass alone
     assert "the median of the last 3 passes" in convergence.describe(4, 4, 500, 10, min_delta=0.005, window=3)
     assert "median" not in convergence.describe(4, 4, 500, 10, min_delta=0.005)
+    assert convergence.patience_window(None) == 1 and convergence.patience_window(3) == 3
+    for bad in (0, -2, 2.5, "three", True):
+        with pytest.raises(UserError, match=r"train.patience_window must be a whole number of validation passes"):
+            convergence.patience_window(bad)
 
 
 # patience runs out at the 3rd pass: after the first, no score gain (min_delta 1) or loss drop

@@ -95,8 +95,8 @@ def gather(model_dir: Path, reports: Path, lock_file: Path, params: dict, git_co
 
 def _hyperparameters(inputs: CardInputs) -> list[tuple[str, str]]:
     wanted = ["model.name", "model.max_length", "model.freeze_embeddings", "train.max_epochs", "train.batch_size",
-              "train.learning_rate", "train.weight_decay", "train.warmup_ratio", "train.early_stopping_patience", "train.patience_window",
-              "train.stop_at_score", "compute.seed", "compute.max_minutes"]
+              "train.learning_rate", "train.weight_decay", "train.warmup_ratio", "train.early_stopping_patience",
+              "train.patience_window", "train.stop_at_score", "compute.seed", "compute.max_minutes"]
     rows = [(key, str(inputs.params[key])) for key in wanted if key in inputs.params]
     rows += sorted((k, str(v)) for k, v in inputs.params.items()
                    if k.startswith("train.augment") and k not in wanted)

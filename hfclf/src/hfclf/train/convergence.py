@@ -14,6 +14,7 @@ import math
 import statistics
 from collections.abc import Sequence
 
+from hfclf.infra.errors import UserError
 from hfclf.infra.settings import whole_or_auto
 
 AUTO_MIN_EPOCHS = 2        # auto: the epochs that fit in the budget, but at least this many (the budget stops it) ...
@@ -61,6 +62,16 @@ def cooldown_length(share: float, trained: float, interval: float) -> float:
     """How long the cooldown after early stopping lasts (loop.train, train.cooldown): `share` of what
     trained the weights it starts from, at least one validation interval (steps or epochs alike)."""
     return max(interval, share * trained)
+
+
+def patience_window(value) -> int:
+    """train.patience_window, checked: a whole number of validation passes, at least 1 (missing: 1)."""
+    if value is None:
+        return 1
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise UserError(f"train.patience_window must be a whole number of validation passes, at least 1 "
+                        f"(1: each pass alone, 3: the median of the last three), not {value!r}.")
+    return value
 
 
 def windowed_score(scores: Sequence[float], window: int) -> float:

@@ -165,9 +165,10 @@ def train(model, tokenizer, train_texts: Sequence[str], train_labels: np.ndarray
     multi-label task), the loss and the validation score: macro-F1, multi-label micro-F1.
     Validation (a seeded sample of at most `eval_max_rows` rows) is scored `evals_per_epoch` times
     per epoch; training stops when `early_stopping_patience` passes in a row bring no better
-    score (the median of the last `patience_window` passes: one lucky pass does not raise the bar), after `epochs` epochs (the bound), or at the time budget. The best weights are kept
-    in memory (not copied when the best pass is the last). Easy data ends sooner: the first pass
-    that scores at least `stop_at_score` ends the run (no later pass could count as progress).
+    score (the median of the last `patience_window` passes: one lucky pass does not raise the bar),
+    after `epochs` epochs (the bound), or at the time budget. The best weights are kept in memory
+    (not copied when the best pass is the last). Easy data ends sooner: the first pass that scores
+    at least `stop_at_score` ends the run (no later pass could count as progress).
 
     Early stopping does not end the run at the learning rate it had reached (with a decay to a
     generous epoch bound, often most of the peak: the weights are a noisy snapshot, and their

@@ -27,7 +27,7 @@ def settings_from(cfg: DictConfig, epochs: int, max_length: int):
     """The loop's TrainSettings, for `epochs` epochs at most (train: plan.epoch_bound; the smoke
     test's few steps: 1) at `max_length` tokens (model.max_length resolved: by the plan for train,
     by the token profile for the smoke test)."""
-    from hfclf.train import loop
+    from hfclf.train import convergence, loop
 
     t = cfg.train
     return loop.TrainSettings(
@@ -36,7 +36,7 @@ def settings_from(cfg: DictConfig, epochs: int, max_length: int):
         cooldown=t.get("cooldown", 0.0) or 0.0,
         evals_per_epoch=t.get("evals_per_epoch", 1), eval_max_rows=t.get("eval_max_rows"),
         min_delta=t.get("min_delta", 0.0), loss_min_delta=t.get("loss_min_delta", 0.0),
-        patience_window=t.get("patience_window", 1),
+        patience_window=convergence.patience_window(t.get("patience_window")),
         stop_at_score=t.get("stop_at_score"), eval_batch_size=t.eval_batch_size, max_length=max_length,
         freeze_embeddings=cfg.model.freeze_embeddings, max_minutes=cfg.compute.max_minutes,
         seed=cfg.compute.seed, checkpoint_every_minutes=t.checkpoint_every_minutes,
