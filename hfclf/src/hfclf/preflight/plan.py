@@ -39,7 +39,8 @@ def plan_settings(cfg: DictConfig, data_fingerprint: str) -> dict:
             "evals_per_epoch": cfg.train.get("evals_per_epoch", 1), "eval_max_rows": cfg.train.get("eval_max_rows"),
             "early_stopping_patience": cfg.train.early_stopping_patience, "min_delta": cfg.train.get("min_delta", 0.0),
             "loss_min_delta": cfg.train.get("loss_min_delta", 0.0), "cooldown": cfg.train.get("cooldown", 0.0),
-            "stop_at_score": cfg.train.get("stop_at_score"), "patience_window": convergence.patience_window(cfg.train.get("patience_window")),
+            "stop_at_score": cfg.train.get("stop_at_score"),
+            "patience_window": convergence.patience_window(cfg.train.get("patience_window")),
             "batch_size": cfg.train.batch_size, "learning_rate": cfg.train.learning_rate,
             "device": cfg.compute.device, "precision": cfg.compute.precision, "max_minutes": cfg.compute.max_minutes}
 
@@ -157,7 +158,8 @@ def make_plan(cfg: DictConfig, profile: dict, review: dict, smoke: dict, fingerp
                      "stops_on": convergence.describe(evals, patience, eval_rows, bound, t.get("min_delta", 0.0),
                                                        t.get("loss_min_delta", 0.0),
                                                        "micro-F1" if profile.get("task") == "multi_label" else "macro-F1",
-                                                       cooldown, target, convergence.patience_window(t.get("patience_window")))},
+                                                       cooldown, target,
+                                                       convergence.patience_window(t.get("patience_window")))},
         "compute": {"device": smoke["device"], "precision": smoke["precision"], "threads": smoke["threads"],
                     "requested_device": cfg.compute.device},
         "estimate": {"train_examples_per_second": train_eps, "inference_examples_per_second": infer_eps,
