@@ -45,8 +45,8 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-    # hfclf first: importing it sets OMP_WAIT_POLICY=PASSIVE before torch loads, as in every hfclf
-    # process (stages, predict, demo); both sides below run under it.
+    # hfclf first: importing it decides how OpenMP threads wait (infra/openmp.py) before torch loads, as
+    # in every hfclf process (stages, predict, demo); both sides below run under it.
     from hfclf.infra import compute
     from hfclf.train import modeling
 
@@ -71,7 +71,7 @@ def main() -> None:
             "predictor": lambda: predictor.predict_proba(texts),
             "predictor_int8": lambda: quantized.predict_proba(texts)}
     results = {"texts": len(texts), "threads": torch.get_num_threads(), "precision": hw.precision,
-               "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "rounds": args.rounds,
+               "openmp_wait": compute.openmp_wait(), "rounds": args.rounds,
                "load_before": os.getloadavg()}
     predictor.predict(texts[:64])                       # warm-up: first calls allocate
     quantized.predict(texts[:64])
@@ -132,7 +132,7 @@ def main() -> None:
 
     base = results["pipeline"]
     lines = [f"Inference on {len(texts)} texts ({hw.precision} autocast for Predictor, {results['threads']} threads, "
-             f"OMP_WAIT_POLICY={results['omp_wait_policy']}; {args.rounds} alternating rounds, median [min-max]; "
+             f"OpenMP wait: {results['openmp_wait']}; {args.rounds} alternating rounds, median [min-max]; "
              f"load average {results['load_before'][0]:.2f} before, {results['load_after'][0]:.2f} after):", "",
              "| predictor | texts/s | × pipeline (paired per round) | same label as pipeline |", "|---|---|---|---|",
              f"| `pipeline(\"text-classification\")` (default batch size) | {spread(base['texts_per_s_all'], '.1f')} | 1.0× "

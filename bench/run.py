@@ -34,6 +34,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from hfclf.infra import openmp   # (importing hfclf decides this process's own OpenMP wait policy)
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 YARDSTICK = SHARED / "bench" / "yardstick_trainer.py"
@@ -49,8 +51,13 @@ def env_for(project: Path | None = None) -> dict[str, str]:
                 "VIRTUAL_ENV": sys.prefix, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
                 "DVC_NO_ANALYTICS": "1", "GRADIO_ANALYTICS_ENABLED": "False",
                 "HF_HUB_DISABLE_TELEMETRY": "1", "TOKENIZERS_PARALLELISM": "false"})
-    if SAME_OMP_POLICY:  # the project sets this itself; give the yardstick the same, or a busy CPU punishes it 10x
-        env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    if SAME_OMP_POLICY:  # the project decides this itself (hfclf/infra/openmp.py): the yardstick gets the same
+        # rule, decided at its own start (a brief spin on an idle CPU, passive on a busy one, where spinning
+        # would punish it up to 10x); a policy set by whoever runs the bench wins for both
+        openmp.choose(env, openmp.cpu_pressure())
+    elif openmp.MARK in env:   # --omp-default: OpenMP's own default for the yardstick, not what hfclf set here
+        for key in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", openmp.MARK):
+            env.pop(key, None)
     if project is not None:  # the project's own code (src/<package>/), as `make install` makes it importable
         # ahead of an inherited PYTHONPATH (kept: it can point the stages at another checkout's hfclf)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(project / "src"), os.environ.get("PYTHONPATH")]))
@@ -98,10 +105,12 @@ def prepare(project: Path) -> tuple[Path, Path]:
 def run_yardstick(train_csv: Path, test_csv: Path, model: str, workdir: Path, log: Path) -> dict:
     cmd = [sys.executable, str(YARDSTICK), "--csv", str(train_csv), "--test-csv", str(test_csv),
            "--text", "text", "--label", "label", "--model", model]
-    result = measure(cmd, workdir, env_for(), log)
+    env = env_for()
+    result = measure(cmd, workdir, env, log)
     scores = json.loads(result["stdout"].strip().splitlines()[-1])
     return {"time_s": scores["train_s"], "wall_s": result["wall_s"], "peak_mib": result["peak_mib"],
-            "macro_f1": scores["macro_f1"], "accuracy": scores["accuracy"]}
+            "macro_f1": scores["macro_f1"], "accuracy": scores["accuracy"],
+            "openmp_wait": env.get(openmp.MARK, "OpenMP's default").split(":", 1)[0]}
 
 
 def run_project(project: Path, log: Path) -> dict:
@@ -112,7 +121,8 @@ def run_project(project: Path, log: Path) -> dict:
     training = json.loads((project / "reports" / "training.json").read_text())
     return {"time_s": result["wall_s"], "wall_s": result["wall_s"], "peak_mib": result["peak_mib"],
             "macro_f1": scores["macro_f1"], "accuracy": scores["accuracy"],
-            "loop_s": training.get("train_seconds"), "epochs": training.get("epochs_run")}
+            "loop_s": training.get("train_seconds"), "epochs": training.get("epochs_run"),
+            "openmp_wait": training.get("openmp_wait", "passive")}
 
 
 def overheads(project: Path) -> dict:
@@ -152,9 +162,17 @@ def spread(values: list[float], fmt: str) -> str:
     return mid if len(values) == 1 else f"{mid} [{format(min(values), fmt)}–{format(max(values), fmt)}]"
 
 
+def waits(runs: list[dict]) -> str:
+    """How the runs' OpenMP threads waited (hfclf/infra/openmp.py decides at each start), with counts."""
+    counts: dict[str, int] = {}
+    for run in runs:
+        counts[run.get("openmp_wait", "?")] = counts.get(run.get("openmp_wait", "?"), 0) + 1
+    return ", ".join(f"{name} ×{n}" for name, n in counts.items())
+
+
 def table(results: dict, repeats: int) -> str:
-    rows = ["| label | runner | training time (s) | process wall (s) | test macro-F1 | test accuracy | peak RSS (MiB) | load (1 min) |",
-            "|---|---|---|---|---|---|---|---|"]
+    rows = ["| label | runner | training time (s) | process wall (s) | test macro-F1 | test accuracy | peak RSS (MiB) | "
+            "load (1 min) | OpenMP wait (runs) |", "|---|---|---|---|---|---|---|---|---|"]
     ratios = []
     for label, runs in results.items():
         for name, runner in (("yardstick (`Trainer.train()` only)", "yardstick"),
@@ -163,7 +181,7 @@ def table(results: dict, repeats: int) -> str:
             rows.append(f"| {label} | {name} | {spread([x['time_s'] for x in r], '.1f')} | "
                         f"{spread([x['wall_s'] for x in r], '.1f')} | {spread([x['macro_f1'] for x in r], '.4f')} | "
                         f"{spread([x['accuracy'] for x in r], '.4f')} | {median(r, 'peak_mib'):.0f} | "
-                        f"{spread([x['load1'] for x in r], '.2f')} |")
+                        f"{spread([x['load1'] for x in r], '.2f')} | {waits(r)} |")
         y, p = runs["yardstick"], runs["project"]
         # speed per repeat (the pair ran back to back), then the median and range of those ratios
         speed = [a["time_s"] / b["time_s"] for a, b in zip(y, p)]
@@ -190,7 +208,7 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the baked projects")
     parser.add_argument("--no-predict", action="store_true", help="skip the inference benchmark")
     parser.add_argument("--omp-default", action="store_true",
-                        help="run the yardstick with OpenMP's default spin-waiting (the project still passive)")
+                        help="run the yardstick with OpenMP's default spin-waiting (the project still decides its own)")
     args = parser.parse_args()
     global SAME_OMP_POLICY
     SAME_OMP_POLICY = not args.omp_default
@@ -226,7 +244,8 @@ def main() -> None:
                 results[label][runner].append(run)
                 print(f"[{repeat + 1}/{args.repeats}] {label:>8} {runner:>9}: {run['time_s']:6.1f} s "
                       f"(wall {run['wall_s']:.1f} s), macro-F1 {run['macro_f1']:.4f}, accuracy {run['accuracy']:.4f}, "
-                      f"peak {run['peak_mib']:.0f} MiB, load {run['load1']:.2f}", flush=True)
+                      f"peak {run['peak_mib']:.0f} MiB, load {run['load1']:.2f}, OpenMP wait: {run['openmp_wait']}",
+                      flush=True)
     extra = overheads(projects[args.labels[0]])
     load_after = os.getloadavg()
     inference = ""

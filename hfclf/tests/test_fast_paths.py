@@ -87,18 +87,56 @@ def test_model_ends_with_the_weights_of_its_best_epoch(tiny_model_dir, tickets, 
     assert result.best_epoch == 1 + int(np.argmax([h["val_macro_f1"] for h in result.history]))
 
 
-@pytest.mark.parametrize("preset, expected", [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
-def test_openmp_threads_wait_passively_unless_the_user_says_otherwise(preset, expected):
-    """Set by the package before torch loads, so OpenMP threads do not spin on a shared CPU."""
+@pytest.mark.parametrize("preset", [{}, {"OMP_WAIT_POLICY": "ACTIVE"}, {"GOMP_SPINCOUNT": "0"},
+                                    {"HFCLF_OPENMP_WAIT": "passive: inherited", "OMP_WAIT_POLICY": "PASSIVE"}])
+def test_openmp_wait_is_decided_before_torch_loads_and_what_the_user_set_wins(preset):
+    """The package decides before torch loads (infra/openmp.py): passive, plus a brief spin where the
+    CPU is idle now; a policy the user set is kept; one this package set in a parent is decided afresh."""
+    import json
     import os
     import subprocess
     import sys
 
-    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"} | ({"OMP_WAIT_POLICY": preset} if preset else {})
-    code = ("import os, hfclf, torch; torch.set_num_threads(2); "
-            "x = torch.ones(64, 64); assert float((x @ x).sum()) == 64 ** 3; print(os.environ['OMP_WAIT_POLICY'])")
+    from hfclf.infra import openmp
+
+    keys = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", openmp.MARK)
+    env = {k: v for k, v in os.environ.items() if k not in keys} | preset
+    code = ("import json, os, hfclf, torch; torch.set_num_threads(2); x = torch.ones(64, 64); "
+            "assert float((x @ x).sum()) == 64 ** 3; "
+            f"print(json.dumps([hfclf.OPENMP_WAIT] + [os.environ.get(k) for k in {keys!r}]))")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == expected
+    decision, policy, spin, mark = json.loads(out.stdout)
+    if preset and openmp.MARK not in preset:
+        assert decision.startswith("as set") and mark is None
+        assert (policy, spin) == (preset.get("OMP_WAIT_POLICY"), preset.get("GOMP_SPINCOUNT"))
+    else:   # decided here, by this machine's CPU pressure now
+        assert policy == "PASSIVE" and mark == decision
+        assert spin == (str(openmp.BRIEF_SPIN) if decision.startswith("brief spin") else None)
+        assert decision.startswith(("brief spin", "passive"))
+
+
+def test_openmp_spins_briefly_only_where_the_cpu_is_idle(tmp_path):
+    from hfclf.infra import openmp
+
+    pressure = tmp_path / "cpu"
+    pressure.write_text("some avg10=0.97 avg60=14.44 avg300=33.12 total=982375211\n"
+                        "full avg10=0.00 avg60=0.00 avg300=0.00 total=0\n")
+    assert openmp.cpu_pressure(pressure) == pytest.approx(0.97)
+    assert openmp.cpu_pressure(tmp_path / "missing") is None
+    pressure.write_text("garbled\n")
+    assert openmp.cpu_pressure(pressure) is None
+
+    idle, busy, unknown = {}, {"GOMP_SPINCOUNT": "1000", openmp.MARK: "brief spin: a parent's"}, {}
+    assert openmp.choose(idle, 0.97).startswith("brief spin")
+    assert idle["OMP_WAIT_POLICY"] == "PASSIVE" and idle["GOMP_SPINCOUNT"] == str(openmp.BRIEF_SPIN)
+    # a parent's brief spin is not inherited by a process that starts on a busy CPU
+    assert openmp.choose(busy, 22.2) == "passive: the CPU is busy (pressure 22.2% of the last 10 s)"
+    assert "GOMP_SPINCOUNT" not in busy and busy["OMP_WAIT_POLICY"] == "PASSIVE"
+    assert openmp.choose(unknown, None).startswith("passive: CPU pressure unknown")
+    assert "GOMP_SPINCOUNT" not in unknown
+    users = {"GOMP_SPINCOUNT": "300000"}
+    assert openmp.choose(users, 0.0) == "as set: OMP_WAIT_POLICY=(unset), GOMP_SPINCOUNT=300000"
+    assert users == {"GOMP_SPINCOUNT": "300000"}
 
 
 @pytest.mark.parametrize("batch_size", [1, 3, 8, 256])

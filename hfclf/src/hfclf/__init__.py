@@ -8,12 +8,11 @@ predict, demo) · research/ (Hub dataset search and pinning) · infra/ (cli, tra
 files, errors, user_code). `pipeline` is the DVC contract's stage table and `contract` renders and
 checks dvc.yaml from it (`hfclf contract`); `bake/` holds the cookiecutter hooks' logic.
 """
-import os as _os
+from hfclf.infra import openmp as _openmp
 
-# PyTorch's OpenMP threads otherwise spin between operations; on a CPU shared with other work (a
-# laptop, a CI runner) the spinning starves the very thread being waited for and makes training
-# up to 10x slower (bench/ in the template). Must be set before torch is imported, hence here;
-# OMP_WAIT_POLICY=ACTIVE in the environment wins.
-_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# How PyTorch's OpenMP threads wait between operations (infra/openmp.py): a brief spin on an idle
+# CPU, passive on a busy one, so a shared CPU (a laptop, a CI runner) is not starved by spinning
+# threads. Must be decided before torch is imported, hence here; values the user set win.
+OPENMP_WAIT = _openmp.configure()
 
-__version__ = "0.4.5"
+__version__ = "0.4.6"

@@ -40,7 +40,15 @@ class Compute:
         return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
     def describe(self) -> dict:
-        return {"device": str(self.device), "precision": self.precision, "threads": self.threads}
+        return {"device": str(self.device), "precision": self.precision, "threads": self.threads,
+                "openmp_wait": openmp_wait()}
+
+
+def openmp_wait() -> str:
+    """How this process's OpenMP threads wait between operations (infra/openmp.py, decided on import)."""
+    import hfclf
+
+    return hfclf.OPENMP_WAIT.split(":", 1)[0]
 
 
 def cpu_has_native_bf16() -> bool:

@@ -161,7 +161,7 @@ def make_plan(cfg: DictConfig, profile: dict, review: dict, smoke: dict, fingerp
                                                        cooldown, target,
                                                        convergence.patience_window(t.get("patience_window")))},
         "compute": {"device": smoke["device"], "precision": smoke["precision"], "threads": smoke["threads"],
-                    "requested_device": cfg.compute.device},
+                    "openmp_wait": smoke.get("openmp_wait"), "requested_device": cfg.compute.device},
         "estimate": {"train_examples_per_second": train_eps, "inference_examples_per_second": infer_eps,
                      "timed_steps": timed.get("training", {}).get("steps_timed"),
                      "timed_validation_rows": timed.get("validation", {}).get("rows_timed"),
@@ -210,7 +210,9 @@ def plan_markdown(plan: dict) -> str:
                          f"{t['weight_decay']:g}"),
             ("stops on", t.get("stops_on", f"{t['early_stopping_patience']} validation pass(es) without a better "
                                            "macro-F1")),
-            ("device", f"`{c['device']}` ({c['precision']}, {c['threads']} threads; requested `{c['requested_device']}`)"),
+            ("device", f"`{c['device']}` ({c['precision']}, {c['threads']} threads"
+                       + (f", OpenMP wait: {c['openmp_wait']}" if c.get("openmp_wait") else "")
+                       + f"; requested `{c['requested_device']}`)"),
             ("throughput", f"{e['train_examples_per_second']:g} train / {e['inference_examples_per_second']:g} "
                            "inference examples per second, measured by the smoke test on this device"
                            + (f" ({e['timed_steps']} training steps on the training split's own batches, a "

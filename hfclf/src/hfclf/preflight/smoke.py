@@ -275,7 +275,8 @@ def main(cfg: DictConfig) -> None:
                  cfg.model.get("builder"), label_info.get("task", multilabel.SINGLE), timed)
     write_json(reports / "smoke.json", report)
     write_gate(gate_path, gate(report))
-    log.info("smoke test passed in %.1f s on %s (%s): %.0f train / %.0f inference examples per second "
-             "(an epoch of training about %.0f s, timed on %d of its batches)", report["seconds"], report["device"],
-             report["precision"], report["train_examples_per_second"], report["inference_examples_per_second"],
-             report["timing"]["epoch_training_seconds"], report["timing"]["training"]["steps_timed"])
+    log.info("smoke test passed in %.1f s on %s (%s, OpenMP wait: %s): %.0f train / %.0f inference examples per "
+             "second (an epoch of training about %.0f s, timed on %d of its batches)", report["seconds"],
+             report["device"], report["precision"], report["openmp_wait"], report["train_examples_per_second"],
+             report["inference_examples_per_second"], report["timing"]["epoch_training_seconds"],
+             report["timing"]["training"]["steps_timed"])

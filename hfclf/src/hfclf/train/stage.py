@@ -18,6 +18,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+import hfclf
 from hfclf.infra.cli import stage
 
 log = logging.getLogger(__name__)
@@ -137,8 +138,8 @@ def _train(cfg: DictConfig, mlflow_run) -> float:
     run_id = mlflow_run.run_id()   # the MLflow process opened the run by now (or it says why not)
     checkpoint.parent.mkdir(parents=True, exist_ok=True)
     tracking.save_run_id(checkpoint.parent, run_id, uri)
-    log.info("training on %s (%s, %d threads): %d train / %d validation rows, %d labels (%s)",
-             hw.device, hw.precision, hw.threads, len(train_df), len(val_df), len(labels), task.task)
+    log.info("training on %s (%s, %d threads; OpenMP wait: %s): %d train / %d validation rows, %d labels (%s)",
+             hw.device, hw.precision, hw.threads, hfclf.OPENMP_WAIT, len(train_df), len(val_df), len(labels), task.task)
     passes = ValidationLogits(task)
 
     def attempt(device: compute.Compute, resume: bool) -> loop.TrainResult:
