@@ -16,7 +16,7 @@ export DVC_NO_ANALYTICS := 1
 export PATH := $(BIN):$(PATH)
 export VIRTUAL_ENV := $(abspath $(VENV))
 
-.PHONY: help install example test test-fast bench bench-train bench-data bench-clock bench-profile clean
+.PHONY: help install example test test-fast bench bench-train bench-data bench-clock bench-profile bench-openmp clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-16s %s\n", $$1, $$2}'
@@ -57,6 +57,9 @@ bench-clock: ## the smoke test's clock, one round vs the median of rounds, quiet
 
 bench-profile: ## where the yardstick's time goes (cProfile of one epoch, by phase)
 	python bench/profile_yardstick.py
+
+bench-openmp: ## training-step time by OpenMP wait policy, idle and beside a busy process (what hfclf/infra/openmp.py decides from)
+	python bench/openmp_wait.py
 
 clean: ## remove baked examples and caches
 	rm -rf $(EXAMPLE_DIR) .pytest_cache

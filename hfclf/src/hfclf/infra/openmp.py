@@ -4,15 +4,16 @@ A CPU training step runs hundreds of short parallel regions. Between them the id
 spins (burns its core, catches the next region at once) or sleeps (a futex wake-up each time):
 
 - spinning long (PyTorch's default, GNU OpenMP's 300,000 spins, a few ms) is fastest on an idle CPU
-  and up to 10x slower on a shared one: the spinning thread starves the thread it waits for;
-- never spinning (`OMP_WAIT_POLICY=PASSIVE`) is safe under load, but on an idle 2-core CPU it made
-  a MiniLM bf16 training step 1.37x slower (125 -> 91 ms, batch 16; bench/ in the template);
-- a brief spin (`GOMP_SPINCOUNT=1000`, about 10 us) keeps nearly all of the idle speed and, should
-  the CPU turn busy later, costs at most about 1.2x against passive (one busy process beside a run
-  on 2 cores: 174 vs 143 ms per step).
+  and slow on a shared one: the spinning thread starves the thread it waits for (one busy process
+  beside a run on 2 cores: 2.3x passive's step time; at load ~9, 8.7x);
+- never spinning (`OMP_WAIT_POLICY=PASSIVE`) is safe under load, but on an idle 2-core CPU a MiniLM
+  bf16 training step (batch 16) took 136 ms against 85 ms spinning long;
+- a brief spin (`GOMP_SPINCOUNT=1000`, about 10 us) keeps most of the idle speed (94 ms) and, should
+  the CPU turn busy later, costs about 1.25x against passive (177 vs 141 ms beside one busy process).
+  Figures: `make bench-openmp` in the template (bench/openmp_wait.py), 2026-12-06, AMD EPYC, 2 cores.
 
-So: a brief spin when the CPU is idle now - nothing waited for a CPU in the last 10 s, by the
-kernel's pressure stall information (`/proc/pressure/cpu`, "some avg10") - else passive. Where that
+So: a brief spin when the CPU is idle now - some task waited for a CPU in under 5% of the last 10 s,
+by the kernel's pressure stall information (`/proc/pressure/cpu`, "some avg10") - else passive. Where that
 file is missing (not Linux, or an old kernel) passive, as before. A value the user set
 (`OMP_WAIT_POLICY`, `GOMP_SPINCOUNT`) wins; values this module set are decided afresh in a child
 process (`HFCLF_OPENMP_WAIT` marks them). GOMP_SPINCOUNT is GNU OpenMP's (the libgomp in PyTorch's
