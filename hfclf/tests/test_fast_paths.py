@@ -139,6 +139,19 @@ def test_openmp_spins_briefly_only_where_the_cpu_is_idle(tmp_path):
     assert users == {"GOMP_SPINCOUNT": "300000"}
 
 
+def test_openmp_wait_is_left_alone_where_torch_loaded_first():
+    """Its OpenMP runtime has read the environment by then: the log says so instead of claiming a decision."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "HFCLF_OPENMP_WAIT")}
+    code = "import os, torch, hfclf; print(hfclf.OPENMP_WAIT); print(os.environ.get('GOMP_SPINCOUNT'))"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    decision, spin = out.stdout.strip().splitlines()
+    assert decision.startswith("unchanged: torch was imported before hfclf") and spin == "None"
+
+
 @pytest.mark.parametrize("batch_size", [1, 3, 8, 256])
 def test_prediction_batches_cover_every_text_once_in_length_order_and_pad_within_budget(batch_size):
     from hfclf.train import batching

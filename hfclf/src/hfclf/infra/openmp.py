@@ -12,16 +12,18 @@ spins (burns its core, catches the next region at once) or sleeps (a futex wake-
   the CPU turn busy later, costs about 1.25x against passive (177 vs 141 ms beside one busy process).
   Figures: `make bench-openmp` in the template (bench/openmp_wait.py), 2026-12-06, AMD EPYC, 2 cores.
 
-So: a brief spin when the CPU is idle now - some task waited for a CPU in under 5% of the last 10 s,
-by the kernel's pressure stall information (`/proc/pressure/cpu`, "some avg10") - else passive. Where that
-file is missing (not Linux, or an old kernel) passive, as before. A value the user set
-(`OMP_WAIT_POLICY`, `GOMP_SPINCOUNT`) wins; values this module set are decided afresh in a child
-process (`HFCLF_OPENMP_WAIT` marks them). GOMP_SPINCOUNT is GNU OpenMP's (the libgomp in PyTorch's
-Linux wheels); other OpenMP runtimes ignore it and wait passively.
+So: a brief spin when the CPU is idle now - some task waited for a CPU in under 5% of the last
+10 s, by the kernel's pressure stall information (`/proc/pressure/cpu`, "some avg10") - else
+passive. Where that file is missing (not Linux, or an old kernel) passive, as before. A value the
+user set (`OMP_WAIT_POLICY`, `GOMP_SPINCOUNT`) wins; values this module set are decided afresh in a
+child process (`HFCLF_OPENMP_WAIT` marks them). Once torch is loaded its OpenMP runtime has read
+them: a process that imported torch before hfclf keeps what it had. GOMP_SPINCOUNT is GNU OpenMP's
+(the libgomp in PyTorch's Linux wheels); other OpenMP runtimes ignore it and wait passively.
 """
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import MutableMapping
 
@@ -63,4 +65,7 @@ def choose(environ: MutableMapping[str, str], pressure: float | None) -> str:
 
 def configure() -> str:
     """Decide for this process (before torch is imported); returns the decision."""
+    if "torch" in sys.modules:   # too late: its OpenMP runtime read the environment when it loaded
+        policy, spin = (os.environ.get(k, "(unset)") for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT"))
+        return f"unchanged: torch was imported before hfclf (OMP_WAIT_POLICY={policy}, GOMP_SPINCOUNT={spin})"
     return choose(os.environ, cpu_pressure())
