@@ -110,7 +110,7 @@ def run_yardstick(train_csv: Path, test_csv: Path, model: str, workdir: Path, lo
     scores = json.loads(result["stdout"].strip().splitlines()[-1])
     return {"time_s": scores["train_s"], "wall_s": result["wall_s"], "peak_mib": result["peak_mib"],
             "macro_f1": scores["macro_f1"], "accuracy": scores["accuracy"],
-            "openmp_wait": env.get(openmp.MARK, "OpenMP's default").split(":", 1)[0]}
+            "openmp_wait": openmp.summary(env.get(openmp.MARK, "OpenMP's default"))}
 
 
 def run_project(project: Path, log: Path) -> dict:

@@ -132,7 +132,9 @@ def test_openmp_spins_briefly_only_where_the_cpu_is_idle(tmp_path):
     # a parent's brief spin is not inherited by a process that starts on a busy CPU
     assert openmp.choose(busy, 22.2) == "passive: the CPU is busy (pressure 22.2% of the last 10 s)"
     assert "GOMP_SPINCOUNT" not in busy and busy["OMP_WAIT_POLICY"] == "PASSIVE"
-    assert openmp.choose(unknown, None).startswith("passive: CPU pressure unknown")
+    assert openmp.choose(unknown, None) == "passive: CPU pressure unknown"
+    assert [openmp.summary(d) for d in (idle[openmp.MARK], unknown[openmp.MARK])] == \
+        [f"brief spin (GOMP_SPINCOUNT={openmp.BRIEF_SPIN})", "passive"]
     assert "GOMP_SPINCOUNT" not in unknown
     users = {"GOMP_SPINCOUNT": "300000"}
     assert openmp.choose(users, 0.0) == "as set: OMP_WAIT_POLICY=(unset), GOMP_SPINCOUNT=300000"

@@ -13,6 +13,8 @@ from typing import Callable, TypeVar
 import numpy as np
 import torch
 
+import hfclf
+from hfclf.infra import openmp
 from hfclf.infra.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -46,9 +48,7 @@ class Compute:
 
 def openmp_wait() -> str:
     """How this process's OpenMP threads wait between operations (infra/openmp.py, decided on import)."""
-    import hfclf
-
-    return hfclf.OPENMP_WAIT.split(":", 1)[0]
+    return openmp.summary(hfclf.OPENMP_WAIT)
 
 
 def cpu_has_native_bf16() -> bool:

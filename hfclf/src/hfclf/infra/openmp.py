@@ -57,10 +57,15 @@ def choose(environ: MutableMapping[str, str], pressure: float | None) -> str:
                     f"(pressure {pressure:.1f}% of the last 10 s)")
     else:
         environ.pop("GOMP_SPINCOUNT", None)
-        decision = ("passive: " + ("the CPU is busy" if pressure is not None else "CPU pressure unknown")
-                    + (f" (pressure {pressure:.1f}% of the last 10 s)" if pressure is not None else ""))
+        decision = "passive: " + ("CPU pressure unknown" if pressure is None else
+                                  f"the CPU is busy (pressure {pressure:.1f}% of the last 10 s)")
     environ[MARK] = decision
     return decision
+
+
+def summary(decision: str) -> str:
+    """A decision without its reason: "brief spin (GOMP_SPINCOUNT=1000)", "passive", "as set", "unchanged"."""
+    return decision.split(":", 1)[0]
 
 
 def configure() -> str:
