@@ -7,6 +7,9 @@ across repeats, trains
   with its default baselines (read back from reports/metrics.json: `baselines`, `best_baseline`);
 - `fixed`: a fixed schedule (`train.max_epochs=N`, no early stopping, one validation pass per epoch),
   then `hfclf evaluate` without baselines (same splits, so the same baselines);
+- `--also NAME: OVERRIDES` (repeatable): the defaults with Hydra overrides of conf/train.yaml (e.g.
+  `--also "window1: train.patience_window=1"`, the old patience rule), `hfclf train ... OVERRIDES`, then
+  `hfclf evaluate` without baselines: an A/B of one setting on the same projects, seeds and test splits;
 and reports test macro-F1, training time (the loop, from reports/training.json, and the whole
 process), and the plan's estimate error: its measured throughput (smoke) times the epochs actually
 run and validation passes made, against the loop's actual seconds (+10%: the plan said 10% more).
@@ -20,13 +23,14 @@ Datasets (built offline on the fly into the work folder, never committed; see be
   `prepare.rare_labels=drop` (what prepare's error tells a user to set for a long-tailed tag set).
 
     python bench/convergence.py [--datasets bitext,debian-1k,debian-10k,man,debtags] [--repeats 1]
-                                [--seeds 42,7,13] [--fixed-epochs 5] [--max-rows N] [--out bench/results/convergence.md]
+                                [--seeds 42,7,13] [--fixed-epochs 5] [--variants default,fixed]
+                                [--also "NAME: KEY=VALUE ..."] [--max-rows N] [--out bench/results/convergence.md]
 
 --seeds trains each variant once per training seed (`compute.seed=S` on the command line; the split stays
 the one `prepare` made with the project's seed, so only the head's initialisation, the batch order and
 the validation sample change). With it both variants run `hfclf train compute.seed=S ...` (the default
 variant without DVC around it: `dvc repro` takes no overrides), and the table adds the paired
-difference, default minus fixed, seed by seed: on a test set of a few hundred rows one run's
+difference, default minus fixed (and minus each --also variant), seed by seed: on a test set of a few hundred rows one run's
 difference is mostly the noise of where the schedule happens to stop. Without it each run uses the
 project's seed and the default variant runs `dvc repro -s -f train`.
 
@@ -39,6 +43,7 @@ import argparse
 import importlib.util
 import json
 import os
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -126,11 +131,26 @@ def estimate_seconds(plan: dict, epochs: float, evals_per_epoch: int) -> float:
     return per_epoch * epochs
 
 
+def parse_also(spec: str) -> tuple[str, list[str]]:
+    """`--also "NAME: KEY=VALUE ..."` -> (NAME, [overrides]); exits with the expected form on anything else."""
+    name, _, rest = spec.partition(":")
+    overrides = shlex.split(rest)
+    if not name.strip() or name.strip() in ("default", "fixed") or not overrides or not all("=" in o for o in overrides):
+        sys.exit(f"--also takes 'NAME: KEY=VALUE ...' (a new name, then Hydra overrides), got {spec!r}")
+    return name.strip(), overrides
+
+
 def one_run(project: Path, plan: dict, variant: str, fixed_epochs: int, score: str = "macro_f1",
-            seed: int | None = None) -> dict:
-    """Train one variant (with `seed`: `hfclf train compute.seed=seed`), evaluate it and read back its figures."""
+            seed: int | None = None, overrides: list[str] | None = None) -> dict:
+    """Train one variant (with `seed`: `hfclf train compute.seed=seed`), evaluate it and read back its
+    figures. `overrides`: an --also variant, the defaults with these Hydra overrides."""
     seeded = [] if seed is None else [f"compute.seed={seed}"]
-    if variant == "default":
+    if overrides:
+        wall = run(["hfclf", "train", *seeded, *overrides], project)
+        run(["hfclf", "evaluate", "evaluate.baselines.run=[]"], project)     # same splits: same baselines
+        evals = next((int(o.split("=", 1)[1]) for o in overrides if o.startswith("train.evals_per_epoch=")),
+                     plan["training"]["evals_per_epoch"])
+    elif variant == "default":
         wall = run(["hfclf", "train", *seeded] if seeded else ["dvc", "repro", "-s", "-f", "train"], project)
         run(["hfclf", "evaluate"], project)                                   # with its default baselines
         evals = plan["training"]["evals_per_epoch"]
@@ -141,7 +161,7 @@ def one_run(project: Path, plan: dict, variant: str, fixed_epochs: int, score: s
         evals = 1
     metrics, training = read(project, "metrics.json"), read(project, "training.json")
     estimate = estimate_seconds(plan, training["epochs_run"], evals)
-    return {"variant": variant, "seed": seed, "score": metrics[score], "score_name": score,
+    return {"variant": variant, "overrides": overrides or [], "seed": seed, "score": metrics[score], "score_name": score,
             "accuracy": metrics.get("accuracy", metrics.get("subset_accuracy")),
             "train_s": training["train_seconds"], "wall_s": wall, "epochs": training["epochs_run"],
             "best_epoch": training["best_epoch"], "stop": training["stop_reason"], "estimate_s": estimate,
@@ -161,7 +181,8 @@ def describe(name: str, frame: pd.DataFrame, plan: dict) -> dict:
             "plan_range_s": (e["min_minutes"] * 60, e["total_minutes"] * 60)}
 
 
-def table(shapes: dict, results: dict, repeats: int, fixed_epochs: int, seeds: list | None = None) -> str:
+def table(shapes: dict, results: dict, repeats: int, fixed_epochs: int, seeds: list | None = None,
+          also: dict | None = None) -> str:
     data = ["| dataset | source | rows train / validation / test | classes | text characters p50 / p95 | "
             "truncated at max_length | plan: epoch bound, s per epoch, range (s) |",
             "|---|---|---|---|---|---|---|"]
@@ -176,8 +197,9 @@ def table(shapes: dict, results: dict, repeats: int, fixed_epochs: int, seeds: l
             "|---|---|---|---|---|---|---|---|---|---|"]
     paired = []
     labels = {"default": "fine-tune, defaults (convergence)", "fixed": f"fine-tune, fixed {fixed_epochs} epochs"}
+    labels |= {n: f"fine-tune, defaults + `{' '.join(o)}` ({n})" for n, o in (also or {}).items()}
     for name, runs in results.items():
-        for variant in ("default", "fixed"):
+        for variant in labels:
             rs = [r for r in runs if r["variant"] == variant]
             if not rs:
                 continue
@@ -186,11 +208,12 @@ def table(shapes: dict, results: dict, repeats: int, fixed_epochs: int, seeds: l
                         f"{', '.join('%.3g (%.3g)' % (r['epochs'], r['best_epoch']) for r in rs)} | "
                         f"{', '.join(sorted({r['stop'] for r in rs}))} | {spread([r['estimate_s'] for r in rs], '.1f')} | "
                         f"{spread([100 * r['estimate_error'] for r in rs], '+.0f')}% |")
-        differences = paired_differences(runs)
-        if differences:
-            paired.append(f"| {name} | {', '.join(str(seed) for seed in differences)} | "
-                          f"{', '.join('%+.1f' % (100 * d) for d in differences.values())} | "
-                          f"{spread([100 * d for d in differences.values()], '+.1f')} |")
+        for other in [v for v in labels if v != "default"]:
+            differences = paired_differences(runs, "default", other)
+            if differences:
+                paired.append(f"| {name} | default − {other} | {', '.join(str(seed) for seed in differences)} | "
+                              f"{', '.join('%+.1f' % (100 * d) for d in differences.values())} | "
+                              f"{spread([100 * d for d in differences.values()], '+.1f')} |")
         scored = [r for r in runs if r["baselines"]]
         for baseline in (scored[0]["baselines"] if scored else {}):
             f1 = [r["baselines"][baseline][r["score_name"]] for r in scored if baseline in r["baselines"]]
@@ -201,21 +224,21 @@ def table(shapes: dict, results: dict, repeats: int, fixed_epochs: int, seeds: l
                                                        if seeds and seeds != [None] else "")
             + ", the variants' order alternating" if runs_each > 1 else "one run each")
     if paired:
-        paired = ["", "Default minus fixed, paired by training seed (points of the headline score; medians of "
-                      "each seed's repeats):", "", "| dataset | seeds | difference per seed | median [min–max] |",
-                  "|---|---|---|---|", *paired]
+        paired = ["", "Default minus the other variants, paired by training seed (points of the headline score; "
+                      "medians of each seed's repeats):", "",
+                  "| dataset | pair | seeds | difference per seed | median [min–max] |", "|---|---|---|---|---|", *paired]
     return "\n".join(["Datasets (built on the fly; the plan's numbers from `dvc repro plan` on the baked project):", "",
                       *data, "", f"Results ({note}; baselines from the default run's reports/metrics.json):", "",
                       *rows, *paired, "",
                       "Training loop: reports/training.json `train_seconds`; whole process: `dvc repro -s -f train` "
-                      "(defaults, unseeded) or `hfclf train ...` (fixed, or seeded). Plan's estimate: the smoke test's measured "
+                      "(defaults, unseeded) or `hfclf train ...` (fixed, --also, or seeded). Plan's estimate: the smoke test's measured "
                       "throughput times the epochs actually run and the validation passes made (the plan's "
                       "per-epoch model, without its fixed overhead); estimate error = estimate / loop − 1 "
                       "(+10%: the plan expected 10% more time than the loop took)."])
 
 
-def paired_differences(runs: list[dict]) -> dict:
-    """Seed -> default's score minus fixed's (each the median of that seed's repeats), for the seeds
+def paired_differences(runs: list[dict], first: str = "default", second: str = "fixed") -> dict:
+    """Seed -> `first`'s score minus `second`'s (each the median of that seed's repeats), for the seeds
     that have both variants; empty when the runs were not seeded (`--seeds` not given)."""
     def median(variant: str, seed: int) -> float | None:
         scores = [r["score"] for r in runs if r["variant"] == variant and r.get("seed") == seed]
@@ -223,9 +246,9 @@ def paired_differences(runs: list[dict]) -> dict:
 
     differences = {}
     for seed in dict.fromkeys(r["seed"] for r in runs if r.get("seed") is not None):   # in the order run
-        default, fixed = median("default", seed), median("fixed", seed)
-        if default is not None and fixed is not None:
-            differences[seed] = default - fixed
+        a, b = median(first, seed), median(second, seed)
+        if a is not None and b is not None:
+            differences[seed] = a - b
     return differences
 
 
@@ -237,6 +260,8 @@ def main() -> None:
                                                          "default: the project's seed, through dvc repro")
     parser.add_argument("--fixed-epochs", type=int, default=5)
     parser.add_argument("--variants", default="default,fixed", help="default (convergence) and/or fixed")
+    parser.add_argument("--also", action="append", default=[], metavar="NAME: KEY=VALUE ...",
+                        help="another variant: the defaults with these Hydra overrides (repeatable)")
     parser.add_argument("--max-rows", type=int, default=None, help="cap each dataset (smoke runs of this script)")
     parser.add_argument("--workdir", type=Path, default=None, help="keep the datasets and baked projects here")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "convergence.md")
@@ -246,6 +271,8 @@ def main() -> None:
     if unknown:
         sys.exit(f"unknown dataset(s) {unknown}; choose from {', '.join(DATASETS)}")
     variants = [v for v in ("default", "fixed") if v in args.variants.split(",")]
+    also = dict(parse_also(spec) for spec in args.also)
+    variants += list(also)
     try:
         seeds = [int(s) for s in args.seeds.split(",") if s.strip()] if args.seeds else [None]
     except ValueError:
@@ -267,9 +294,10 @@ def main() -> None:
         results[name] = []
         for turn, (seed, repeat) in enumerate((seed, repeat) for seed in seeds for repeat in range(args.repeats)):
             for variant in (variants if turn % 2 == 0 else variants[::-1]):
-                result = one_run(project, plan, variant, args.fixed_epochs, score_name(name), seed) | {"repeat": repeat}
+                result = one_run(project, plan, variant, args.fixed_epochs, score_name(name), seed,
+                                 also.get(variant)) | {"repeat": repeat}
                 results[name].append(result)
-                print(f"[{repeat + 1}/{args.repeats}{'' if seed is None else f', seed {seed}'}] {name:>10} {variant:>7}: "
+                print(f"[{repeat + 1}/{args.repeats}{'' if seed is None else f', seed {seed}'}] {name:>10} {variant:>8}: "
                       f"{result['score_name']} {result['score']:.4f}, "
                       f"loop {result['train_s']:.1f} s (process {result['wall_s']:.1f} s), "
                       f"{result['epochs']:g} epochs ({result['stop']}), plan's estimate {result['estimate_s']:.1f} s "
@@ -280,11 +308,11 @@ def main() -> None:
                       f"after: {' / '.join(f'{v:.2f}' for v in load_after)}."
                       + (f" **Capped at {args.max_rows} rows per dataset (a smoke run: the numbers mean nothing).**"
                          if args.max_rows else ""), "",
-                      table(shapes, results, args.repeats, args.fixed_epochs, seeds)])
+                      table(shapes, results, args.repeats, args.fixed_epochs, seeds, also)])
     print("\n" + text)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text + "\n", encoding="utf-8")
-    args.out.with_suffix(".json").write_text(json.dumps({"datasets": shapes, "results": results,
+    args.out.with_suffix(".json").write_text(json.dumps({"datasets": shapes, "results": results, "also": also,
                                                          "max_rows": args.max_rows}, indent=2), encoding="utf-8")
     print(f"\nwritten to {args.out}")
     if args.workdir is None:
