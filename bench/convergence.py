@@ -259,7 +259,8 @@ def main() -> None:
     parser.add_argument("--seeds", default=None, help="comma-separated training seeds (compute.seed); "
                                                          "default: the project's seed, through dvc repro")
     parser.add_argument("--fixed-epochs", type=int, default=5)
-    parser.add_argument("--variants", default="default,fixed", help="default (convergence) and/or fixed")
+    parser.add_argument("--variants", default="default,fixed",
+                        help="default (convergence) and/or fixed; none: only the --also variants")
     parser.add_argument("--also", action="append", default=[], metavar="NAME: KEY=VALUE ...",
                         help="another variant: the defaults with these Hydra overrides (repeatable)")
     parser.add_argument("--max-rows", type=int, default=None, help="cap each dataset (smoke runs of this script)")
@@ -273,6 +274,8 @@ def main() -> None:
     variants = [v for v in ("default", "fixed") if v in args.variants.split(",")]
     also = dict(parse_also(spec) for spec in args.also)
     variants += list(also)
+    if not variants:
+        sys.exit(f"nothing to run: --variants {args.variants!r} names neither default nor fixed, and no --also")
     try:
         seeds = [int(s) for s in args.seeds.split(",") if s.strip()] if args.seeds else [None]
     except ValueError:
