@@ -377,3 +377,29 @@ def test_pipeline_with_switches_on_and_bad_probe_files(workdir, tickets, tiny_mo
     assert result.returncode == 2 and "has no text column" in result.stderr
     assert {p: (workdir / "reports" / p).read_bytes() for p in before} == before   # nothing destroyed
     assert not list((workdir / "reports").glob(".analyze-*"))
+
+
+def test_a_baseline_ahead_is_a_fine_tune_that_lost_not_an_easy_test_split():
+    """Under the margin limit but ahead: measure on harder examples. Behind (Debian 1k: frozen embeddings
+    10 points over a fine-tune that ran to its bound): more epochs first, else the baseline or more data."""
+    def margin_rule(points: float, meta: dict) -> improvements.Suggestion:
+        evaluation = {"best_baseline": "frozen_embeddings", "margin_over_best_baseline": {"macro_f1": points}}
+        found = [s for s in improvements.suggest(fake_analysis(0.5), evaluation, {}, LIMITS, 0.999,
+                                                 {"best_val_macro_f1": 0.52} | meta) if "baseline" in s.finding]
+        assert len(found) == 1
+        return found[0]
+
+    close = margin_rule(0.4, {"max_epochs": 10, "epochs_run": 10})
+    assert close.switch == "analyze.challenge.path=data/challenge/challenge.csv" and "too easy" in close.action
+    assert "+0.40 macro-F1 points" in close.finding
+    to_bound = margin_rule(-10.42, {"max_epochs": 10, "epochs_run": 10.0, "stop_reason": "early_stopping"})
+    assert to_bound.switch == "train.max_epochs=20" and "too easy" not in to_bound.action
+    assert "scores 10.42 macro-F1 points above the fine-tune" in to_bound.finding
+    assert "its epoch bound (10 epochs)" in to_bound.action and "0.5200" in to_bound.effect
+    assert to_bound.priority == pytest.approx(10.42)
+    assert to_bound.command == "dvc exp run -S conf/train.yaml:train.max_epochs=20"
+    converged = margin_rule(-3.0, {"max_epochs": 10, "epochs_run": 4.5, "stop_reason": "early_stopping"})
+    assert converged.switch == "data.source=<more labelled rows per class>"
+    assert "(4.5 of at most 10 epochs: early_stopping)" in converged.action and "Ship the baseline" in converged.action
+    unknown_bound = margin_rule(-3.0, {})   # a model saved without its bound: no claim about it
+    assert unknown_bound.action.startswith("Training ended and still lost")

@@ -168,15 +168,8 @@ def suggest(analysis: dict, evaluation: dict, augment: dict, limits: Limits, tar
     margin = evaluation.get("margin_over_best_baseline") or {}
     best = evaluation.get("best_baseline")
     if best and "macro_f1" in margin and margin["macro_f1"] < limits.min_margin_points:
-        out.append(Suggestion(
-            f"The fine-tune's margin over the best baseline (`{best}`) is {margin['macro_f1']:+.2f} macro-F1 points "
-            "on the test split.",
-            "The test split is too easy to show what fine-tuning adds: score the model on harder, realistic examples "
-            "(a challenge CSV with text and label columns); if it adds nothing there either, the cheaper baseline "
-            "will do.",
-            "analyze.challenge.path=data/challenge/challenge.csv", 1.0,
-            f"none on the model itself: a measurement (the best validation macro-F1 was "
-            f"{model_meta.get('best_val_macro_f1', float('nan')):.4f})"))
+        out.append(_baseline_margin(best, margin["macro_f1"], "macro-F1", model_meta,
+                                    model_meta.get("best_val_macro_f1", float("nan")), "label"))
     out += _slices(analysis["slices"], augment)
     challenge = analysis.get("challenge")
     clean = conf["accuracy"]
@@ -193,6 +186,45 @@ def suggest(analysis: dict, evaluation: dict, augment: dict, limits: Limits, tar
                               f"{model_meta.get('best_val_macro_f1', float('nan')):.4f} after "
                               f"{model_meta.get('epochs_run', '?')} epochs)"))
     return _unique(out)
+
+
+def _baseline_margin(best: str, margin: float, metric: str, model_meta: dict, val_best: float,
+                     label_column: str) -> Suggestion:
+    """The suggestion for a fine-tune that does not beat its best baseline by the limit (`margin`: test
+    points, fine-tune minus baseline). Ahead by less: the test split may be too easy to show what
+    fine-tuning adds, so measure on harder examples. Behind: not an easy split but a fine-tune that
+    lost (few rows per class, where a classifier on frozen embeddings generalises better); when it ran
+    to its epoch bound, more epochs come first, else the baseline or more data."""
+    if margin >= 0:
+        return Suggestion(
+            f"The fine-tune's margin over the best baseline (`{best}`) is {margin:+.2f} {metric} points on the test "
+            "split.",
+            "The test split is too easy to show what fine-tuning adds: score the model on harder, realistic examples "
+            f"(a challenge CSV with text and {label_column} columns); if it adds nothing there either, the cheaper "
+            "baseline will do.",
+            "analyze.challenge.path=data/challenge/challenge.csv", 1.0,
+            f"none on the model itself: a measurement (the best validation {metric} was {val_best:.4f})")
+    finding = f"The best baseline (`{best}`) scores {-margin:.2f} {metric} points above the fine-tune on the test split."
+    bound, ran = model_meta.get("max_epochs"), model_meta.get("epochs_run")
+    if isinstance(bound, int) and isinstance(ran, (int, float)) and ran >= bound - 1e-6:
+        return Suggestion(
+            finding,
+            f"Training ran to its epoch bound ({bound} epochs), where the learning rate reaches 0: give it more "
+            "epochs and compare again; if the baseline stays ahead, it is the better model for this data (or "
+            "collect more labelled rows per class).",
+            f"train.max_epochs={2 * bound}", -margin,
+            f"at most the {-margin:.1f}-point gap to the baseline (measured on test; the best validation {metric} "
+            f"was {val_best:.4f})")
+    ended = (f"ended before its epoch bound ({ran:g} of at most {bound} epochs: "
+             f"{model_meta.get('stop_reason', 'stopped')})" if isinstance(bound, int) and isinstance(ran, (int, float))
+             else "ended")
+    return Suggestion(
+        finding,
+        f"Training {ended} and still lost: with this few rows per class the cheaper "
+        "baseline generalises better. Ship the baseline, or collect more labelled rows per class and train again.",
+        "data.source=<more labelled rows per class>", -margin,
+        f"the {-margin:.1f}-point gap to the baseline (measured on test; the best validation {metric} was "
+        f"{val_best:.4f})")
 
 
 def markdown(suggestions: list[Suggestion], limits: Limits, notes: Sequence[str] = ()) -> str:
@@ -228,13 +260,7 @@ def suggest_multi_label(analysis: dict, evaluation: dict, augment: dict, limits:
     margin = (evaluation.get("margin_over_best_baseline") or {}).get("micro_f1")
     best = evaluation.get("best_baseline")
     if best and margin is not None and margin < limits.min_margin_points:
-        out.append(Suggestion(
-            f"The fine-tune's margin over the best baseline (`{best}`) is {margin:+.2f} micro-F1 points on the test "
-            "split.",
-            "Score the model on harder, realistic examples (a challenge CSV with text and label-set columns); if it "
-            "adds nothing there either, the cheaper baseline will do.",
-            "analyze.challenge.path=data/challenge/challenge.csv", 1.0,
-            f"none on the model itself: a measurement (the best validation micro-F1 was {val_best:.4f})"))
+        out.append(_baseline_margin(best, margin, "micro-F1", model_meta, val_best, "label-set"))
     challenge = analysis.get("challenge")
     if challenge and (micro - challenge["micro_f1"]) * 100 >= limits.min_drop_points:
         gap = (micro - challenge["micro_f1"]) * 100
