@@ -87,25 +87,34 @@ def test_model_ends_with_the_weights_of_its_best_epoch(tiny_model_dir, tickets, 
     assert result.best_epoch == 1 + int(np.argmax([h["val_macro_f1"] for h in result.history]))
 
 
-@pytest.mark.parametrize("preset", [{}, {"OMP_WAIT_POLICY": "ACTIVE"}, {"GOMP_SPINCOUNT": "0"},
-                                    {"HFCLF_OPENMP_WAIT": "passive: inherited", "OMP_WAIT_POLICY": "PASSIVE"}])
-def test_openmp_wait_is_decided_before_torch_loads_and_what_the_user_set_wins(preset):
-    """The package decides before torch loads (infra/openmp.py): passive, plus a brief spin where the
-    CPU is idle now; a policy the user set is kept; one this package set in a parent is decided afresh."""
-    import json
+def python_without_openmp_settings(code: str, preset: dict | None = None) -> str:
+    """stdout of `python -c code` in this environment without OpenMP wait settings (hfclf's mark
+    included), plus `preset`: a fresh process decides, or keeps what `preset` sets."""
     import os
     import subprocess
     import sys
 
     from hfclf.infra import openmp
 
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", openmp.MARK)}
+    return subprocess.run([sys.executable, "-c", code], env=env | (preset or {}), capture_output=True, text=True,
+                          check=True).stdout
+
+
+@pytest.mark.parametrize("preset", [{}, {"OMP_WAIT_POLICY": "ACTIVE"}, {"GOMP_SPINCOUNT": "0"},
+                                    {"HFCLF_OPENMP_WAIT": "passive: inherited", "OMP_WAIT_POLICY": "PASSIVE"}])
+def test_openmp_wait_is_decided_before_torch_loads_and_what_the_user_set_wins(preset):
+    """The package decides before torch loads (infra/openmp.py): passive, plus a brief spin where the
+    CPU is idle now; a policy the user set is kept; one this package set in a parent is decided afresh."""
+    import json
+
+    from hfclf.infra import openmp
+
     keys = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", openmp.MARK)
-    env = {k: v for k, v in os.environ.items() if k not in keys} | preset
     code = ("import json, os, hfclf, torch; torch.set_num_threads(2); x = torch.ones(64, 64); "
             "assert float((x @ x).sum()) == 64 ** 3; "
             f"print(json.dumps([hfclf.OPENMP_WAIT] + [os.environ.get(k) for k in {keys!r}]))")
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    decision, policy, spin, mark = json.loads(out.stdout)
+    decision, policy, spin, mark = json.loads(python_without_openmp_settings(code, preset))
     if preset and openmp.MARK not in preset:
         assert decision.startswith("as set") and mark is None
         assert (policy, spin) == (preset.get("OMP_WAIT_POLICY"), preset.get("GOMP_SPINCOUNT"))
@@ -143,14 +152,8 @@ def test_openmp_spins_briefly_only_where_the_cpu_is_idle(tmp_path):
 
 def test_openmp_wait_is_left_alone_where_torch_loaded_first():
     """Its OpenMP runtime has read the environment by then: the log says so instead of claiming a decision."""
-    import os
-    import subprocess
-    import sys
-
-    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "HFCLF_OPENMP_WAIT")}
     code = "import os, torch, hfclf; print(hfclf.OPENMP_WAIT); print(os.environ.get('GOMP_SPINCOUNT'))"
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    decision, spin = out.stdout.strip().splitlines()
+    decision, spin = python_without_openmp_settings(code).strip().splitlines()
     assert decision.startswith("unchanged: torch was imported before hfclf") and spin == "None"
 
 

@@ -206,7 +206,8 @@ def _baseline_margin(best: str, margin: float, metric: str, model_meta: dict, va
             f"none on the model itself: a measurement (the best validation {metric} was {val_best:.4f})")
     finding = f"The best baseline (`{best}`) scores {-margin:.2f} {metric} points above the fine-tune on the test split."
     bound, ran = model_meta.get("max_epochs"), model_meta.get("epochs_run")
-    if isinstance(bound, int) and isinstance(ran, (int, float)) and ran >= bound - 1e-6:
+    known = isinstance(bound, int) and isinstance(ran, (int, float))   # a model saved without them: no claim
+    if known and ran >= bound - 1e-6:
         return Suggestion(
             finding,
             f"Training ran to its epoch bound ({bound} epochs), where the learning rate reaches 0: give it more "
@@ -216,8 +217,7 @@ def _baseline_margin(best: str, margin: float, metric: str, model_meta: dict, va
             f"at most the {-margin:.1f}-point gap to the baseline (measured on test; the best validation {metric} "
             f"was {val_best:.4f})")
     ended = (f"ended before its epoch bound ({ran:g} of at most {bound} epochs: "
-             f"{model_meta.get('stop_reason', 'stopped')})" if isinstance(bound, int) and isinstance(ran, (int, float))
-             else "ended")
+             f"{model_meta.get('stop_reason', 'stopped')})" if known else "ended")
     return Suggestion(
         finding,
         f"Training {ended} and still lost: with this few rows per class the cheaper "
