@@ -8,6 +8,7 @@ a copy.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import signal
@@ -292,13 +293,26 @@ def test_plan_resolves_auto_epochs_from_the_budget_as_train_does(prepared):
     assert made["training"]["epochs"] == int((1800 - overhead) // 250) == 7 and made["estimate"]["fits_budget"]
     assert "epochs fit in the budget" in plan.plan_markdown(made)
     # train resolves the same bound from the recorded plan; under another budget, that budget's
-    assert plan.epoch_bound("auto", made, 30) == 7 and plan.epoch_bound("auto", made, 10) == 2
-    assert plan.epoch_bound("auto", made, 600) == 10
-    assert plan.make_plan(compose(prepared, "train.max_epochs=auto", "compute.max_minutes=300"), profile, reviewed,
-                          paced, "f")["training"]["epochs"] == 10                     # at most 10
+    assert plan.epoch_bound("auto", made, 30, 2000) == 7 and plan.epoch_bound("auto", made, 10, 2000) == 2
+    # at most 10 epochs - or, on a set this small, the epochs that make train.min_steps steps (the template's 2000)
+    steps = made["training"]["steps_per_epoch"]
+    assert made["training"]["min_steps"] == 2000 and made["training"]["auto_max_epochs"] == math.ceil(2000 / steps) > 10
+    assert plan.epoch_bound("auto", made, 600, 0) == 10
+    assert plan.epoch_bound("auto", made, 600, 20 * steps) == 20
+    assert plan.epoch_bound("auto", made, 600, 2000) == int((36000 - overhead) // 250) < math.ceil(2000 / steps)
+    assert plan.make_plan(compose(prepared, "train.max_epochs=auto", "compute.max_minutes=300", "train.min_steps=0"),
+                          profile, reviewed, paced, "f")["training"]["epochs"] == 10    # at most 10
+    wide = plan.make_plan(compose(prepared, "train.max_epochs=auto", "compute.max_minutes=300",
+                                  f"train.min_steps={20 * steps}"), profile, reviewed, paced, "f")
+    assert wide["training"]["epochs"] == 20 and wide["training"]["total_steps"] == 20 * steps
+    assert (f"kept within 2–20: a small set, so the 20 epochs that make train.min_steps={20 * steps} steps rather "
+            "than 10") in plan.plan_markdown(wide)
     tight = plan.make_plan(compose(prepared, "train.max_epochs=auto", "compute.max_minutes=5"), profile, reviewed,
                            paced, "f")
     assert tight["training"]["epochs"] == 2 and not tight["estimate"]["fits_budget"]  # at least 2: the budget stops it
+    with pytest.raises(UserError, match=r"train.min_steps must be a whole number of optimisation steps, at least 0 "
+                                        r".* not -1"):
+        plan.make_plan(compose(prepared, "train.min_steps=-1"), profile, reviewed, paced, "f")
 
 
 def test_plan_without_a_smoke_test_says_what_to_run(project):
@@ -350,10 +364,12 @@ def test_approval_gate_refuses_until_this_exact_plan_is_approved(project):
 def test_train_runs_to_the_epoch_bound_the_plan_resolved_and_says_so(project):
     """max_epochs=auto end to end: the plan resolves it, its gate records it, train reads it from the plan."""
     set_conf(project, "train.yaml", **{"train.max_epochs": "auto", "train.early_stopping_patience": 1000,
-                                       "train.stop_at_score": None})
+                                       "train.stop_at_score": None, "train.min_steps": 84})
     run_stage(project, "plan")
-    bound = report(project, "training_plan.json")["training"]["epochs"]
-    assert 2 <= bound <= 10 and report(project, "gates/plan.json")["epoch_bound"] == bound
+    planned = report(project, "training_plan.json")["training"]
+    bound = planned["epochs"]   # 84 steps: 12 epochs of 7 steps (54 rows, batch 8), unless the budget bites sooner
+    assert 2 <= bound <= planned["auto_max_epochs"] == max(10, math.ceil(84 / planned["steps_per_epoch"]))
+    assert report(project, "gates/plan.json")["epoch_bound"] == bound
     # without a plan, auto has nothing to resolve from: a clear error before any work
     (project / "reports/training_plan.json").rename(project / "reports/plan.bak")
     missing = run_stage(project, "train", check=False)

@@ -36,6 +36,7 @@ def plan_settings(cfg: DictConfig, data_fingerprint: str) -> dict:
     """What an approval covers: train must run with exactly these, or the plan is stale."""
     return {"data_fingerprint": data_fingerprint, "model": cfg.model.name, "max_length": cfg.model.max_length,
             "freeze_embeddings": cfg.model.freeze_embeddings, "max_epochs": cfg.train.max_epochs,
+            "min_steps": convergence.min_steps(cfg.train.get("min_steps")),
             "evals_per_epoch": cfg.train.get("evals_per_epoch", 1), "eval_max_rows": cfg.train.get("eval_max_rows"),
             "early_stopping_patience": cfg.train.early_stopping_patience, "min_delta": cfg.train.get("min_delta", 0.0),
             "loss_min_delta": cfg.train.get("loss_min_delta", 0.0), "cooldown": cfg.train.get("cooldown", 0.0),
@@ -98,7 +99,10 @@ def make_plan(cfg: DictConfig, profile: dict, review: dict, smoke: dict, fingerp
     timed = smoke.get("timing") or {}   # what the smoke test timed them on (train/timing.py)
     budget_seconds = cfg.compute.max_minutes * 60
     epochs_in_budget = convergence.epochs_in_budget(epoch_seconds, cfg.compute.max_minutes, p.overhead_seconds)
-    bound = convergence.max_epochs(t.max_epochs, epochs_in_budget)   # auto: the whole epochs that fit, 2-10
+    least_steps = convergence.min_steps(t.get("min_steps"))
+    cap = convergence.auto_max_epochs(steps_per_epoch, least_steps)
+    # auto: the whole epochs that fit, at least 2, at most 10 or the epochs that make train.min_steps steps
+    bound = convergence.max_epochs(t.max_epochs, epochs_in_budget, steps_per_epoch, least_steps)
     cooldown = float(t.get("cooldown", 0.0) or 0.0)
     target = t.get("stop_at_score")
     first_stop = convergence.first_stop_epochs(evals, patience, bound, cooldown)
@@ -149,7 +153,8 @@ def make_plan(cfg: DictConfig, profile: dict, review: dict, smoke: dict, fingerp
                   "token_p50": tokens["p50"] if tokens else None, "token_p99": tokens["p99"] if tokens else None,
                   "token_max": tokens["max"] if tokens else None, "truncated_share": truncated,
                   "max_positions": positions},
-        "training": {"epochs": bound, "max_epochs_setting": t.max_epochs, "batch_size": batch,
+        "training": {"epochs": bound, "max_epochs_setting": t.max_epochs, "auto_max_epochs": cap,
+                     "min_steps": least_steps, "batch_size": batch,
                      "steps_per_epoch": steps_per_epoch, "total_steps": steps_per_epoch * bound,
                      "learning_rate": t.learning_rate, "warmup_ratio": t.warmup_ratio, "weight_decay": t.weight_decay,
                      "early_stopping_patience": patience, "evals_per_epoch": evals, "eval_rows": eval_rows,
@@ -172,6 +177,15 @@ def make_plan(cfg: DictConfig, profile: dict, review: dict, smoke: dict, fingerp
                      "fits_budget": fits, "epochs_within_budget": math.floor(epochs_in_budget * 10) / 10},
         "risks": risks,
     }
+
+
+def auto_cap_note(training: dict) -> str:
+    """The upper end of max_epochs=auto's range, and why where train.min_steps raised it."""
+    cap = training.get("auto_max_epochs", convergence.AUTO_MAX_EPOCHS)
+    if cap <= convergence.AUTO_MAX_EPOCHS:
+        return str(cap)
+    return (f"{cap}: a small set, so the {cap} epochs that make train.min_steps={training['min_steps']} steps "
+            f"rather than {convergence.AUTO_MAX_EPOCHS}")
 
 
 def plan_markdown(plan: dict) -> str:
@@ -204,7 +218,7 @@ def plan_markdown(plan: dict) -> str:
                          f"{t.get('max_epochs_setting', t['epochs'])}"
                          + (f" — {e['epochs_within_budget']:g} epochs fit in the budget: "
                             f"{math.floor(e['epochs_within_budget'])}, kept within "
-                            f"{convergence.AUTO_MIN_EPOCHS}–{convergence.AUTO_MAX_EPOCHS}"
+                            f"{convergence.AUTO_MIN_EPOCHS}–{auto_cap_note(t)}"
                             if str(t.get('max_epochs_setting')) == "auto" else "") + f"); learning rate {t['learning_rate']:g} (warmup "
                          f"{t['warmup_ratio']:.0%} of the first epoch, linear decay to the bound), weight decay "
                          f"{t['weight_decay']:g}"),
@@ -294,11 +308,11 @@ def write_gate(reports: Path, plan: dict) -> Path:
     return path
 
 
-def epoch_bound(setting, planned: dict | None, max_minutes: float) -> int:
+def epoch_bound(setting, planned: dict | None, max_minutes: float, least_steps: int = 0) -> int:
     """train.max_epochs as train runs it: the number set, or for auto the bound that make_plan's rule
-    gives under this budget from the plan's measured seconds per epoch and start-up cost (the plan's
-    own bound when the budget is the planned one). Auto without a plan is an error: the bound comes
-    from the smoke test's measured speed."""
+    gives under this budget (and train.min_steps: `least_steps`) from the plan's measured seconds per
+    epoch, start-up cost and steps per epoch (the plan's own bound when the budget is the planned one).
+    Auto without a plan is an error: the bound comes from the smoke test's measured speed."""
     fixed = whole_or_auto(setting, "train.max_epochs", 1)
     if fixed is not None:
         return fixed
@@ -306,11 +320,13 @@ def epoch_bound(setting, planned: dict | None, max_minutes: float) -> int:
         raise UserError("train.max_epochs=auto is resolved by the plan from the smoke test's measured speed and "
                         f"compute.max_minutes, but '{PLAN_JSON}' is missing: run `make plan` (dvc repro plan) first, "
                         "or set train.max_epochs to a number.")
-    e = planned["estimate"]
+    e, t = planned["estimate"], planned["training"]
     bound = convergence.max_epochs(setting, convergence.epochs_in_budget(e["seconds_per_epoch"], max_minutes,
-                                                                         e["overhead_seconds"]))
+                                                                         e["overhead_seconds"]),
+                                   t["steps_per_epoch"], least_steps)
     log.info("train.max_epochs=auto: at most %d epochs, what fits in compute.max_minutes=%g at the plan's "
-             "measured speed (reports/training_plan.md)", bound, max_minutes)
+             "measured speed, within %d-%d (reports/training_plan.md)", bound, max_minutes,
+             convergence.AUTO_MIN_EPOCHS, convergence.auto_max_epochs(t["steps_per_epoch"], least_steps))
     return bound
 
 

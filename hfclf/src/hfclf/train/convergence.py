@@ -2,11 +2,15 @@
 
 `train.max_epochs: auto` resolves here from the data size and the time budget: the whole epochs
 that fit in compute.max_minutes at the smoke test's measured speed (the plan's estimate,
-preflight/plan.py), within [2, 10]. Convergence usually stops sooner; the bound is where the
+preflight/plan.py), at least 2 and at most 10 - or, on a small set, at most the epochs that make
+train.min_steps optimisation steps. Convergence usually stops sooner; the bound is where the
 learning rate's linear decay ends, so it must leave room for the data to converge (a bound from
 the row count alone - 30,000 examples - stopped 10k rows of 54 classes at 4 epochs with validation
-still rising, below the frozen-embedding baseline). The plan records the bound it resolved in its
-gate (reports/gates/plan.json), so a new bound re-runs train. The loop's clock enforces the budget.
+still rising, below the frozen-embedding baseline). What a fine-tune needs is updates, not passes:
+10 epochs of 1,064 rows (54 classes) are 670 steps, and the run ended at that bound with validation
+still rising; a bound of 30 epochs (about 2,000 steps) let patience end it at 10-12 epochs, +1.7 to
++9.0 macro-F1 points on three seeds. The plan records the bound it resolved in its gate
+(reports/gates/plan.json), so a new bound re-runs train. The loop's clock enforces the budget.
 """
 from __future__ import annotations
 
@@ -18,15 +22,35 @@ from hfclf.infra.errors import UserError
 from hfclf.infra.settings import whole_or_auto
 
 AUTO_MIN_EPOCHS = 2        # auto: the epochs that fit in the budget, but at least this many (the budget stops it) ...
-AUTO_MAX_EPOCHS = 10       # ... and at most this many (small sets: convergence ends sooner)
+AUTO_MAX_EPOCHS = 10       # ... and at most this many, or auto_max_epochs' more on a small set (convergence ends sooner)
 
 
-def max_epochs(value, epochs_in_budget: float) -> int:
+def min_steps(value) -> int:
+    """train.min_steps, checked: a whole number of optimisation steps, at least 0 (missing: 0, the
+    bound from epochs alone, as before the setting existed)."""
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise UserError(f"train.min_steps must be a whole number of optimisation steps, at least 0 (0: at most "
+                        f"{AUTO_MAX_EPOCHS} epochs whatever the data size), not {value!r}.")
+    return value
+
+
+def auto_max_epochs(steps_per_epoch: int, least_steps: int = 0) -> int:
+    """The most epochs `auto` may plan: AUTO_MAX_EPOCHS, or as many as make `least_steps` (train.min_steps)
+    optimisation steps of `steps_per_epoch` where that takes more (a small set: 67 steps per epoch, 2,000
+    steps -> 30 epochs)."""
+    return max(AUTO_MAX_EPOCHS, math.ceil(least_steps / max(1, steps_per_epoch)))
+
+
+def max_epochs(value, epochs_in_budget: float, steps_per_epoch: int = 1, least_steps: int = 0) -> int:
     """`train.max_epochs`: an int, or "auto" = the whole epochs that fit in the time budget
-    (`epochs_in_budget`: the plan's estimate) within [AUTO_MIN_EPOCHS, AUTO_MAX_EPOCHS]."""
+    (`epochs_in_budget`: the plan's estimate), at least AUTO_MIN_EPOCHS and at most
+    auto_max_epochs(steps_per_epoch, least_steps)."""
     epochs = whole_or_auto(value, "train.max_epochs", 1)
     if epochs is None:
-        return int(min(AUTO_MAX_EPOCHS, max(AUTO_MIN_EPOCHS, math.floor(epochs_in_budget))))
+        cap = auto_max_epochs(steps_per_epoch, least_steps)
+        return int(min(cap, max(AUTO_MIN_EPOCHS, math.floor(epochs_in_budget))))
     return epochs
 
 

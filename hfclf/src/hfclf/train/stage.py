@@ -69,7 +69,7 @@ def _train(cfg: DictConfig, mlflow_run) -> float:
     from hfclf.data import dataset
     from hfclf.infra import tracking
     from hfclf.preflight import plan
-    from hfclf.train import sweeps
+    from hfclf.train import convergence, sweeps
 
     processed, model_dir = Path(cfg.paths.processed), Path(cfg.paths.model_dir)
     reports = Path(cfg.paths.reports)
@@ -83,7 +83,8 @@ def _train(cfg: DictConfig, mlflow_run) -> float:
     if preflight["matches_config"] is False:
         log.warning("this run's settings differ from reports/training_plan.md; `make plan` re-plans")
     # train.max_epochs=auto: the whole epochs that fit in compute.max_minutes at the smoke test's speed
-    epochs = plan.epoch_bound(cfg.train.max_epochs, planned, cfg.compute.max_minutes)
+    epochs = plan.epoch_bound(cfg.train.max_epochs, planned, cfg.compute.max_minutes,
+                              convergence.min_steps(cfg.train.get("min_steps")))
     max_length = plan.max_length(cfg.model.max_length, planned, reports)   # auto: the plan's, by the data and the budget
     checkpoint = Path(cfg.train.checkpoint_dir) / "last.pt"
     run_file = checkpoint.parent / tracking.RUN_FILE
