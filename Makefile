@@ -49,7 +49,7 @@ bench: bench-train bench-data ## both benchmarks below (long: hours on a small C
 bench-train: ## yardstick (plain Trainer) vs the baked project's train stage, alternating, category + intent; REPEATS=3
 	python bench/run.py --repeats $(or $(REPEATS),3) --csv $(or $(DATA),../shared/data/bitext/customer_support_sample.csv)
 
-bench-data: ## the defaults vs a fixed 5 epochs, baselines, plan's estimate error on real datasets built offline (bench/results/convergence.md); DATASETS=bitext,debian-1k,debian-10k,man,debtags REPEATS=3 (1 with SEEDS=42,7,13: a run per seed); ALSO="window1: train.patience_window=1" adds the defaults with those overrides
+bench-data: ## the defaults vs a fixed 5 epochs, baselines, plan's estimate error on real datasets built offline (bench/results/convergence.md); DATASETS=bitext,debian-1k,debian-3k,debian-10k,man,debtags REPEATS=3 (1 with SEEDS=42,7,13: a run per seed); ALSO="window1: train.patience_window=1" adds the defaults with those overrides
 	python bench/convergence.py --repeats $(or $(REPEATS),$(if $(SEEDS),1,3)) $(if $(DATASETS),--datasets $(DATASETS)) $(if $(SEEDS),--seeds $(SEEDS)) $(if $(ALSO),--also "$(ALSO)")
 
 bench-clock: ## the smoke test's clock, one round vs the median of rounds, quiet and under a 3-second spell (Debian 10k)

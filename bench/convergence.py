@@ -16,13 +16,13 @@ run and validation passes made, against the loop's actual seconds (+10%: the pla
 
 Datasets (built offline on the fly into the work folder, never committed; see bench/datasets.py):
 - `bitext`: the Bitext customer-support sample (../shared), `instruction` -> `category`;
-- `debian-1k`, `debian-10k`: Debian package descriptions -> section (one line, ~54 classes);
+- `debian-1k`, `debian-3k`, `debian-10k`: Debian package descriptions -> section (one line, ~54 classes);
 - `man`: English man pages -> man1..man8 (up to ~2000 characters, 6 classes);
 - `debtags` (multi-label, `task=multi_label`): Debian package descriptions -> their debtags (`role::`,
   `use::`, `implemented-in::` facets), ~3k rows; scored by micro-F1 (the multi-label headline), with
   `prepare.rare_labels=drop` (what prepare's error tells a user to set for a long-tailed tag set).
 
-    python bench/convergence.py [--datasets bitext,debian-1k,debian-10k,man,debtags] [--repeats 1]
+    python bench/convergence.py [--datasets bitext,debian-1k,debian-3k,debian-10k,man,debtags] [--repeats 1]
                                 [--seeds 42,7,13] [--fixed-epochs 5] [--variants default,fixed]
                                 [--also "NAME: KEY=VALUE ..."] [--max-rows N] [--out bench/results/convergence.md]
 
@@ -61,9 +61,10 @@ _spec = importlib.util.spec_from_file_location("bench_datasets", Path(__file__).
 datasets = importlib.util.module_from_spec(_spec)   # not `import datasets`: that name is Hugging Face's
 _spec.loader.exec_module(datasets)
 
-DATASETS = ("bitext", "debian-1k", "debian-10k", "man", "debtags")
+DATASETS = ("bitext", "debian-1k", "debian-3k", "debian-10k", "man", "debtags")
 DESCRIBED = {"bitext": "Bitext customer support, instruction -> category",
              "debian-1k": "Debian package descriptions -> section (apt-cache dumpavail), ~1k rows",
+             "debian-3k": "Debian package descriptions -> section (apt-cache dumpavail), ~3k rows",
              "debian-10k": "Debian package descriptions -> section (apt-cache dumpavail), ~10k rows",
              "man": "English man pages (NAME + DESCRIPTION) -> man section",
              "debtags": "Debian package descriptions -> their debtags (multi-label), ~3k rows"}
@@ -80,7 +81,7 @@ def build(name: str, work: Path, max_rows: int | None, seed: int = 0) -> tuple[P
     if name == "bitext":
         frame, text, label = pd.read_csv(CSV), "instruction", "category"
     elif name.startswith("debian-"):
-        frame, text, label = datasets.debian(rows={"debian-1k": 1000, "debian-10k": 10000}[name]), "text", "label"
+        frame, text, label = datasets.debian(rows={"debian-1k": 1000, "debian-3k": 3000, "debian-10k": 10000}[name]), "text", "label"
     elif name == "man":
         frame, text, label = datasets.manpages(), "text", "label"
     elif name == "debtags":

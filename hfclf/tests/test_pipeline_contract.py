@@ -183,8 +183,8 @@ def test_train_resolves_auto_epochs_from_the_plan_under_its_own_budget():
     planned = {"estimate": {"seconds_per_epoch": 105.0, "overhead_seconds": 20}, "training": {"steps_per_epoch": 67}}
     assert plan.epoch_bound("auto", planned, 30) == 10     # 16.9 epochs fit: the cap
     assert plan.epoch_bound("auto", planned, 10) == 5      # `hfclf train compute.max_minutes=10`: 5.5 fit
-    # train.min_steps=2000 on 67 steps per epoch: up to 30 epochs, so the budget decides (16.9 fit) ...
-    assert plan.epoch_bound("auto", planned, 30, 2000) == 16 and plan.epoch_bound("auto", planned, 60, 2000) == 30
+    # train.min_steps=1500 on 67 steps per epoch: up to 23 epochs, so the budget decides (16.9 fit) ...
+    assert plan.epoch_bound("auto", planned, 30, 1500) == 16 and plan.epoch_bound("auto", planned, 60, 1500) == 23
     # ... while 500 steps (7.5 epochs) leave the cap at 10
     assert plan.epoch_bound("auto", planned, 60, 500) == 10
     assert plan.epoch_bound(3, None, 30) == 3              # a number needs no plan

@@ -293,13 +293,13 @@ def test_plan_resolves_auto_epochs_from_the_budget_as_train_does(prepared):
     assert made["training"]["epochs"] == int((1800 - overhead) // 250) == 7 and made["estimate"]["fits_budget"]
     assert "epochs fit in the budget" in plan.plan_markdown(made)
     # train resolves the same bound from the recorded plan; under another budget, that budget's
-    assert plan.epoch_bound("auto", made, 30, 2000) == 7 and plan.epoch_bound("auto", made, 10, 2000) == 2
-    # at most 10 epochs - or, on a set this small, the epochs that make train.min_steps steps (the template's 2000)
+    assert plan.epoch_bound("auto", made, 30, 1500) == 7 and plan.epoch_bound("auto", made, 10, 1500) == 2
+    # at most 10 epochs - or, on a set this small, the epochs that make train.min_steps steps (the template's 1500)
     steps = made["training"]["steps_per_epoch"]
-    assert made["training"]["min_steps"] == 2000 and made["training"]["auto_max_epochs"] == math.ceil(2000 / steps) > 10
+    assert made["training"]["min_steps"] == 1500 and made["training"]["auto_max_epochs"] == math.ceil(1500 / steps) > 10
     assert plan.epoch_bound("auto", made, 600, 0) == 10
     assert plan.epoch_bound("auto", made, 600, 20 * steps) == 20
-    assert plan.epoch_bound("auto", made, 600, 2000) == int((36000 - overhead) // 250) < math.ceil(2000 / steps)
+    assert plan.epoch_bound("auto", made, 600, 1500) == int((36000 - overhead) // 250) < math.ceil(1500 / steps)
     assert plan.make_plan(compose(prepared, "train.max_epochs=auto", "compute.max_minutes=300", "train.min_steps=0"),
                           profile, reviewed, paced, "f")["training"]["epochs"] == 10    # at most 10
     wide = plan.make_plan(compose(prepared, "train.max_epochs=auto", "compute.max_minutes=300",
