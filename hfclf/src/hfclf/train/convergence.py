@@ -11,11 +11,11 @@ still rising, below the frozen-embedding baseline). What a fine-tune needs is up
 still rising. The bound sets how fast the learning rate decays: with a bound of 23 epochs (1,541
 steps) it is still at two thirds of its peak at step 500, where the 10-epoch schedule is down to a
 quarter; patience ended those runs at 9.6-12.4 epochs and they scored +1.5 to +9.0 macro-F1 points
-(three seeds). A longer schedule is no
-gain where the data converge within the bound: 2,400 rows of 52 debtags stopped at 6.8-9 epochs of
-10 (1,500 steps), and a bound of 14 (2,100 steps) scored 0.4-2.2 points less. Hence train.min_steps
-1,500 (conf/train.yaml). The plan records the bound it resolved in its gate (reports/gates/plan.json),
-so a new bound re-runs train. The loop's clock enforces the budget.
+(three seeds). A longer schedule is no gain where the data converge within the bound: 2,400 rows of
+52 debtags stopped at 6.8-9 epochs of 10 (1,500 steps), and a bound of 14 (2,100 steps) scored
+0.4-2.2 points less. Hence train.min_steps 1,500 (conf/train.yaml). The plan records the bound it
+resolved in its gate (reports/gates/plan.json), so a new bound re-runs train. The loop's clock
+enforces the budget.
 """
 from __future__ import annotations
 
