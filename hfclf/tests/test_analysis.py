@@ -242,6 +242,39 @@ def test_out_of_scope_texts_become_an_unknown_class_in_every_split(tickets, out_
 
 # --------------------------------------------------------------------------- suggestions
 
+def test_a_run_that_ran_out_of_epochs_still_rising_is_told_to_train_longer():
+    """Debian sections, 2,504 rows: runs that reached the bound of 10 with their best pass in the last
+    epoch. Training records what that epoch added; analyze turns it into a longer bound."""
+    from hfclf.train import convergence
+
+    history = [{"epoch": e, "val_macro_f1": f} for e, f in
+               ((8.25, 0.47), (8.5, 0.49), (8.75, 0.48), (9.0, 0.48), (9.25, 0.50), (9.5, 0.5131), (9.75, 0.50))]
+    assert convergence.rise_into_best(history, 9.5, "val_macro_f1") == pytest.approx(0.0231)  # over the 8.5 pass
+    assert convergence.rise_into_best(history, 8.5, "val_macro_f1") is None     # no pass an epoch earlier
+
+    def bound_rules(meta: dict) -> list[improvements.Suggestion]:
+        return [s for s in improvements.suggest(fake_analysis(0.5), {}, {}, LIMITS, 0.999,
+                                                {"best_val_macro_f1": 0.5131} | meta)
+                if s.switch.startswith("train.max_epochs")]
+
+    rising = {"max_epochs": 10, "epochs_run": 10.0, "stop_reason": "completed", "best_epoch": 9.5,
+              "rise_into_best": 0.0231}
+    [longer] = bound_rules(rising)
+    assert longer.switch == "train.max_epochs=20" and longer.priority == pytest.approx(2.31)
+    assert "ran to its epoch bound (10 epochs) without converging" in longer.finding
+    assert "(at 9.5 epochs), 2.31 points above every pass an epoch earlier" in longer.finding
+    assert "rose 2.31 points over the last epoch (measured on validation)" in longer.effect
+    # stopped by patience, best pass before the last epoch, or a model saved without the figures: no claim
+    for meta in ({**rising, "stop_reason": "early_stopping"}, {**rising, "best_epoch": 8.75},
+                 {k: v for k, v in rising.items() if k != "rise_into_best"}):
+        assert bound_rules(meta) == []
+    # multi-label alike, in micro-F1
+    from test_multilabel_analysis import constructed_analysis
+    multi = improvements.suggest_multi_label(constructed_analysis(), {}, {}, improvements.Limits(),
+                                             {**rising, "best_val_micro_f1": 0.6})
+    assert any(s.switch == "train.max_epochs=20" and "best validation micro-F1 pass" in s.finding for s in multi)
+
+
 def fake_analysis(typo_drop: float, oos_confident: float = 0.0) -> dict:
     return {"robustness": {"perturbations": [
                 {"perturbation": "typos", "drop_points": typo_drop, "accuracy": 0.9, "clean_accuracy": 0.96},

@@ -114,6 +114,15 @@ def windowed_score(scores: Sequence[float], window: int) -> float:
     return float(statistics.median(recent))
 
 
+def rise_into_best(history: Sequence[dict], best_epoch: float, key: str) -> float | None:
+    """How much validation `key` rose over the epoch that ended at the best pass: its score minus the
+    best of the passes at least an epoch before it (None without such passes). A run that ran out of
+    epochs with this above 0 had not converged (analyze/improvements.py says so)."""
+    at = [h[key] for h in history if key in h and abs(h["epoch"] - best_epoch) < 1e-6]
+    before = [h[key] for h in history if key in h and h["epoch"] <= best_epoch - 1 + 1e-6]
+    return float(at[-1] - max(before)) if at and before else None
+
+
 def made_progress(score: float, loss: float, score_ref: float, loss_ref: float, min_delta: float,
                   loss_min_delta: float) -> bool:
     """Whether a validation pass resets patience: macro-F1 more than `min_delta` above the score that

@@ -169,7 +169,10 @@ def _train(cfg: DictConfig, mlflow_run) -> float:
             "trained_with": hw.describe(), "stop_reason": result.stop_reason,
             "augment": dict(cfg.train.get("augment") or {})}
     meta |= {"task": task.task, "max_epochs": settings.epochs, "epochs_run": result.epochs_run,
-             f"best_val_{result.score_name}": result.best_val_score}
+             f"best_val_{result.score_name}": result.best_val_score, "best_epoch": result.best_epoch,
+             # what the last epoch before the best pass added (analyze: a run that ran out of epochs still rising)
+             "rise_into_best": convergence.rise_into_best(result.history, result.best_epoch,
+                                                          f"val_{result.score_name}")}
     predictor = modeling.Predictor(model, tokenizer, settings.max_length, hw, meta={"task": task.task})
     calibrate = cfg.train.get("calibrate", False)                               # train.calibrate
     target = (cfg.train.get("abstain") or {}).get("target_precision")           # train.abstain.target_precision
