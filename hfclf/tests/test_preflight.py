@@ -172,8 +172,10 @@ def test_smoke_report_lists_every_check_and_throughput(prepared):
     assert timed["steps_timed"] == min(12, timed["steps_per_epoch"])    # smoke.timing_steps, or all of a small epoch
     assert 1 <= len(timed["rounds"]) <= 5                                # smoke.timing_min_seconds / _max_rounds
     assert timed["step_seconds"] == pytest.approx(statistics.median(timed["rounds"]), abs=1e-4)
-    epoch_seconds = timed["step_seconds"] * timed["steps_per_epoch"]
-    assert result["train_examples_per_second"] == pytest.approx(train_rows / epoch_seconds, rel=0.01)
+    # the clock's figure is the whole split at the timed step: step_seconds is recorded to 4 decimals (a
+    # tiny model's 0.0046 s may be 0.00455 - 1.1% off), examples per second to 1
+    slowest, fastest = ((timed["step_seconds"] + half) * timed["steps_per_epoch"] for half in (5e-5, -5e-5))
+    assert train_rows / slowest - 0.05 <= result["train_examples_per_second"] <= train_rows / fastest + 0.05
     assert result["parameters"] >= result["trainable_parameters"] > 0 and result["device"] == "cpu"
 
 
