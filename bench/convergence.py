@@ -81,7 +81,8 @@ def build(name: str, work: Path, max_rows: int | None, seed: int = 0) -> tuple[P
     if name == "bitext":
         frame, text, label = pd.read_csv(CSV), "instruction", "category"
     elif name.startswith("debian-"):
-        frame, text, label = datasets.debian(rows={"debian-1k": 1000, "debian-3k": 3000, "debian-10k": 10000}[name]), "text", "label"
+        rows = {"debian-1k": 1000, "debian-3k": 3000, "debian-10k": 10000}[name]
+        frame, text, label = datasets.debian(rows=rows), "text", "label"
     elif name == "man":
         frame, text, label = datasets.manpages(), "text", "label"
     elif name == "debtags":

@@ -30,15 +30,21 @@ AUTO_MIN_EPOCHS = 2        # auto: the epochs that fit in the budget, but at lea
 AUTO_MAX_EPOCHS = 10       # ... and at most this many, or auto_max_epochs' more on a small set (convergence ends sooner)
 
 
+def whole_setting(value, key: str, unit: str, minimum: int, meaning: str) -> int:
+    """A setting that must be a whole number of `unit`, at least `minimum` (missing: `minimum`);
+    `meaning` explains the values in the error."""
+    if value is None:
+        return minimum
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise UserError(f"{key} must be a whole number of {unit}, at least {minimum} ({meaning}), not {value!r}.")
+    return value
+
+
 def min_steps(value) -> int:
     """train.min_steps, checked: a whole number of optimisation steps, at least 0 (missing: 0, the
     bound from epochs alone, as before the setting existed)."""
-    if value is None:
-        return 0
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise UserError(f"train.min_steps must be a whole number of optimisation steps, at least 0 (0: at most "
-                        f"{AUTO_MAX_EPOCHS} epochs whatever the data size), not {value!r}.")
-    return value
+    return whole_setting(value, "train.min_steps", "optimisation steps", 0,
+                         f"0: at most {AUTO_MAX_EPOCHS} epochs whatever the data size")
 
 
 def auto_max_epochs(steps_per_epoch: int, least_steps: int = 0) -> int:
@@ -95,12 +101,8 @@ def cooldown_length(share: float, trained: float, interval: float) -> float:
 
 def patience_window(value) -> int:
     """train.patience_window, checked: a whole number of validation passes, at least 1 (missing: 1)."""
-    if value is None:
-        return 1
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise UserError(f"train.patience_window must be a whole number of validation passes, at least 1 "
-                        f"(1: each pass alone, 3: the median of the last three), not {value!r}.")
-    return value
+    return whole_setting(value, "train.patience_window", "validation passes", 1,
+                         "1: each pass alone, 3: the median of the last three")
 
 
 def windowed_score(scores: Sequence[float], window: int) -> float:
