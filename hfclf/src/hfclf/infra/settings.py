@@ -61,6 +61,16 @@ def whole_or_auto(value: Any, key: str, minimum: int, why: str = "") -> int | No
     return number
 
 
+def whole_number(value: Any, key: str, unit: str, minimum: int, meaning: str) -> int:
+    """A setting that must be a whole number of `unit` (an int in the YAML), at least `minimum`
+    (missing: `minimum`); `meaning` explains the values in the message."""
+    if value is None:
+        return minimum
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise UserError(f"{key} must be a whole number of {unit}, at least {minimum} ({meaning}), not {value!r}.")
+    return value
+
+
 # Config sections whose types are checked as soon as a command's config is composed (cli.stage),
 # before any work: section -> "module:SettingsClass". Only the keys a class knows are checked here
 # (the stage's own from_section also refuses unknown keys).

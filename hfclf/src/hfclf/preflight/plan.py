@@ -102,7 +102,7 @@ def make_plan(cfg: DictConfig, profile: dict, review: dict, smoke: dict, fingerp
     least_steps = convergence.min_steps(t.get("min_steps"))
     cap = convergence.auto_max_epochs(steps_per_epoch, least_steps)
     # auto: the whole epochs that fit, at least 2, at most 10 or the epochs that make train.min_steps steps
-    bound = convergence.max_epochs(t.max_epochs, epochs_in_budget, steps_per_epoch, least_steps)
+    bound = convergence.max_epochs(t.max_epochs, epochs_in_budget, cap)
     cooldown = float(t.get("cooldown", 0.0) or 0.0)
     target = t.get("stop_at_score")
     first_stop = convergence.first_stop_epochs(evals, patience, bound, cooldown)
@@ -320,13 +320,13 @@ def epoch_bound(setting, planned: dict | None, max_minutes: float, least_steps: 
         raise UserError("train.max_epochs=auto is resolved by the plan from the smoke test's measured speed and "
                         f"compute.max_minutes, but '{PLAN_JSON}' is missing: run `make plan` (dvc repro plan) first, "
                         "or set train.max_epochs to a number.")
-    e, t = planned["estimate"], planned["training"]
+    e = planned["estimate"]
+    cap = convergence.auto_max_epochs(planned["training"]["steps_per_epoch"], least_steps)
     bound = convergence.max_epochs(setting, convergence.epochs_in_budget(e["seconds_per_epoch"], max_minutes,
-                                                                         e["overhead_seconds"]),
-                                   t["steps_per_epoch"], least_steps)
+                                                                         e["overhead_seconds"]), cap)
     log.info("train.max_epochs=auto: at most %d epochs, what fits in compute.max_minutes=%g at the plan's "
              "measured speed, within %d-%d (reports/training_plan.md)", bound, max_minutes,
-             convergence.AUTO_MIN_EPOCHS, convergence.auto_max_epochs(t["steps_per_epoch"], least_steps))
+             convergence.AUTO_MIN_EPOCHS, cap)
     return bound
 
 

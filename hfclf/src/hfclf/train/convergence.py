@@ -23,28 +23,17 @@ import math
 import statistics
 from collections.abc import Sequence
 
-from hfclf.infra.errors import UserError
-from hfclf.infra.settings import whole_or_auto
+from hfclf.infra.settings import whole_number, whole_or_auto
 
 AUTO_MIN_EPOCHS = 2        # auto: the epochs that fit in the budget, but at least this many (the budget stops it) ...
 AUTO_MAX_EPOCHS = 10       # ... and at most this many, or auto_max_epochs' more on a small set (convergence ends sooner)
 
 
-def whole_setting(value, key: str, unit: str, minimum: int, meaning: str) -> int:
-    """A setting that must be a whole number of `unit`, at least `minimum` (missing: `minimum`);
-    `meaning` explains the values in the error."""
-    if value is None:
-        return minimum
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise UserError(f"{key} must be a whole number of {unit}, at least {minimum} ({meaning}), not {value!r}.")
-    return value
-
-
 def min_steps(value) -> int:
     """train.min_steps, checked: a whole number of optimisation steps, at least 0 (missing: 0, the
     bound from epochs alone, as before the setting existed)."""
-    return whole_setting(value, "train.min_steps", "optimisation steps", 0,
-                         f"0: at most {AUTO_MAX_EPOCHS} epochs whatever the data size")
+    return whole_number(value, "train.min_steps", "optimisation steps", 0,
+                        f"0: at most {AUTO_MAX_EPOCHS} epochs whatever the data size")
 
 
 def auto_max_epochs(steps_per_epoch: int, least_steps: int = 0) -> int:
@@ -54,13 +43,12 @@ def auto_max_epochs(steps_per_epoch: int, least_steps: int = 0) -> int:
     return max(AUTO_MAX_EPOCHS, math.ceil(least_steps / max(1, steps_per_epoch)))
 
 
-def max_epochs(value, epochs_in_budget: float, steps_per_epoch: int = 1, least_steps: int = 0) -> int:
+def max_epochs(value, epochs_in_budget: float, cap: int = AUTO_MAX_EPOCHS) -> int:
     """`train.max_epochs`: an int, or "auto" = the whole epochs that fit in the time budget
-    (`epochs_in_budget`: the plan's estimate), at least AUTO_MIN_EPOCHS and at most
-    auto_max_epochs(steps_per_epoch, least_steps)."""
+    (`epochs_in_budget`: the plan's estimate), at least AUTO_MIN_EPOCHS and at most `cap`
+    (auto_max_epochs: 10, or more on a small set)."""
     epochs = whole_or_auto(value, "train.max_epochs", 1)
     if epochs is None:
-        cap = auto_max_epochs(steps_per_epoch, least_steps)
         return int(min(cap, max(AUTO_MIN_EPOCHS, math.floor(epochs_in_budget))))
     return epochs
 
@@ -101,8 +89,8 @@ def cooldown_length(share: float, trained: float, interval: float) -> float:
 
 def patience_window(value) -> int:
     """train.patience_window, checked: a whole number of validation passes, at least 1 (missing: 1)."""
-    return whole_setting(value, "train.patience_window", "validation passes", 1,
-                         "1: each pass alone, 3: the median of the last three")
+    return whole_number(value, "train.patience_window", "validation passes", 1,
+                        "1: each pass alone, 3: the median of the last three")
 
 
 def windowed_score(scores: Sequence[float], window: int) -> float:
