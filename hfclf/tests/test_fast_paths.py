@@ -148,6 +148,19 @@ def test_openmp_spins_briefly_only_where_the_cpu_is_idle(tmp_path):
     users = {"GOMP_SPINCOUNT": "300000"}
     assert openmp.choose(users, 0.0) == "as set: OMP_WAIT_POLICY=(unset), GOMP_SPINCOUNT=300000"
     assert users == {"GOMP_SPINCOUNT": "300000"}
+    # whether a waiting thread sleeps at once, which sets when a forward pass is worth a second thread
+    assert [openmp.threads_sleep(env) for env in (idle, busy, unknown, users, {}, {"OMP_WAIT_POLICY": "passive"})] \
+        == [False, True, True, False, False, True]
+
+
+def test_a_forward_pass_takes_more_threads_sooner_where_they_spin_and_in_fp32():
+    """Two threads from 2 x tokens_per_thread tokens: sooner where waking a thread is cheap (it spins
+    first) and where a token is more work (fp32); any precision but bf16 does fp32's work."""
+    from hfclf.train.modeling import tokens_per_thread
+
+    assert tokens_per_thread("bf16", True) > tokens_per_thread("fp32", True) > tokens_per_thread("fp32", False)
+    assert tokens_per_thread("bf16", True) > tokens_per_thread("bf16", False) > tokens_per_thread("fp32", False)
+    assert tokens_per_thread("fp16", False) == tokens_per_thread("fp32", False)
 
 
 def test_openmp_wait_is_left_alone_where_torch_loaded_first():
@@ -178,9 +191,9 @@ def test_prediction_batches_cover_every_text_once_in_length_order_and_pad_within
 
 def test_prediction_matches_one_by_one_and_gives_small_batches_fewer_threads(tiny_model_dir, tickets):
     """Length batches without padding give the probabilities of a plain padded forward pass and of
-    one text at a time; a forward pass gets a thread per TOKENS_PER_THREAD tokens (a single text: one)
-    and a batch of many short texts eager attention; the caller's threads and the model's attention
-    are left as they were."""
+    one text at a time; a forward pass gets a thread per `tokens_per_thread` tokens (fp32: two from
+    16 or 32 tokens, by how OpenMP's threads wait) and a batch of many short texts eager attention;
+    the caller's threads and the model's attention are left as they were."""
     tokenizer, model, _ = modeling.load_for_training(str(tiny_model_dir), LABELS, seed=0)
     assert model.config._attn_implementation == "sdpa"
     predictor = modeling.Predictor(model, tokenizer, 128, compute.select("cpu", "fp32", 2), temperature=1.3)
@@ -191,15 +204,17 @@ def test_prediction_matches_one_by_one_and_gives_small_batches_fewer_threads(tin
     texts = tickets["instruction"].tolist()
     try:
         batched = predictor.predict_proba(texts, batch_size=64)
-        assert {threads for _, threads, _ in seen} == {1, 2}        # both kinds of batch were seen
         for (rows, width), threads, attention in seen:
-            assert threads == min(2, max(1, rows * width // modeling.TOKENS_PER_THREAD))
+            assert threads == min(2, max(1, rows * width // predictor.tokens_per_thread))
             short = rows >= modeling.EAGER_MIN_ROWS and width <= modeling.EAGER_MAX_WIDTH
             assert attention == ("eager" if short else "sdpa")
         assert "eager" in {attention for *_, attention in seen}
+        threads_seen = {threads for _, threads, _ in seen}
         seen.clear()
         single = np.vstack([predictor.predict_proba([t]) for t in texts])
-        assert {(threads, attention) for _, threads, attention in seen} == {(1, "sdpa")}
+        assert {attention for *_, attention in seen} == {"sdpa"}
+        assert all(threads == min(2, max(1, width // predictor.tokens_per_thread)) for (_, width), threads, _ in seen)
+        assert threads_seen | {threads for _, threads, _ in seen} == {1, 2}   # both kinds of forward pass were seen
         assert torch.get_num_threads() == 2 and model.config._attn_implementation == "sdpa"
     finally:
         handle.remove()

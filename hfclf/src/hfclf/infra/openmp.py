@@ -63,6 +63,13 @@ def choose(environ: MutableMapping[str, str], pressure: float | None) -> str:
     return decision
 
 
+def threads_sleep(environ: MutableMapping[str, str] = os.environ) -> bool:
+    """Whether a waiting thread sleeps at once (passive, no spin count), so that every parallel region
+    of a forward pass pays a futex wake-up per extra thread; False when threads spin first (a brief
+    spin, or OpenMP's default with OMP_WAIT_POLICY unset)."""
+    return environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE" and environ.get("GOMP_SPINCOUNT", "0") in ("", "0")
+
+
 def summary(decision: str) -> str:
     """A decision without its reason: "brief spin (GOMP_SPINCOUNT=1000)", "passive", "as set", "unchanged"."""
     return decision.split(":", 1)[0]

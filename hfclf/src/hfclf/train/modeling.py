@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from hfclf.train import batching
+from hfclf.infra import openmp
 from hfclf.infra.compute import Compute
 from hfclf.infra.errors import UserError
 
@@ -127,14 +128,25 @@ class Prediction:
 
 EMPTY_TEXT = "empty text"
 # A CPU forward pass gets one intra-op thread per this many tokens (rows x width), up to all of them:
-# with less work each, waking more threads for every operation costs more than they save. Measured on
-# 2 cores (bench/predict.py): one thread is 20-28% faster than two for a single text of 8-32 tokens
-# and 6% at 128; from ~256 tokens two are faster.
-TOKENS_PER_THREAD = 128
+# with less work each, waking more threads for every operation costs more than they save. How much less
+# depends on how waiting threads wait (asleep at once: a futex wake-up per operation; a brief spin first:
+# infra/openmp.py) and on the work per token (fp32 does about twice bf16's on a CPU with native bf16), so
+# two threads from about 256, 32, 64 and 16 tokens below. Measured with MiniLM on 2 cores (AMD EPYC with
+# AVX512-BF16, 2026-12-06), `Predictor.predict([text])` against the earlier 128 for every case, alternating
+# text by text, p50: brief spin, bf16: even up to 48 tokens, 7-12% faster at 64-96; brief spin, fp32: even
+# on the Bitext texts (~14 tokens), 5-19% faster at 24-96; asleep, fp32: even up to 24, 9-17% faster at 48-96.
+# Asleep, bf16: two threads take 1.1-1.7x the time of one at 8-128 tokens, so 128 stays.
+TOKENS_PER_THREAD = {("bf16", True): 128, ("fp32", True): 16, ("bf16", False): 32, ("fp32", False): 8}
+
 # A CPU batch of at least EAGER_MIN_ROWS texts at most EAGER_MAX_WIDTH tokens wide runs eager attention
 # (matmul, softmax, matmul) instead of PyTorch's fused SDPA kernel, which is slow on short sequences:
 # MiniLM forward passes 5-13% faster at widths 8-20, on a par at 24-32 (2 cores); one text is faster on SDPA.
 EAGER_MAX_WIDTH, EAGER_MIN_ROWS = 20, 16
+
+
+def tokens_per_thread(precision: str, threads_sleep: bool) -> int:
+    """TOKENS_PER_THREAD for a precision (anything but bf16 does fp32's work) and a waiting rule."""
+    return TOKENS_PER_THREAD[("bf16" if precision == "bf16" else "fp32", threads_sleep)]
 
 
 @contextlib.contextmanager
@@ -173,6 +185,7 @@ class Predictor:
                            if self.multi_label else None)
         if compute is not None:
             self.model.to(compute.device)
+        self.tokens_per_thread = tokens_per_thread(compute.precision if compute else "fp32", openmp.threads_sleep())
         # forward passes run one at a time: one may switch the model's attention for its batch
         self._lock = threading.Lock()
         self._switch_attention = (getattr(model.config, "_attn_implementation", None) == "sdpa"
@@ -221,7 +234,7 @@ class Predictor:
         with contextlib.ExitStack() as context:
             if device.type == "cpu":
                 threads = torch.get_num_threads()
-                wanted = min(threads, max(1, ids.numel() // TOKENS_PER_THREAD))
+                wanted = min(threads, max(1, ids.numel() // self.tokens_per_thread))
                 if wanted < threads:
                     context.enter_context(_threads(wanted))
                 if self._switch_attention and ids.shape[0] >= EAGER_MIN_ROWS and ids.shape[1] <= EAGER_MAX_WIDTH:
