@@ -192,7 +192,7 @@ def test_prediction_batches_cover_every_text_once_in_length_order_and_pad_within
 def test_prediction_matches_one_by_one_and_gives_small_batches_fewer_threads(tiny_model_dir, tickets):
     """Length batches without padding give the probabilities of a plain padded forward pass and of
     one text at a time; a forward pass gets a thread per `tokens_per_thread` tokens (fp32: two from
-    16 or 32 tokens, by how OpenMP's threads wait) and a batch of many short texts eager attention;
+    8 or 32 tokens, by how OpenMP's threads wait) and a batch of many short texts eager attention;
     the caller's threads and the model's attention are left as they were."""
     tokenizer, model, _ = modeling.load_for_training(str(tiny_model_dir), LABELS, seed=0)
     assert model.config._attn_implementation == "sdpa"
@@ -212,6 +212,7 @@ def test_prediction_matches_one_by_one_and_gives_small_batches_fewer_threads(tin
         threads_seen = {threads for _, threads, _ in seen}
         seen.clear()
         single = np.vstack([predictor.predict_proba([t]) for t in texts])
+        predictor.predict_proba(["refund"])   # 3 tokens: one thread under every rule
         assert {attention for *_, attention in seen} == {"sdpa"}
         assert all(threads == min(2, max(1, width // predictor.tokens_per_thread)) for (_, width), threads, _ in seen)
         assert threads_seen | {threads for _, threads, _ in seen} == {1, 2}   # both kinds of forward pass were seen

@@ -131,12 +131,12 @@ EMPTY_TEXT = "empty text"
 # with less work each, waking more threads for every operation costs more than they save. How much less
 # depends on how waiting threads wait (asleep at once: a futex wake-up per operation; a brief spin first:
 # infra/openmp.py) and on the work per token (fp32 does about twice bf16's on a CPU with native bf16), so
-# two threads from about 256, 32, 64 and 16 tokens below. Measured with MiniLM on 2 cores (AMD EPYC with
+# two threads from about 256, 32, 64 and 8 tokens below. Measured with MiniLM on 2 cores (AMD EPYC with
 # AVX512-BF16, 2026-12-06), `Predictor.predict([text])` against the earlier 128 for every case, alternating
-# text by text, p50: brief spin, bf16: even up to 48 tokens, 7-12% faster at 64-96; brief spin, fp32: even
-# on the Bitext texts (~14 tokens), 5-19% faster at 24-96; asleep, fp32: even up to 24, 9-17% faster at 48-96.
+# text by text, p50: brief spin, bf16: even up to 48 tokens, 7-12% faster at 64-96; brief spin, fp32: 13%
+# faster on the Bitext texts (~14 tokens), 19-30% at 24-96; asleep, fp32: even up to 24, 9-17% faster at 48-96.
 # Asleep, bf16: two threads take 1.1-1.7x the time of one at 8-128 tokens, so 128 stays.
-TOKENS_PER_THREAD = {("bf16", True): 128, ("fp32", True): 16, ("bf16", False): 32, ("fp32", False): 8}
+TOKENS_PER_THREAD = {("bf16", True): 128, ("fp32", True): 16, ("bf16", False): 32, ("fp32", False): 4}
 
 # A CPU batch of at least EAGER_MIN_ROWS texts at most EAGER_MAX_WIDTH tokens wide runs eager attention
 # (matmul, softmax, matmul) instead of PyTorch's fused SDPA kernel, which is slow on short sequences:
@@ -221,7 +221,8 @@ class Predictor:
         device = self.compute.device if self.compute else next(self.model.parameters()).device
         batches = batching.length_batches([len(e) for e in encoded], batch_size)
         pad_id = self.tokenizer.pad_token_id or 0
-        for index in bars.bar(batches, desc="predict", unit="batch", disable=not progress):
+        # no bar object at all unless asked: one text (the demo's call) would pay for one per call
+        for index in (bars.bar(batches, desc="predict", unit="batch") if progress else batches):
             ids, mask = batching.pad([encoded[i] for i in index], pad_id)
             with self._lock:
                 logits = self._forward(ids, mask, device)
