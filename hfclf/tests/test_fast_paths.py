@@ -149,8 +149,9 @@ def test_openmp_spins_briefly_only_where_the_cpu_is_idle(tmp_path):
     assert openmp.choose(users, 0.0) == "as set: OMP_WAIT_POLICY=(unset), GOMP_SPINCOUNT=300000"
     assert users == {"GOMP_SPINCOUNT": "300000"}
     # whether a waiting thread sleeps at once, which sets when a forward pass is worth a second thread
-    assert [openmp.threads_sleep(env) for env in (idle, busy, unknown, users, {}, {"OMP_WAIT_POLICY": "passive"})] \
-        == [False, True, True, False, False, True]
+    assert [openmp.threads_sleep(env) for env in (idle, busy, unknown, users, {}, {"OMP_WAIT_POLICY": "passive"},
+                                                  {"GOMP_SPINCOUNT": "0"}, {"OMP_WAIT_POLICY": "ACTIVE"})] \
+        == [False, True, True, False, False, True, True, False]
 
 
 def test_a_forward_pass_takes_more_threads_sooner_where_they_spin_and_in_fp32():

@@ -64,10 +64,13 @@ def choose(environ: MutableMapping[str, str], pressure: float | None) -> str:
 
 
 def threads_sleep(environ: MutableMapping[str, str] = os.environ) -> bool:
-    """Whether a waiting thread sleeps at once (passive, no spin count), so that every parallel region
-    of a forward pass pays a futex wake-up per extra thread; False when threads spin first (a brief
-    spin, or OpenMP's default with OMP_WAIT_POLICY unset)."""
-    return environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE" and environ.get("GOMP_SPINCOUNT", "0") in ("", "0")
+    """Whether a waiting thread sleeps at once, so that every parallel region of a forward pass pays a
+    futex wake-up per extra thread: a spin count of 0, or OMP_WAIT_POLICY=PASSIVE without a spin count.
+    False where threads spin first (a brief spin, OMP_WAIT_POLICY=ACTIVE, or OpenMP's default)."""
+    spin = environ.get("GOMP_SPINCOUNT", "").strip()
+    if spin:
+        return spin == "0"
+    return environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE"
 
 
 def summary(decision: str) -> str:
