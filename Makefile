@@ -16,7 +16,7 @@ export DVC_NO_ANALYTICS := 1
 export PATH := $(BIN):$(PATH)
 export VIRTUAL_ENV := $(abspath $(VENV))
 
-.PHONY: help install example test test-fast bench bench-train bench-data bench-clock bench-profile bench-openmp clean
+.PHONY: help install example test test-fast bench bench-train bench-data bench-clock bench-profile bench-openmp bench-threads clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-16s %s\n", $$1, $$2}'
@@ -60,6 +60,11 @@ bench-profile: ## where the yardstick's time goes (cProfile of one epoch, by pha
 
 bench-openmp: ## training-step time by OpenMP wait policy, idle and beside a busy process (what hfclf/infra/openmp.py decides from)
 	python bench/openmp_wait.py
+
+bench-threads: ## one text at a time: latency under one thread, all threads, the 0.4.8 rule and the current one (MODEL=<project>/models/model, or SHAPE=12,768 for a random BERT; PRECISION=fp32)
+	python bench/threads.py $(if $(MODEL),--model-dir $(MODEL),--shape $(SHAPE)) --precision $(PRECISION)
+bench-threads: SHAPE ?= 6,384
+bench-threads: PRECISION ?= auto
 
 clean: ## remove baked examples and caches
 	rm -rf $(EXAMPLE_DIR) .pytest_cache

@@ -135,7 +135,8 @@ EMPTY_TEXT = "empty text"
 # AVX512-BF16, 2026-12-06), `Predictor.predict([text])` against the earlier 128 for every case, alternating
 # text by text, p50: brief spin, bf16: even up to 48 tokens, 7-12% faster at 64-96; brief spin, fp32: 13%
 # faster on the Bitext texts (~14 tokens), 19-30% at 24-96; asleep, fp32: even up to 24, 9-17% faster at 48-96.
-# Asleep, bf16: two threads take 1.1-1.7x the time of one at 8-128 tokens, so 128 stays.
+# Asleep, bf16: two threads take 1.1-1.7x the time of one at 8-128 tokens, so 128 stays. `make bench-threads`
+# in the template repeats the measurement (bench/threads.py).
 TOKENS_PER_THREAD = {("bf16", True): 128, ("fp32", True): 16, ("bf16", False): 32, ("fp32", False): 4}
 
 # A CPU batch of at least EAGER_MIN_ROWS texts at most EAGER_MAX_WIDTH tokens wide runs eager attention
