@@ -9,9 +9,60 @@ import pytest
 import torch
 
 from hfclf.infra import compute
-from hfclf.train import modeling, loop
+from hfclf.train import batching, bert, modeling, loop
 
 LABELS = ["ACCOUNT", "ORDER", "REFUND"]
+ENGINES = ["hfclf", "transformers"]   # train/bert.py's BERT, or transformers' (any other architecture)
+
+
+def classifier(tiny_model_dir, engine: str):
+    """The tiny model with a seeded head for LABELS, as load_for_training gives it (train/bert.py), or
+    as transformers builds it for a model train/bert.py does not cover: the same parameters."""
+    if engine == "hfclf":
+        tokenizer, model, _ = modeling.load_for_training(str(tiny_model_dir), LABELS, seed=0)
+        assert isinstance(model, bert.BertClassifier)
+        return tokenizer, model
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_pretrained(str(tiny_model_dir), num_labels=len(LABELS),
+                                                               id2label=dict(enumerate(LABELS)))
+    assert model.config._attn_implementation == "sdpa"
+    return AutoTokenizer.from_pretrained(str(tiny_model_dir)), model
+
+
+def plain_forward(model, tokenizer, texts, temperature: float = 1.0) -> np.ndarray:
+    """Probabilities from one padded fp32 forward pass over every text."""
+    with torch.inference_mode():
+        ids, mask = batching.pad(batching.tokenize(tokenizer, texts, 128), tokenizer.pad_token_id)
+        return torch.softmax(model(input_ids=ids, attention_mask=mask).logits / temperature, -1).numpy()
+
+
+class AttentionSeen:
+    """Per forward pass of `model`: its input shape, torch's thread count and the attention it ran
+    (sdpa: it called PyTorch's fused kernel; eager: matmul, softmax, matmul)."""
+
+    def __init__(self, model, monkeypatch) -> None:
+        self.passes, self.sdpa_calls = [], 0
+        fused = torch.nn.functional.scaled_dot_product_attention
+
+        def counting(*args, **kwargs):
+            self.sdpa_calls += 1
+            return fused(*args, **kwargs)
+        monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", counting)
+        self.handles = [model.register_forward_pre_hook(self._before, with_kwargs=True),
+                        model.register_forward_hook(self._after, with_kwargs=True)]
+
+    def _before(self, module, args, kwargs):
+        self.sdpa_calls, self.shape = 0, tuple(kwargs["input_ids"].shape)
+        self.threads = torch.get_num_threads()
+
+    def _after(self, module, args, kwargs, output):
+        self.passes.append((self.shape, self.threads, "sdpa" if self.sdpa_calls else "eager"))
+
+    def remove(self) -> None:
+        for handle in self.handles:
+            handle.remove()
 
 
 def fit(tiny_model_dir, tickets, hw: compute.Compute, **overrides):
@@ -62,10 +113,7 @@ def test_a_cpu_without_native_bf16_trains_and_predicts_in_fp32(tiny_model_dir, t
     assert result.best_val_score > 0.5
     texts = tickets["instruction"].tolist()[:16]
     probs = modeling.Predictor(model, tokenizer, 128, hw).predict_proba(texts)
-    with torch.inference_mode():                               # exactly a plain fp32 forward pass
-        encoded = tokenizer(texts, padding=True, return_tensors="pt")
-        plain = torch.softmax(model(**encoded).logits, -1).numpy()
-    np.testing.assert_allclose(probs, plain, atol=1e-5)
+    np.testing.assert_allclose(probs, plain_forward(model, tokenizer, texts), atol=1e-5)   # exactly a plain fp32 pass
 
 
 def test_the_cpu_with_native_bf16_uses_it(monkeypatch):
@@ -190,50 +238,50 @@ def test_prediction_batches_cover_every_text_once_in_length_order_and_pad_within
     assert [b.tolist() for b in batching.length_batches([5, 5, 6], 8, pad_budget=2)] == [[0, 1, 2]]
 
 
-def test_prediction_matches_one_by_one_and_gives_small_batches_fewer_threads(tiny_model_dir, tickets):
+@pytest.mark.parametrize("engine", ENGINES)
+def test_prediction_matches_one_by_one_and_gives_small_batches_fewer_threads(tiny_model_dir, tickets, engine,
+                                                                             monkeypatch):
     """Length batches without padding give the probabilities of a plain padded forward pass and of
     one text at a time; a forward pass gets a thread per `tokens_per_thread` tokens (fp32: two from
-    8 or 32 tokens, by how OpenMP's threads wait) and a batch of many short texts eager attention;
+    8 or 32 tokens, by how OpenMP's threads wait) and a batch of many short texts eager attention
+    (train/bert.py chooses it itself; a transformers model is switched and back);
     the caller's threads and the model's attention are left as they were."""
-    tokenizer, model, _ = modeling.load_for_training(str(tiny_model_dir), LABELS, seed=0)
-    assert model.config._attn_implementation == "sdpa"
+    tokenizer, model = classifier(tiny_model_dir, engine)
     predictor = modeling.Predictor(model, tokenizer, 128, compute.select("cpu", "fp32", 2), temperature=1.3)
-    seen = []
-    handle = model.register_forward_pre_hook(lambda module, args, kwargs: seen.append(
-        (tuple(kwargs["input_ids"].shape), torch.get_num_threads(), module.config._attn_implementation)),
-        with_kwargs=True)
+    seen = AttentionSeen(model, monkeypatch)
     texts = tickets["instruction"].tolist()
     try:
         batched = predictor.predict_proba(texts, batch_size=64)
-        for (rows, width), threads, attention in seen:
+        for (rows, width), threads, attention in seen.passes:
             assert threads == min(2, max(1, rows * width // predictor.tokens_per_thread))
             short = rows >= modeling.EAGER_MIN_ROWS and width <= modeling.EAGER_MAX_WIDTH
             assert attention == ("eager" if short else "sdpa")
-        assert "eager" in {attention for *_, attention in seen}
-        threads_seen = {threads for _, threads, _ in seen}
-        seen.clear()
+        assert "eager" in {attention for *_, attention in seen.passes}
+        threads_seen = {threads for _, threads, _ in seen.passes}
+        seen.passes.clear()
         single = np.vstack([predictor.predict_proba([t]) for t in texts])
         predictor.predict_proba(["refund"])   # 3 tokens: one thread under every rule
-        assert {attention for *_, attention in seen} == {"sdpa"}
-        assert all(threads == min(2, max(1, width // predictor.tokens_per_thread)) for (_, width), threads, _ in seen)
-        assert threads_seen | {threads for _, threads, _ in seen} == {1, 2}   # both kinds of forward pass were seen
-        assert torch.get_num_threads() == 2 and model.config._attn_implementation == "sdpa"
+        assert {attention for *_, attention in seen.passes} == {"sdpa"}
+        assert all(threads == min(2, max(1, width // predictor.tokens_per_thread))
+                   for (_, width), threads, _ in seen.passes)
+        assert threads_seen | {threads for _, threads, _ in seen.passes} == {1, 2}   # both kinds of pass were seen
+        assert torch.get_num_threads() == 2
+        assert engine == "hfclf" or model.config._attn_implementation == "sdpa"
     finally:
-        handle.remove()
-    with torch.inference_mode():
-        encoded = tokenizer(texts, padding=True, return_tensors="pt")
-        plain = torch.softmax(model(**encoded).logits / 1.3, -1).numpy()
+        seen.remove()
+    plain = plain_forward(model, tokenizer, texts, temperature=1.3)
     np.testing.assert_allclose(batched, plain, atol=1e-5)
     np.testing.assert_allclose(single, plain, atol=1e-5)
     assert [p.label for p in predictor.predict(texts[:5])] == [LABELS[i] for i in plain[:5].argmax(1)]
 
 
-def test_threads_predicting_at_once_get_the_probabilities_of_one_at_a_time(tiny_model_dir, tickets):
+@pytest.mark.parametrize("engine", ENGINES)
+def test_threads_predicting_at_once_get_the_probabilities_of_one_at_a_time(tiny_model_dir, tickets, engine):
     """The demo's server calls one Predictor from several threads: a batch's lowered thread count or
     switched attention must never leak into another's forward pass, nor outlive it."""
     from concurrent.futures import ThreadPoolExecutor
 
-    tokenizer, model, _ = modeling.load_for_training(str(tiny_model_dir), LABELS, seed=0)
+    tokenizer, model = classifier(tiny_model_dir, engine)
     predictor = modeling.Predictor(model, tokenizer, 128, compute.select("cpu", "fp32", 2))
     texts = tickets["instruction"].tolist()
     alone = {"batch": predictor.predict_proba(texts, batch_size=64),
@@ -242,7 +290,7 @@ def test_threads_predicting_at_once_get_the_probabilities_of_one_at_a_time(tiny_
             ("single", lambda: np.vstack([predictor.predict_proba([t]) for t in texts[:20]]))] * 4
     seen = []
     handle = model.register_forward_pre_hook(lambda module, args, kwargs: seen.append(
-        (tuple(kwargs["input_ids"].shape), module.config._attn_implementation)), with_kwargs=True)
+        (tuple(kwargs["input_ids"].shape), getattr(module.config, "_attn_implementation", None))), with_kwargs=True)
     try:
         with ThreadPoolExecutor(max_workers=4) as pool:
             futures = [(kind, pool.submit(call)) for kind, call in jobs]
@@ -250,7 +298,9 @@ def test_threads_predicting_at_once_get_the_probabilities_of_one_at_a_time(tiny_
                 np.testing.assert_allclose(future.result(), alone[kind], atol=1e-5)
     finally:
         handle.remove()
-    for (rows, width), attention in seen:   # each pass ran with the attention chosen for its own batch
-        short = rows >= modeling.EAGER_MIN_ROWS and width <= modeling.EAGER_MAX_WIDTH
-        assert attention == ("eager" if short else "sdpa"), (rows, width, attention)
-    assert torch.get_num_threads() == 2 and model.config._attn_implementation == "sdpa"
+    if engine == "transformers":   # each pass ran with the attention switched for its own batch
+        for (rows, width), attention in seen:
+            short = rows >= modeling.EAGER_MIN_ROWS and width <= modeling.EAGER_MAX_WIDTH
+            assert attention == ("eager" if short else "sdpa"), (rows, width, attention)
+        assert model.config._attn_implementation == "sdpa"
+    assert torch.get_num_threads() == 2

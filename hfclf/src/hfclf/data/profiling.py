@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -38,24 +39,18 @@ def token_lengths(texts: pd.Series, model_name: str, sample: int, seed: int) -> 
 
     Beyond `sample` texts a random sample is tokenized: percentiles need no more.
     """
-    from transformers import AutoTokenizer
-    from transformers.utils import logging as hf_logging
-
+    from hfclf.train import bert_tokenizer
     from hfclf.train.modeling import resolve_model
 
     folder, origin = resolve_model(model_name)
-    tokenizer = AutoTokenizer.from_pretrained(folder)
+    tokenizer = bert_tokenizer.load(folder)
+    tokenizer.model_max_length = sys.maxsize   # transformers' tokenizers: no "longer than the maximum" warning
     config = Path(folder) / "config.json"  # read directly: AutoConfig would import torch (seconds)
     positions = json.loads(config.read_text(encoding="utf-8")).get("max_position_embeddings") if config.exists() else None
     if len(texts) > sample:
         texts = texts.sample(sample, random_state=seed)
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # "sequence longer than the model maximum" is what we measure here
-    try:
-        ids = tokenizer(texts.tolist(), truncation=False, padding=False, return_attention_mask=False,
-                        return_token_type_ids=False)["input_ids"]
-    finally:
-        hf_logging.set_verbosity(verbosity)
+    ids = tokenizer(texts.tolist(), truncation=False, padding=False, return_attention_mask=False,
+                    return_token_type_ids=False)["input_ids"]   # longer than the model maximum: what we measure
     lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
     info = {"tokenizer": model_name, "tokenizer_origin": origin, "tokenized_rows": int(len(lengths)),
             "model_max_positions": positions,

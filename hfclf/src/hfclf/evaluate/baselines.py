@@ -85,13 +85,12 @@ def embed(model, tokenizer, texts: Sequence[str], hw: Compute, max_length: int, 
 def base_model_features(model_name: str, texts: Sequence[str], hw: Compute, max_length: int,
                         batch_size: int) -> np.ndarray:
     """`embed` with the named base model (resolved like training resolves it: local, Hub, packaged)."""
-    from transformers import AutoModel, AutoTokenizer
-
-    from hfclf.train.modeling import resolve_model
+    from hfclf.train import bert_tokenizer
+    from hfclf.train.modeling import load_encoder, resolve_model
 
     folder, origin = resolve_model(model_name)
     log.info("frozen-embedding baseline: %s from %s", model_name, origin)
-    tokenizer, encoder = AutoTokenizer.from_pretrained(folder), AutoModel.from_pretrained(folder)
+    tokenizer, encoder = bert_tokenizer.load(folder), load_encoder(folder)
     return embed(encoder, tokenizer, texts, hw, max_length, batch_size)
 
 

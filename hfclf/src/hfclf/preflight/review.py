@@ -24,11 +24,10 @@ log = logging.getLogger(__name__)
 def token_counter(model_name: str):
     """Count tokens with the base model's tokenizer, loaded only if some text could be too long."""
     def count(texts: list[str]) -> list[int]:
-        from transformers import AutoTokenizer
-
+        from hfclf.train import bert_tokenizer
         from hfclf.train.modeling import resolve_model
 
-        tokenizer = AutoTokenizer.from_pretrained(resolve_model(model_name)[0])
+        tokenizer = bert_tokenizer.load(resolve_model(model_name)[0])
         return [len(ids) for ids in tokenizer(texts, truncation=False, return_attention_mask=False)["input_ids"]]
     return count
 

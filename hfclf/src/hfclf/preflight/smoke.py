@@ -182,7 +182,7 @@ def run(model_name: str, labels: list[str], train_df: pd.DataFrame, val_df: pd.D
         modeling.save(model, tokenizer, Path(folder), {"max_length": settings.max_length, "abstain_threshold": None,
                                                        "labels": labels, "smoke": True, "task": task})
         try:
-            loaded = modeling.Predictor.from_dir(folder, hw)
+            loaded = modeling.Predictor.from_dir(folder, hw, native=False)   # as transformers reads it
         except Exception as err:  # anything here means the saved folder is unusable
             raise SmokeFailure("save and reload", f"{type(err).__name__}: {err}") from None
         passed("save and reload", "weights, tokenizer and classifier.json")

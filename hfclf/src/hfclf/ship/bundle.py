@@ -27,8 +27,8 @@ from hfclf.infra.files import staged_folder
 LIBRARY_DIR = Path(hfclf.__file__).resolve().parent
 # The modules (paths inside hfclf/) that load and run a trained model: what every shipped copy needs.
 INFERENCE_MODULES = ("__init__.py", "infra/__init__.py", "infra/openmp.py", "infra/errors.py", "infra/compute.py",
-                     "infra/progress.py", "train/__init__.py", "train/batching.py", "train/modeling.py",
-                     "ship/__init__.py")
+                     "infra/progress.py", "train/__init__.py", "train/batching.py", "train/bert.py",
+                     "train/bert_tokenizer.py", "train/modeling.py", "ship/__init__.py")
 
 # Files of the fine-tuned model folder that ship (tokenizer files vary by model family).
 MODEL_FILES = ("model.safetensors", "config.json", "classifier.json", "tokenizer.json", "tokenizer_config.json",

@@ -5,6 +5,10 @@ Resolution order for a base model (DESIGN.md): a local folder, the Hugging Face 
 model folder holds the weights (safetensors), tokenizer, label mapping (config id2label) and
 `classifier.json` (max_length, abstain threshold, provenance; for a multi-label model `task` and the
 per-label `thresholds` tuned on validation).
+
+A BERT model (the default base model's family) is built, trained and read back by train/bert.py,
+with the same parameters and numbers as transformers and without importing it (seconds of every
+stage's start-up); any other model by transformers. Either way the folder is transformers' own.
 """
 from __future__ import annotations
 
@@ -21,7 +25,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from hfclf.train import batching
+from hfclf.train import batching, bert
 from hfclf.infra import openmp
 from hfclf.infra.compute import Compute
 from hfclf.infra.errors import UserError
@@ -78,21 +82,30 @@ def load_for_training(name: str, labels: list[str], seed: int = 42, builder: str
     multi-label task gets `problem_type="multi_label_classification"` (sigmoid and BCE), so the saved
     model reads right in transformers' own pipeline too.
 
+    A BERT model that train/bert.py covers (the default base model) loads there, without importing
+    transformers; anything else through transformers. Both give the same parameters, head and numbers.
+
     `builder` (model.builder): the dotted path of the user's own `build(folder, labels)`, which
     returns the model instead of the standard head on `name`; the tokenizer still comes from `name`.
     """
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-    from transformers.utils import logging as hf_logging
-
     from hfclf.infra.user_code import user_hook
 
     build = user_hook(builder, "model.builder")   # fails before any loading when the path does not import
     folder, origin = resolve_model(name)
-    log.info("base model %s from %s (%s)%s", name, origin, folder, f", built by {builder}" if build else "")
+    problem_type = "multi_label_classification" if task == MULTI_LABEL else None
+    native = None if build else bert.unsupported(folder)
+    log.info("base model %s from %s (%s)%s", name, origin, folder,
+             f", built by {builder}" if build else " (hfclf's BERT)" if native is None else
+             f" (transformers: {native})")
+    torch.manual_seed(seed)           # the new head's initialisation is part of the run's seed
+    if native is None:
+        return bert.Tokenizer(folder), bert.BertClassifier.from_pretrained(folder, labels, problem_type), origin
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
     tokenizer = AutoTokenizer.from_pretrained(folder)
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # the "newly initialized classifier" notice is expected here
-    torch.manual_seed(seed)           # the new head's initialisation is part of the run's seed
     try:
         if build:
             model = build(folder, list(labels))
@@ -104,10 +117,19 @@ def load_for_training(name: str, labels: list[str], seed: int = 42, builder: str
             model = AutoModelForSequenceClassification.from_pretrained(
                 folder, num_labels=len(labels), id2label=dict(enumerate(labels)),
                 label2id={label: i for i, label in enumerate(labels)},
-                **({"problem_type": "multi_label_classification"} if task == MULTI_LABEL else {}))
+                **({"problem_type": problem_type} if problem_type else {}))
     finally:
         hf_logging.set_verbosity(verbosity)
     return tokenizer, model, origin
+
+
+def load_encoder(folder: str | Path):
+    """The base model without a head (`model(input_ids=..., attention_mask=...).last_hidden_state`)."""
+    if bert.unsupported(folder) is None:
+        return bert.load_encoder(folder)
+    from transformers import AutoModel
+
+    return AutoModel.from_pretrained(folder)
 
 
 def save(model, tokenizer, folder: Path, meta: dict) -> None:
@@ -139,10 +161,8 @@ EMPTY_TEXT = "empty text"
 # in the template repeats the measurement (bench/threads.py).
 TOKENS_PER_THREAD = {("bf16", True): 128, ("fp32", True): 16, ("bf16", False): 32, ("fp32", False): 4}
 
-# A CPU batch of at least EAGER_MIN_ROWS texts at most EAGER_MAX_WIDTH tokens wide runs eager attention
-# (matmul, softmax, matmul) instead of PyTorch's fused SDPA kernel, which is slow on short sequences:
-# MiniLM forward passes 5-13% faster at widths 8-20, on a par at 24-32 (2 cores); one text is faster on SDPA.
-EAGER_MAX_WIDTH, EAGER_MIN_ROWS = 20, 16
+# transformers' models switch to eager attention for short CPU batches by the same rule as train/bert.py's
+EAGER_MAX_WIDTH, EAGER_MIN_ROWS = bert.EAGER_MAX_WIDTH, bert.EAGER_MIN_ROWS
 
 
 def tokens_per_thread(precision: str, threads_sleep: bool) -> int:
@@ -193,17 +213,22 @@ class Predictor:
                                   and callable(getattr(model, "set_attn_implementation", None)))
 
     @classmethod
-    def from_dir(cls, folder: str | Path, compute: Compute | None = None) -> "Predictor":
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
+    def from_dir(cls, folder: str | Path, compute: Compute | None = None, native: bool = True) -> "Predictor":
+        """The trained model in `folder`; `native`: read by train/bert.py where it covers the model (no
+        transformers import), False: always by transformers (what pipeline() and the Hub's users run)."""
         folder = Path(folder)
         meta_path = folder / CLASSIFIER_FILE
         if not meta_path.exists():
             raise UserError(f"'{folder}' is not a trained model folder (no {CLASSIFIER_FILE}): "
                             "run `make train` first.")
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        model = AutoModelForSequenceClassification.from_pretrained(folder)
-        tokenizer = AutoTokenizer.from_pretrained(folder)
+        if native and bert.unsupported(folder) is None:
+            model, tokenizer = bert.BertClassifier.from_pretrained(folder), bert.Tokenizer(folder)
+        else:
+            from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+            model = AutoModelForSequenceClassification.from_pretrained(folder)
+            tokenizer = AutoTokenizer.from_pretrained(folder)
         return cls(model, tokenizer, meta["max_length"], compute, meta.get("abstain_threshold"), meta)
 
     def predict_proba(self, texts: Sequence[str], batch_size: int = 256, progress: bool = False) -> np.ndarray:

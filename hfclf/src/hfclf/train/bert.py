@@ -1,0 +1,257 @@
+"""BERT in plain PyTorch, for the BERT models it covers (the default base model among them): trained,
+evaluated and served without importing transformers, which costs every stage about 2.7 s of start-up
+(its tokenizer classes 0.9 s, its model classes 1.8 s, on 2 cores; `make bench` measures it).
+
+It reads and writes transformers' own files - config.json, model.safetensors under
+BertForSequenceClassification's parameter names, the tokenizer's files - so a model trained here is an
+ordinary transformers model: `pipeline()`, the Hub and AutoModelForSequenceClassification read it as
+they are. The arithmetic is transformers' BERT operation for operation (its SDPA attention, with the
+same mask rules, and its eager attention where a short inference batch runs faster on it), so the
+parameters, the dropout draws and the numbers are the same: tests/test_bert.py compares logits,
+training steps and saved folders with transformers'.
+
+Anything else - another architecture, a BERT variant this module does not cover (relative positions,
+another activation, a decoder), a folder without model.safetensors or tokenizer.json, a user's
+`model.builder` - goes through transformers (`unsupported` says why, train/modeling.py decides).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import NamedTuple, Sequence
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from hfclf.infra.errors import UserError
+from hfclf.train.bert_tokenizer import CONFIG_FILE, WEIGHTS_FILE, Tokenizer, unsupported
+
+__all__ = ["Bert", "BertClassifier", "Config", "Tokenizer", "load_encoder", "unsupported"]
+
+ARCHITECTURE = "BertForSequenceClassification"
+# A CPU inference batch of at least EAGER_MIN_ROWS texts at most EAGER_MAX_WIDTH tokens wide runs eager
+# attention (matmul, softmax, matmul) instead of PyTorch's fused SDPA kernel, which is slow on short
+# sequences: MiniLM forward passes 5-13% faster at widths 8-20, on a par at 24-32 (2 cores); one text
+# is faster on SDPA. Training always runs SDPA, as transformers does.
+EAGER_MAX_WIDTH, EAGER_MIN_ROWS = 20, 16
+
+
+class Config:
+    """config.json as transformers writes it; keys read as attributes (`config.num_labels` and the
+    label maps as transformers' PretrainedConfig gives them: integer ids)."""
+
+    def __init__(self, values: dict) -> None:
+        self.values = dict(values)
+
+    def __getattr__(self, name: str):
+        if name != "values" and name in self.__dict__.get("values", {}):
+            return self.values[name]
+        raise AttributeError(name)
+
+    @property
+    def id2label(self) -> dict[int, str]:
+        return {int(k): v for k, v in (self.values.get("id2label") or {}).items()}
+
+    @property
+    def label2id(self) -> dict[str, int]:
+        return {k: int(v) for k, v in (self.values.get("label2id") or {}).items()}
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.id2label) or 2
+
+    @property
+    def problem_type(self) -> str | None:
+        return self.values.get("problem_type")
+
+
+class EncoderOutput(NamedTuple):
+    last_hidden_state: torch.Tensor
+    pooler_output: torch.Tensor
+
+
+class ClassifierOutput(NamedTuple):
+    logits: torch.Tensor
+
+
+class Bert(nn.Module):
+    """The encoder (transformers' BertModel, its parameters under the same names): embeddings,
+    `num_hidden_layers` post-norm layers, the [CLS] pooler."""
+
+    def __init__(self, config: Config) -> None:
+        super().__init__()
+        self.config = config
+        d, inner = config.hidden_size, config.intermediate_size
+        self.heads = config.num_attention_heads
+        self.dropout, self.attention_dropout = config.hidden_dropout_prob, config.attention_probs_dropout_prob
+        eps = config.layer_norm_eps
+        self.embeddings = nn.ModuleDict({
+            "word_embeddings": nn.Embedding(config.vocab_size, d, padding_idx=config.values.get("pad_token_id")),
+            "position_embeddings": nn.Embedding(config.max_position_embeddings, d),
+            "token_type_embeddings": nn.Embedding(config.type_vocab_size, d),
+            "LayerNorm": nn.LayerNorm(d, eps=eps)})
+        self.encoder = nn.ModuleDict({"layer": nn.ModuleList(nn.ModuleDict({
+            "attention": nn.ModuleDict({
+                "self": nn.ModuleDict({"query": nn.Linear(d, d), "key": nn.Linear(d, d), "value": nn.Linear(d, d)}),
+                "output": nn.ModuleDict({"dense": nn.Linear(d, d), "LayerNorm": nn.LayerNorm(d, eps=eps)})}),
+            "intermediate": nn.ModuleDict({"dense": nn.Linear(d, inner)}),
+            "output": nn.ModuleDict({"dense": nn.Linear(inner, d), "LayerNorm": nn.LayerNorm(d, eps=eps)}),
+        }) for _ in range(config.num_hidden_layers))})
+        self.pooler = nn.ModuleDict({"dense": nn.Linear(d, d)})
+        self.register_buffer("positions", torch.arange(config.max_position_embeddings)[None], persistent=False)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                token_type_ids: torch.Tensor | None = None) -> EncoderOutput:
+        rows, width = input_ids.shape
+        embeddings = self.embeddings
+        if token_type_ids is None:
+            token_type_ids = torch.zeros_like(input_ids)
+        x = embeddings["word_embeddings"](input_ids) + embeddings["token_type_embeddings"](token_type_ids)
+        x = x + embeddings["position_embeddings"](self.positions[:, :width])
+        x = F.dropout(embeddings["LayerNorm"](x), self.dropout, self.training)
+        eager = (not self.training and input_ids.device.type == "cpu" and rows >= EAGER_MIN_ROWS
+                 and width <= EAGER_MAX_WIDTH)
+        mask = self._mask(attention_mask, rows, width, eager, x.dtype)
+        for layer in self.encoder["layer"]:
+            x = self._layer(layer, x, mask, eager)
+        pooled = torch.tanh(self.pooler["dense"](x[:, 0]))
+        return EncoderOutput(x, pooled)
+
+    @staticmethod
+    def _mask(attention_mask: torch.Tensor | None, rows: int, width: int, eager: bool,
+              dtype: torch.dtype) -> torch.Tensor | None:
+        """transformers' bidirectional mask: none without padding; for SDPA, True where a query may
+        attend (rows x 1 x width x width); for eager attention, 0 there and the dtype's minimum elsewhere."""
+        if attention_mask is None or bool(attention_mask.all()):
+            return None
+        allowed = attention_mask.bool()[:, None, None, :].expand(rows, 1, width, width)
+        if not eager:
+            return allowed
+        return torch.zeros((), dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)
+
+    def _layer(self, layer: nn.ModuleDict, x: torch.Tensor, mask: torch.Tensor | None, eager: bool) -> torch.Tensor:
+        rows, width, d = x.shape
+        attention = layer["attention"]
+        shape = (rows, width, self.heads, d // self.heads)
+        q, k, v = (attention["self"][name](x).view(shape).transpose(1, 2) for name in ("query", "key", "value"))
+        scale = (d // self.heads) ** -0.5
+        dropout = self.attention_dropout if self.training else 0.0
+        if eager:
+            scores = torch.matmul(q, k.transpose(2, 3)) * scale
+            if mask is not None:
+                scores = scores + mask
+            context = torch.matmul(F.dropout(torch.softmax(scores, dim=-1), dropout, self.training), v)
+        else:
+            context = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, scale=scale)
+        context = context.transpose(1, 2).reshape(rows, width, d)
+        out = attention["output"]
+        x = out["LayerNorm"](F.dropout(out["dense"](context), self.dropout, self.training) + x)
+        hidden = F.gelu(layer["intermediate"]["dense"](x))
+        out = layer["output"]
+        return out["LayerNorm"](F.dropout(out["dense"](hidden), self.dropout, self.training) + x)
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.embeddings["word_embeddings"]
+
+
+class BertClassifier(nn.Module):
+    """transformers' BertForSequenceClassification: the encoder, dropout on the pooled [CLS] vector
+    and a linear head; `forward(...).logits`."""
+
+    def __init__(self, config: Config) -> None:
+        super().__init__()
+        self.config = config
+        self.bert = Bert(config)
+        dropout = config.values.get("classifier_dropout")
+        self.dropout = config.hidden_dropout_prob if dropout is None else dropout
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                token_type_ids: torch.Tensor | None = None) -> ClassifierOutput:
+        pooled = self.bert(input_ids, attention_mask, token_type_ids).pooler_output
+        return ClassifierOutput(self.classifier(F.dropout(pooled, self.dropout, self.training)))
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.bert.get_input_embeddings()
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path, labels: Sequence[str] | None = None,
+                        problem_type: str | None = None) -> "BertClassifier":
+        """A fine-tuned classifier (labels None: its own head and label maps), or a base model with
+        a new head for `labels`, initialised as transformers does (normal, std initializer_range; zero
+        bias) from torch's current random state."""
+        folder = Path(folder)
+        values = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
+        if labels is not None:
+            values.update(architectures=[ARCHITECTURE], id2label={str(i): label for i, label in enumerate(labels)},
+                          label2id={label: i for i, label in enumerate(labels)})
+            values.pop("problem_type", None)
+            if problem_type:
+                values["problem_type"] = problem_type
+        with torch.device("meta"):
+            model = cls(Config(values))
+        state = _read_weights(folder / WEIGHTS_FILE, fresh_head=labels is not None)
+        model.load_state_dict(state, strict=False, assign=True)
+        missing = [name for name, p in model.named_parameters() if p.is_meta]
+        new = {"bert.pooler.dense.weight", "bert.pooler.dense.bias", "classifier.weight", "classifier.bias"}
+        if set(missing) - new:
+            raise UserError(f"{folder / WEIGHTS_FILE} has no {sorted(set(missing) - new)[0]!r}: not a BERT "
+                            "checkpoint this loader reads. Fix: set model.name to another model, or re-save it "
+                            "with transformers' save_pretrained.")
+        if labels is None and any(name.startswith("classifier.") for name in missing):
+            raise UserError(f"{folder / WEIGHTS_FILE} has no classification head: not a fine-tuned model folder.")
+        for name in sorted(missing, key=lambda n: (not n.startswith("bert."), n.endswith("bias"))):
+            owner, attribute = model.get_submodule(name.rsplit(".", 1)[0]), name.rsplit(".", 1)[1]
+            shape = getattr(owner, attribute).shape
+            value = (torch.zeros(shape) if attribute == "bias" else
+                     torch.empty(shape).normal_(0.0, model.config.values.get("initializer_range", 0.02)))
+            setattr(owner, attribute, nn.Parameter(value))
+        model.bert.positions = torch.arange(model.config.max_position_embeddings)[None]
+        return model
+
+    def save_pretrained(self, folder: str | Path) -> None:
+        """config.json and model.safetensors, as transformers' save_pretrained writes them."""
+        from safetensors.torch import save_file
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        state = {name: tensor.detach().to("cpu", torch.float32).contiguous()
+                 for name, tensor in self.state_dict().items()}
+        save_file(state, str(folder / WEIGHTS_FILE), metadata={"format": "pt"})
+        values = dict(self.config.values, architectures=[ARCHITECTURE], dtype="float32")
+        values.pop("torch_dtype", None)
+        (folder / CONFIG_FILE).write_text(json.dumps(values, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def load_encoder(folder: str | Path) -> Bert:
+    """The base model's encoder alone (transformers' BertModel: `last_hidden_state`, `pooler_output`)."""
+    folder = Path(folder)
+    values = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
+    with torch.device("meta"):
+        model = BertClassifier(Config(values | {"id2label": {"0": "0"}}))
+    model.load_state_dict(_read_weights(folder / WEIGHTS_FILE, fresh_head=True), strict=False, assign=True)
+    encoder = model.bert
+    for name, p in list(encoder.named_parameters()):   # a checkpoint without a pooler: zeros (unused here)
+        if p.is_meta:
+            owner, attribute = encoder.get_submodule(name.rsplit(".", 1)[0]), name.rsplit(".", 1)[1]
+            setattr(owner, attribute, nn.Parameter(torch.zeros(p.shape)))
+    encoder.positions = torch.arange(encoder.config.max_position_embeddings)[None]
+    return encoder
+
+
+def _read_weights(path: Path, fresh_head: bool) -> dict[str, torch.Tensor]:
+    """The checkpoint's tensors under BertForSequenceClassification's names, in float32: a BertModel's
+    (no prefix) or a Bert*For*'s (`bert.`); other heads' tensors (a pre-training head, a head being
+    replaced) and buffers are left out."""
+    from safetensors.torch import load_file
+
+    out = {}
+    for name, tensor in load_file(str(path)).items():
+        if name.startswith(("embeddings.", "encoder.", "pooler.")):
+            name = "bert." + name
+        if name.endswith("position_ids") or not (name.startswith("bert.") or
+                                                 (name.startswith("classifier.") and not fresh_head)):
+            continue
+        out[name] = tensor.float() if tensor.is_floating_point() else tensor
+    return out
