@@ -199,8 +199,32 @@ def test_missing_files_and_tensors_are_named(tiny, tmp_path):
     save_file(state, str(broken / "model.safetensors"))
     with pytest.raises(UserError, match="has no 'bert.encoder.layer.1.output.dense.weight'"):
         bert.BertClassifier.from_pretrained(broken, ["a", "b"])
-    with pytest.raises(UserError, match="no classification head"):
+    with pytest.raises(UserError, match="no classification head for the labels"):
         bert.BertClassifier.from_pretrained(tiny)   # a base model, read as if it were fine-tuned
+
+
+def test_a_checkpoint_that_does_not_fit_its_config_is_named(tiny, tmp_path):
+    wider = edited(tiny, tmp_path, intermediate_size=128)
+    with pytest.raises(UserError, match="does not fit its config.json"):
+        bert.BertClassifier.from_pretrained(wider, ["a", "b"])
+    tokenizer, model, _ = modeling.load_for_training(str(tiny), ["a", "b"])
+    modeling.save(model, tokenizer, tmp_path / "model", {"max_length": 32})
+    config = json.loads((tmp_path / "model" / "config.json").read_text())
+    config["id2label"] = {"0": "a", "1": "b", "2": "c"}   # three labels, a head with two outputs
+    (tmp_path / "model" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(UserError, match="no classification head for the labels"):
+        bert.BertClassifier.from_pretrained(tmp_path / "model")
+
+
+def test_a_config_that_leaves_out_bert_defaults_reads_as_transformers_reads_it(tiny, tmp_path):
+    folder = edited(tiny, tmp_path)
+    config = json.loads((folder / "config.json").read_text())
+    for key in ("hidden_act", "layer_norm_eps", "type_vocab_size", "position_embedding_type", "pad_token_id"):
+        config.pop(key, None)
+    (folder / "config.json").write_text(json.dumps(config))
+    assert bert.unsupported(folder) is None
+    ours = bert.BertClassifier.from_pretrained(folder, ["a", "b"])
+    assert ours.config.layer_norm_eps == 1e-12 and ours.get_input_embeddings().padding_idx == 0
 
 
 def test_copies_in_training_do_not_share_weights(tiny):

@@ -25,7 +25,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from hfclf.infra.errors import UserError
-from hfclf.train.bert_tokenizer import CONFIG_FILE, WEIGHTS_FILE, Tokenizer, unsupported
+from hfclf.train.bert_tokenizer import BERT_DEFAULTS, CONFIG_FILE, WEIGHTS_FILE, Tokenizer, unsupported
 
 __all__ = ["Bert", "BertClassifier", "Config", "Tokenizer", "load_encoder", "unsupported"]
 
@@ -42,7 +42,7 @@ class Config:
     label maps as transformers' PretrainedConfig gives them: integer ids)."""
 
     def __init__(self, values: dict) -> None:
-        self.values = dict(values)
+        self.values = BERT_DEFAULTS | dict(values)
 
     def __getattr__(self, name: str):
         if name != "values" and name in self.__dict__.get("values", {}):
@@ -87,7 +87,7 @@ class Bert(nn.Module):
         self.dropout, self.attention_dropout = config.hidden_dropout_prob, config.attention_probs_dropout_prob
         eps = config.layer_norm_eps
         self.embeddings = nn.ModuleDict({
-            "word_embeddings": nn.Embedding(config.vocab_size, d, padding_idx=config.values.get("pad_token_id")),
+            "word_embeddings": nn.Embedding(config.vocab_size, d, padding_idx=config.pad_token_id),
             "position_embeddings": nn.Embedding(config.max_position_embeddings, d),
             "token_type_embeddings": nn.Embedding(config.type_vocab_size, d),
             "LayerNorm": nn.LayerNorm(d, eps=eps)})
@@ -189,26 +189,7 @@ class BertClassifier(nn.Module):
             values.pop("problem_type", None)
             if problem_type:
                 values["problem_type"] = problem_type
-        with torch.device("meta"):
-            model = cls(Config(values))
-        state = _read_weights(folder / WEIGHTS_FILE, fresh_head=labels is not None)
-        model.load_state_dict(state, strict=False, assign=True)
-        missing = [name for name, p in model.named_parameters() if p.is_meta]
-        new = {"bert.pooler.dense.weight", "bert.pooler.dense.bias", "classifier.weight", "classifier.bias"}
-        if set(missing) - new:
-            raise UserError(f"{folder / WEIGHTS_FILE} has no {sorted(set(missing) - new)[0]!r}: not a BERT "
-                            "checkpoint this loader reads. Fix: set model.name to another model, or re-save it "
-                            "with transformers' save_pretrained.")
-        if labels is None and any(name.startswith("classifier.") for name in missing):
-            raise UserError(f"{folder / WEIGHTS_FILE} has no classification head: not a fine-tuned model folder.")
-        for name in sorted(missing, key=lambda n: (not n.startswith("bert."), n.endswith("bias"))):
-            owner, attribute = model.get_submodule(name.rsplit(".", 1)[0]), name.rsplit(".", 1)[1]
-            shape = getattr(owner, attribute).shape
-            value = (torch.zeros(shape) if attribute == "bias" else
-                     torch.empty(shape).normal_(0.0, model.config.values.get("initializer_range", 0.02)))
-            setattr(owner, attribute, nn.Parameter(value))
-        model.bert.positions = torch.arange(model.config.max_position_embeddings)[None]
-        return model
+        return _assemble(cls, folder, values, fine_tuned=labels is None)
 
     def save_pretrained(self, folder: str | Path) -> None:
         """config.json and model.safetensors, as transformers' save_pretrained writes them."""
@@ -226,32 +207,54 @@ class BertClassifier(nn.Module):
 
 def load_encoder(folder: str | Path) -> Bert:
     """The base model's encoder alone (transformers' BertModel: `last_hidden_state`, `pooler_output`)."""
-    folder = Path(folder)
-    values = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
-    with torch.device("meta"):
-        model = BertClassifier(Config(values | {"id2label": {"0": "0"}}))
-    model.load_state_dict(_read_weights(folder / WEIGHTS_FILE, fresh_head=True), strict=False, assign=True)
-    encoder = model.bert
-    for name, p in list(encoder.named_parameters()):   # a checkpoint without a pooler: zeros (unused here)
-        if p.is_meta:
-            owner, attribute = encoder.get_submodule(name.rsplit(".", 1)[0]), name.rsplit(".", 1)[1]
-            setattr(owner, attribute, nn.Parameter(torch.zeros(p.shape)))
-    encoder.positions = torch.arange(encoder.config.max_position_embeddings)[None]
-    return encoder
+    values = json.loads((Path(folder) / CONFIG_FILE).read_text(encoding="utf-8"))
+    return _assemble(BertClassifier, Path(folder), values | {"id2label": {"0": "0"}}, head=False).bert
 
 
-def _read_weights(path: Path, fresh_head: bool) -> dict[str, torch.Tensor]:
+def _assemble(cls, folder: Path, values: dict, head: bool = True, fine_tuned: bool = False) -> "BertClassifier":
+    """The model for config `values` with the checkpoint's tensors (`head`: its classifier's too, where
+    it has one of the shape `values` asks for, as transformers keeps it); what the checkpoint lacks of
+    the pooler and the head is initialised as transformers does (normal, std initializer_range; zero
+    bias), in that order. `fine_tuned`: the head must be there."""
+    # built on the CPU (0.1 s of random initialisation, which the checkpoint replaces: building on the
+    # meta device instead imports torch._dynamo, 1.2 s), drawing nothing from the run's random state
+    with torch.random.fork_rng(devices=[]):
+        model = cls(Config(values))
+    state = _read_weights(folder)
+    if not head or state.get("classifier.weight", torch.empty(0)).shape != model.classifier.weight.shape:
+        state = {name: tensor for name, tensor in state.items() if not name.startswith("classifier.")}
+    try:
+        model.load_state_dict(state, strict=False, assign=True)
+    except RuntimeError as err:
+        raise UserError(f"{folder / WEIGHTS_FILE} does not fit its {CONFIG_FILE}: {str(err).splitlines()[-1].strip()}")
+    missing = [name for name, _ in model.named_parameters() if name not in state]
+    if fine_tuned and "classifier.weight" in missing:
+        raise UserError(f"{folder / WEIGHTS_FILE} has no classification head for the labels of its {CONFIG_FILE}: "
+                        "not a fine-tuned model folder (run `make train`).")
+    new = {"bert.pooler.dense.weight", "bert.pooler.dense.bias", "classifier.weight", "classifier.bias"}
+    if set(missing) - new:
+        raise UserError(f"{folder / WEIGHTS_FILE} has no {sorted(set(missing) - new)[0]!r}: not a BERT "
+                        "checkpoint this loader reads. Fix: set model.name to another model, or re-save it "
+                        "with transformers' save_pretrained.")
+    for name in sorted(missing, key=lambda n: (not n.startswith("bert."), n.endswith("bias"))):
+        owner, attribute = model.get_submodule(name.rsplit(".", 1)[0]), name.rsplit(".", 1)[1]
+        shape = getattr(owner, attribute).shape
+        value = torch.zeros(shape) if attribute == "bias" else torch.empty(shape).normal_(0.0, model.config.initializer_range)
+        setattr(owner, attribute, nn.Parameter(value))
+    return model
+
+
+def _read_weights(folder: Path) -> dict[str, torch.Tensor]:
     """The checkpoint's tensors under BertForSequenceClassification's names, in float32: a BertModel's
-    (no prefix) or a Bert*For*'s (`bert.`); other heads' tensors (a pre-training head, a head being
-    replaced) and buffers are left out."""
+    (no prefix) or a Bert*For*'s (`bert.`); other heads' tensors (a pre-training head) and buffers are
+    left out."""
     from safetensors.torch import load_file
 
     out = {}
-    for name, tensor in load_file(str(path)).items():
+    for name, tensor in load_file(str(folder / WEIGHTS_FILE)).items():
         if name.startswith(("embeddings.", "encoder.", "pooler.")):
             name = "bert." + name
-        if name.endswith("position_ids") or not (name.startswith("bert.") or
-                                                 (name.startswith("classifier.") and not fresh_head)):
+        if name.endswith("position_ids") or not name.startswith(("bert.", "classifier.")):
             continue
         out[name] = tensor.float() if tensor.is_floating_point() else tensor
     return out

@@ -16,24 +16,29 @@ CONFIG_FILE, WEIGHTS_FILE, TOKENIZER_FILE = "config.json", "model.safetensors", 
 # what save_pretrained copies of the tokenizer: the files transformers' fast BERT tokenizer reads
 TOKENIZER_FILES = (TOKENIZER_FILE, "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
                    "added_tokens.json")
+# transformers' BertConfig defaults, for a config.json that leaves some out (transformers fills them in too)
+BERT_DEFAULTS = {"hidden_act": "gelu", "position_embedding_type": "absolute", "hidden_dropout_prob": 0.1,
+                 "attention_probs_dropout_prob": 0.1, "layer_norm_eps": 1e-12, "type_vocab_size": 2,
+                 "max_position_embeddings": 512, "initializer_range": 0.02, "pad_token_id": 0,
+                 "hidden_size": 768, "num_attention_heads": 12, "num_hidden_layers": 12, "intermediate_size": 3072}
 
 
 def unsupported(folder: str | Path) -> str | None:
     """Why this module cannot stand in for transformers on the model in `folder`; None when it can."""
     folder = Path(folder)
     try:
-        config = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        config = BERT_DEFAULTS | json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError, TypeError):
         return f"no readable {CONFIG_FILE}"
     checks = [
         (config.get("model_type") == "bert", f"model_type {config.get('model_type')!r} is not bert"),
-        (config.get("position_embedding_type", "absolute") == "absolute",
+        (config.get("position_embedding_type") == "absolute",
          f"position_embedding_type {config.get('position_embedding_type')!r}"),
         (config.get("hidden_act") == "gelu", f"hidden_act {config.get('hidden_act')!r}"),
         (not config.get("is_decoder") and not config.get("add_cross_attention"), "a decoder"),
         (not config.get("chunk_size_feed_forward"), "chunk_size_feed_forward"),
-        (config.get("hidden_size", 0) % max(1, config.get("num_attention_heads", 1)) == 0,
-         "hidden_size not a multiple of num_attention_heads"),
+        ("vocab_size" in config and config["hidden_size"] % config["num_attention_heads"] == 0,
+         "no vocab_size, or hidden_size not a multiple of num_attention_heads"),
         ((folder / WEIGHTS_FILE).is_file(), f"no {WEIGHTS_FILE}"),
         ((folder / TOKENIZER_FILE).is_file(), f"no {TOKENIZER_FILE}"),
     ]
