@@ -22,6 +22,7 @@ import torch
 from hfclf.infra import progress as bars
 from hfclf.infra.compute import Compute, release_memory
 from hfclf.train import batching, convergence
+from hfclf.train.optimizer import LambdaSchedule, make_adamw
 from hfclf.train.distributed import Dist, weights_checksum
 from hfclf.train.objective import Objective
 
@@ -77,17 +78,16 @@ class TrainResult:
         return asdict(self)
 
 
-def make_optimizer(model, settings: TrainSettings, device: torch.device) -> torch.optim.Optimizer:
+def make_optimizer(model, settings: TrainSettings, device: torch.device):
+    """AdamW (train/optimizer.py: the fused kernel, several times faster per step, where the device has it),
+    with weight decay on every matrix but the LayerNorms'."""
     decay, no_decay = [], []
     for name, param in model.named_parameters():
         if param.requires_grad:
             (no_decay if param.ndim < 2 or "LayerNorm" in name else decay).append(param)
     groups = [{"params": decay, "weight_decay": settings.weight_decay},
               {"params": no_decay, "weight_decay": 0.0}]
-    try:  # the fused kernel is several times faster per step; not every build/device has it
-        return torch.optim.AdamW(groups, lr=settings.learning_rate, fused=True)
-    except (RuntimeError, TypeError):
-        return torch.optim.AdamW(groups, lr=settings.learning_rate, foreach=device.type != "cpu")
+    return make_adamw(groups, settings.learning_rate, device)
 
 
 def _schedule(optimizer, total_steps: int, warmup_ratio: float, steps_per_epoch: int | None = None,
@@ -107,7 +107,7 @@ def _schedule(optimizer, total_steps: int, warmup_ratio: float, steps_per_epoch:
         if phase is None:
             return main_factor(step)
         return phase["factor"] * max(0.0, (phase["end"] - step) / max(1, phase["end"] - phase["start"]))
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor), main_factor
+    return LambdaSchedule(optimizer, factor), main_factor
 
 
 def ready_to_train(model, settings: TrainSettings, compute: Compute) -> None:
