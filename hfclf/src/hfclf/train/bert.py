@@ -1,7 +1,7 @@
 """BERT in plain PyTorch, for the BERT models it covers (the default base model among them): trained,
 evaluated and served without importing transformers. Loading MiniLM's tokenizer and model through
 transformers takes about 2.7 s in a fresh process that has imported torch (0.9 s and 1.8 s, 2 cores),
-mostly imports a classifier never uses (torch._dynamo, torch.distributed, scipy); here, 0.2 s.
+mostly imports a classifier never uses (torch._dynamo, torch.distributed, scipy); here, about 0.3 s.
 
 It reads and writes transformers' own files - config.json, model.safetensors under
 BertForSequenceClassification's parameter names, the tokenizer's files - so a model trained here is an
