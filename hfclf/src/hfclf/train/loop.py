@@ -22,9 +22,9 @@ import torch
 from hfclf.infra import progress as bars
 from hfclf.infra.compute import Compute, release_memory
 from hfclf.train import batching, convergence
-from hfclf.train.optimizer import LambdaSchedule, make_adamw
 from hfclf.train.distributed import Dist, weights_checksum
 from hfclf.train.objective import Objective
+from hfclf.train.optimizer import LambdaSchedule, make_adamw
 
 log = logging.getLogger(__name__)
 
