@@ -44,12 +44,13 @@ def tiny(tmp_path_factory):
     return tiny_bert(tmp_path_factory.mktemp("tiny"), seed=3)
 
 
-@pytest.mark.parametrize("max_length", [None, 8, 16, 128])
+@pytest.mark.parametrize("max_length", [None, 8, 16, 128, "the model's"])
 def test_tokenizer_gives_transformers_ids(texts, max_length):
     from transformers import AutoTokenizer
 
     ours, theirs = bert.Tokenizer(MINILM), AutoTokenizer.from_pretrained(MINILM)
-    options = {"truncation": True, "max_length": max_length} if max_length else {"truncation": False}
+    options = ({"truncation": True} if max_length == "the model's" else   # tokenizer_config's model_max_length
+               {"truncation": True, "max_length": max_length} if max_length else {"truncation": False})
     assert ours(texts, **options)["input_ids"] == theirs(texts, padding=False, **options)["input_ids"]
     assert ours.pad_token_id == theirs.pad_token_id == 0
     assert ours(texts[:3], truncation=False)["input_ids"] == theirs(texts[:3])["input_ids"]   # truncation switched off again

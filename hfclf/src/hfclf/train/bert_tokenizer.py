@@ -71,6 +71,8 @@ class Tokenizer:
         pad_id = self.backend.token_to_id(pad) if isinstance(pad, str) else None
         self.pad_token_id = pad_id if pad_id is not None else self.backend.token_to_id("[PAD]")
         self.vocab_size = self.backend.get_vocab_size(with_added_tokens=False)
+        limit = self._setting("model_max_length")   # what truncation=True without max_length keeps, as in transformers
+        self.model_max_length = int(limit) if isinstance(limit, (int, float)) and limit < 10**9 else None
 
     def _setting(self, key: str):
         for name in ("tokenizer_config.json", "special_tokens_map.json"):
@@ -87,7 +89,7 @@ class Tokenizer:
                  padding: bool = False, **_options) -> dict[str, list[list[int]]]:
         if padding:
             raise ValueError("bert.Tokenizer does not pad: batches pad themselves (train/batching.py)")
-        limit = max_length if truncation and max_length else None
+        limit = (max_length or self.model_max_length) if truncation else None
         current = self.backend.truncation
         if limit is None and current is not None:
             self.backend.no_truncation()
