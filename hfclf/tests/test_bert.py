@@ -63,8 +63,8 @@ def test_tokenizer_does_not_pad():
 
 @pytest.mark.parametrize("folder", ["tiny", "minilm"])
 def test_same_head_and_logits_as_transformers(folder, tiny, texts):
-    """Same seeded head, and the same logits in fp32 and bf16 on every attention path: one text (SDPA),
-    a short batch of 16+ (eager, below bert.EAGER_MAX_WIDTH), a wide one (SDPA), padded or not."""
+    """Same seeded head, and the same logits in fp32 and bf16 on both attention paths (SDPA, the default,
+    and eager, where the Predictor switches a short batch), for one text and batches, padded or not."""
     folder = tiny if folder == "tiny" else MINILM
     labels = [f"class {i}" for i in range(5)]
     theirs = transformers_classifier(folder, labels, seed=11).eval()
@@ -78,13 +78,17 @@ def test_same_head_and_logits_as_transformers(folder, tiny, texts):
              "wide batch": order[-20:]}
     for name, index in cases.items():
         ids, mask = batching.pad([encoded[i] for i in index], 0)
-        for precision in (False, True):
+        for precision, attention in [(p, a) for p in (False, True) for a in bert.ATTENTION]:
+            theirs.set_attn_implementation(attention)
+            ours.set_attn_implementation(attention)
             with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision):
-                switch = ids.shape[0] >= bert.EAGER_MIN_ROWS and ids.shape[1] <= bert.EAGER_MAX_WIDTH
-                theirs.set_attn_implementation("eager" if switch else "sdpa")
                 expected = theirs(input_ids=ids, attention_mask=mask).logits
                 got = ours(ids, mask).logits
-            assert torch.equal(got, expected), (name, precision, (got - expected).abs().max())
+            assert torch.equal(got, expected), (name, precision, attention, (got - expected).abs().max())
+    assert ours.config._attn_implementation == "eager"
+    with pytest.raises(ValueError, match="one of"):
+        ours.set_attn_implementation("flash")
+    assert bert.BertClassifier.from_pretrained(folder, labels).config._attn_implementation == "sdpa"   # the default
 
 
 def test_training_steps_match_transformers_bit_for_bit(tiny, texts):
@@ -148,16 +152,22 @@ def test_predictor_reads_a_model_natively_or_through_transformers_alike(tiny, tm
     assert np.array_equal(ours.predict_logits(texts), theirs.predict_logits(texts))
 
 
-def test_encoder_matches_transformers_bert_model(texts):
+@pytest.mark.parametrize("precision", [False, True])
+def test_encoder_matches_transformers_bert_model(texts, precision):
+    """The frozen-embeddings baseline's encoder, called directly (no switch: SDPA), on a long padded
+    batch and on a batch of 32 short texts (where the default choice of attention matters in bf16)."""
     from transformers import AutoModel
 
     ours, theirs = bert.load_encoder(MINILM).eval(), AutoModel.from_pretrained(MINILM).eval()
-    ids, mask = batching.pad(bert.Tokenizer(MINILM)(texts[:40], truncation=True, max_length=64)["input_ids"], 0)
-    with torch.no_grad():
-        expected = theirs(input_ids=ids, attention_mask=mask)
-        got = ours(input_ids=ids, attention_mask=mask)
-    assert torch.equal(got.last_hidden_state, expected.last_hidden_state)
-    assert torch.equal(got.pooler_output, expected.pooler_output)
+    encoded = bert.Tokenizer(MINILM)(texts, truncation=True, max_length=64)["input_ids"]
+    order = np.argsort([len(e) for e in encoded], kind="stable")
+    for index in (range(40), order[100:132]):
+        ids, mask = batching.pad([encoded[i] for i in index], 0)
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision):
+            expected = theirs(input_ids=ids, attention_mask=mask)
+            got = ours(input_ids=ids, attention_mask=mask)
+        assert torch.equal(got.last_hidden_state, expected.last_hidden_state)
+        assert torch.equal(got.pooler_output, expected.pooler_output)
 
 
 def edited(folder, tmp_path, **changes):

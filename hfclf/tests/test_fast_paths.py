@@ -244,7 +244,7 @@ def test_prediction_matches_one_by_one_and_gives_small_batches_fewer_threads(tin
     """Length batches without padding give the probabilities of a plain padded forward pass and of
     one text at a time; a forward pass gets a thread per `tokens_per_thread` tokens (fp32: two from
     8 or 32 tokens, by how OpenMP's threads wait) and a batch of many short texts eager attention
-    (train/bert.py chooses it itself; a transformers model is switched and back);
+    (the model switched to it and back, train/bert.py's as transformers');
     the caller's threads and the model's attention are left as they were."""
     tokenizer, model = classifier(tiny_model_dir, engine)
     predictor = modeling.Predictor(model, tokenizer, 128, compute.select("cpu", "fp32", 2), temperature=1.3)
@@ -265,8 +265,7 @@ def test_prediction_matches_one_by_one_and_gives_small_batches_fewer_threads(tin
         assert all(threads == min(2, max(1, width // predictor.tokens_per_thread))
                    for (_, width), threads, _ in seen.passes)
         assert threads_seen | {threads for _, threads, _ in seen.passes} == {1, 2}   # both kinds of pass were seen
-        assert torch.get_num_threads() == 2
-        assert engine == "hfclf" or model.config._attn_implementation == "sdpa"
+        assert torch.get_num_threads() == 2 and model.config._attn_implementation == "sdpa"
     finally:
         seen.remove()
     plain = plain_forward(model, tokenizer, texts, temperature=1.3)
@@ -290,7 +289,7 @@ def test_threads_predicting_at_once_get_the_probabilities_of_one_at_a_time(tiny_
             ("single", lambda: np.vstack([predictor.predict_proba([t]) for t in texts[:20]]))] * 4
     seen = []
     handle = model.register_forward_pre_hook(lambda module, args, kwargs: seen.append(
-        (tuple(kwargs["input_ids"].shape), getattr(module.config, "_attn_implementation", None))), with_kwargs=True)
+        (tuple(kwargs["input_ids"].shape), module.config._attn_implementation)), with_kwargs=True)
     try:
         with ThreadPoolExecutor(max_workers=4) as pool:
             futures = [(kind, pool.submit(call)) for kind, call in jobs]
@@ -298,9 +297,7 @@ def test_threads_predicting_at_once_get_the_probabilities_of_one_at_a_time(tiny_
                 np.testing.assert_allclose(future.result(), alone[kind], atol=1e-5)
     finally:
         handle.remove()
-    if engine == "transformers":   # each pass ran with the attention switched for its own batch
-        for (rows, width), attention in seen:
-            short = rows >= modeling.EAGER_MIN_ROWS and width <= modeling.EAGER_MAX_WIDTH
-            assert attention == ("eager" if short else "sdpa"), (rows, width, attention)
-        assert model.config._attn_implementation == "sdpa"
-    assert torch.get_num_threads() == 2
+    for (rows, width), attention in seen:   # each pass ran with the attention switched for its own batch
+        short = rows >= modeling.EAGER_MIN_ROWS and width <= modeling.EAGER_MAX_WIDTH
+        assert attention == ("eager" if short else "sdpa"), (rows, width, attention)
+    assert torch.get_num_threads() == 2 and model.config._attn_implementation == "sdpa"

@@ -6,9 +6,9 @@ mostly imports a classifier never uses (torch._dynamo, torch.distributed, scipy)
 It reads and writes transformers' own files - config.json, model.safetensors under
 BertForSequenceClassification's parameter names, the tokenizer's files - so a model trained here is an
 ordinary transformers model: `pipeline()`, the Hub and AutoModelForSequenceClassification read it as
-they are. The arithmetic is transformers' BERT operation for operation (its SDPA attention, with the
-same mask rules, and its eager attention where a short inference batch runs faster on it), so the
-parameters, the dropout draws and the numbers are the same: tests/test_bert.py compares logits,
+they are. The arithmetic is transformers' BERT operation for operation (its SDPA attention with the same
+mask rules by default, its eager attention when switched with `set_attn_implementation`, as
+modeling.Predictor does for short batches), so the parameters, the dropout draws and the numbers are the same: tests/test_bert.py compares logits,
 training steps and saved folders with transformers'.
 
 Anything else - another architecture, a BERT variant this module does not cover (relative positions,
@@ -31,11 +31,7 @@ from hfclf.train.bert_tokenizer import BERT_DEFAULTS, CONFIG_FILE, WEIGHTS_FILE,
 __all__ = ["Bert", "BertClassifier", "Config", "Tokenizer", "load_encoder", "unsupported"]
 
 ARCHITECTURE = "BertForSequenceClassification"
-# A CPU inference batch of at least EAGER_MIN_ROWS texts at most EAGER_MAX_WIDTH tokens wide runs eager
-# attention (matmul, softmax, matmul) instead of PyTorch's fused SDPA kernel, which is slow on short
-# sequences: MiniLM forward passes 5-13% faster at widths 8-20, on a par at 24-32 (2 cores); one text
-# is faster on SDPA. Training always runs SDPA, as transformers does.
-EAGER_MAX_WIDTH, EAGER_MIN_ROWS = 20, 16
+ATTENTION = ("sdpa", "eager")   # transformers' names: PyTorch's fused kernel (the default), or matmul, softmax, matmul
 
 
 class Config:
@@ -44,6 +40,7 @@ class Config:
 
     def __init__(self, values: dict) -> None:
         self.values = BERT_DEFAULTS | dict(values)
+        self._attn_implementation = "sdpa"   # as transformers' config holds it; not saved
 
     def __getattr__(self, name: str):
         if name != "values" and name in self.__dict__.get("values", {}):
@@ -111,8 +108,7 @@ class Bert(nn.Module):
         x = embeddings["word_embeddings"](input_ids) + embeddings["token_type_embeddings"](token_type_ids)
         x = x + embeddings["position_embeddings"](self.positions[:, :width])
         x = F.dropout(embeddings["LayerNorm"](x), self.dropout, self.training)
-        eager = (not self.training and input_ids.device.type == "cpu" and rows >= EAGER_MIN_ROWS
-                 and width <= EAGER_MAX_WIDTH)
+        eager = self.config._attn_implementation == "eager"
         mask = self._mask(attention_mask, rows, width, eager, x.dtype)
         for layer in self.encoder["layer"]:
             x = self._layer(layer, x, mask, eager)
@@ -155,6 +151,13 @@ class Bert(nn.Module):
     def get_input_embeddings(self) -> nn.Embedding:
         return self.embeddings["word_embeddings"]
 
+    def set_attn_implementation(self, name: str) -> None:
+        """transformers' switch: "eager" or "sdpa" from the next forward pass on (modeling.Predictor runs
+        short CPU batches on eager attention, which is faster there)."""
+        if name not in ATTENTION:
+            raise ValueError(f"attention {name!r}: one of {ATTENTION}")
+        self.config._attn_implementation = name
+
 
 class BertClassifier(nn.Module):
     """transformers' BertForSequenceClassification: the encoder, dropout on the pooled [CLS] vector
@@ -175,6 +178,9 @@ class BertClassifier(nn.Module):
 
     def get_input_embeddings(self) -> nn.Embedding:
         return self.bert.get_input_embeddings()
+
+    def set_attn_implementation(self, name: str) -> None:
+        self.bert.set_attn_implementation(name)
 
     @classmethod
     def from_pretrained(cls, folder: str | Path, labels: Sequence[str] | None = None,
