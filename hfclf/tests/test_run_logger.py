@@ -100,6 +100,33 @@ def test_a_store_that_cannot_open_a_run_is_a_user_error_and_a_stage_that_stops_e
     assert client.search_runs([client.get_experiment_by_name("exp").experiment_id]) == []
 
 
+def test_a_stage_killed_right_after_logging_metrics_leaves_no_side_process_behind(tmp_path, monkeypatch):
+    """The stage's end of input (it was killed: no `end`) right behind queued metrics: the side process
+    ends the run as KILLED and returns. It used to take that end for "nothing pending" and wait for
+    another call forever, a ~280 MB process left behind by every killed training run."""
+    import io
+    import threading
+
+    from hfclf.infra.run_logger import serve
+
+    monkeypatch.chdir(tmp_path)
+    lines = [{"op": "store", "uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "experiment": "exp"},
+             {"op": "open", "run_id": None, "run_name": "killed", "tags": {}}]
+    lines += [{"op": "metrics", "metrics": {"train/loss": 1.0 / step}, "step": step, "timestamp": 1_700_000_000_000 + step}
+              for step in range(1, 30)]
+    commands = io.StringIO("".join(json.dumps(line) + "\n" for line in lines))   # then the end of input
+    replies = io.StringIO()
+    returned = []
+    server = threading.Thread(target=lambda: returned.append(serve(commands, replies)), daemon=True)
+    server.start()
+    server.join(timeout=120)
+    assert returned == [0], "the side process still waits for a stage that is gone"
+    run_id = json.loads(replies.getvalue().splitlines()[0])["run_id"]
+    logged = client_for(tmp_path).get_run(run_id)
+    assert logged.info.status == "KILLED"
+    assert len(client_for(tmp_path).get_metric_history(run_id, "train/loss")) == 29
+
+
 def test_the_best_validation_pass_gives_the_logits_of_predicting_validation_again(tiny_model_dir, tickets):
     tokenizer, model, _ = modeling.load_for_training(str(tiny_model_dir), LABELS, seed=0)
     texts = tickets["instruction"].tolist()

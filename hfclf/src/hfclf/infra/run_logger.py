@@ -258,9 +258,11 @@ def serve(commands, replies) -> int:
 
     warnings: list[str] = []
     errors: list[str] = []
-    status, pending = "KILLED", None   # input that ends without `end`: the stage died
+    status, pending = "KILLED", []   # input that ends without `end`: the stage died
     while True:
-        message, pending = (pending or receive()), None
+        # a message the drain below took out of turn comes first, the end of input (None) included:
+        # a killed stage's last metrics are followed by that end, and waiting for more would be forever
+        message = pending.pop() if pending else receive()
         if message is None:
             break
         if message["op"] == "end":
@@ -273,7 +275,7 @@ def serve(commands, replies) -> int:
             except queue.Empty:
                 break
             if following is None or following["op"] != "metrics":
-                pending = following
+                pending.append(following)
                 break
             batch.append(following)
         if message["op"] == "draw":   # an output of the stage: failing to draw it is an error
