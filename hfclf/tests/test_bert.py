@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -170,12 +171,9 @@ def test_encoder_matches_transformers_bert_model(texts, precision):
         assert torch.equal(got.pooler_output, expected.pooler_output)
 
 
-def edited(folder, tmp_path, **changes):
-    """A copy of a model folder with config.json changed."""
-    copy_dir = tmp_path / "edited"
-    copy_dir.mkdir()
-    for path in folder.iterdir():
-        (copy_dir / path.name).write_bytes(path.read_bytes())
+def edited(folder, tmp_path, name: str = "edited", **changes):
+    """A copy of a model folder, `tmp_path / name`, with config.json changed."""
+    copy_dir = shutil.copytree(folder, tmp_path / name)
     config = json.loads((copy_dir / "config.json").read_text()) | changes
     (copy_dir / "config.json").write_text(json.dumps(config))
     return copy_dir
@@ -204,7 +202,7 @@ def test_missing_files_and_tensors_are_named(tiny, tmp_path):
     assert bert.unsupported(tmp_path) == "no readable config.json"
     from safetensors.torch import load_file, save_file
 
-    broken = edited(tiny, tmp_path / "b") if (tmp_path / "b").mkdir() is None else None
+    broken = edited(tiny, tmp_path, name="broken")
     state = load_file(str(broken / "model.safetensors"))
     del state["encoder.layer.1.output.dense.weight"]
     save_file(state, str(broken / "model.safetensors"))
