@@ -151,3 +151,32 @@ def test_a_split_with_fewer_groups_than_classes_is_random_with_a_warning_not_a_t
     assert "too few to stratify" in caplog.text and "groups of near-duplicate texts" in caplog.text
     with pytest.raises(UserError, match="too few rows .* test split"):
         splitting.split({"all": pd.DataFrame({"text": ["one text"], "label": ["a"]})}, "stratified", 0.1, 0.1, 0)
+
+
+def test_training_reads_the_prepared_splits_as_pandas_does_and_names_what_is_wrong(tmp_path, tickets):
+    """data/processed.py: the train stage's reader (pyarrow, without importing pandas) gives the
+    columns as pandas reads them, label sets included; a missing, foreign or broken file is a
+    UserError naming it."""
+    from hfclf.data import processed
+
+    splits = splitting.split({"all": tickets[["instruction", "category"]].set_axis(["text", "label"], axis=1)},
+                             "stratified", 0.2, 0.2, seed=0)
+    splits["train"] = splits["train"].assign(label=['["ORDER", "REFUND"]', "[]", *splits["train"]["label"][2:]],
+                                             text=["ünïcode ✓ \n two lines", "", *splits["train"]["text"][2:]])
+    out = tmp_path / "processed"
+    dataset.write_splits(splits, ["ACCOUNT", "ORDER", "REFUND"], out, {"fingerprint": "f" * 16})
+    for name in dataset.SPLITS:
+        frame = dataset.read_split(out, name)
+        assert processed.read_columns(out, name) == {"text": frame["text"].tolist(), "label": frame["label"].tolist()}
+    assert processed.read_labels(out)["fingerprint"] == "f" * 16 == dataset.read_labels(out)["fingerprint"]
+
+    pd.DataFrame({"text": ["a"]}).to_parquet(out / "validation.parquet")
+    with pytest.raises(UserError, match=r"'.*validation.parquet' has no column 'label' \(it has text\): .*make prepare"):
+        processed.read_columns(out, "validation")
+    (out / "test.parquet").write_bytes(b"not parquet at all")
+    with pytest.raises(UserError, match=r"'.*test.parquet' cannot be read as Parquet .*make prepare"):
+        processed.read_columns(out, "test")
+    (out / "train.parquet").unlink()
+    for read in (processed.read_columns, dataset.read_split):
+        with pytest.raises(UserError, match=r"'.*train.parquet' is missing: run `make prepare`"):
+            read(out, "train")

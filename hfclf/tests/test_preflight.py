@@ -14,6 +14,7 @@ import shutil
 import signal
 import statistics
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -463,6 +464,23 @@ def test_gpu_out_of_memory_falls_back_to_cpu_loudly_and_resumes(tmp_path):
         raise torch.OutOfMemoryError("out of memory")
     with pytest.raises(torch.OutOfMemoryError):                       # nowhere left to fall back to
         compute.run_with_cpu_fallback(cpu_oom, compute.select("cpu", "fp32", 1), False, None, lambda *a: None)
+
+
+def test_train_starts_without_importing_what_it_does_not_use(project):
+    """Start-up (issue #14): the train stage reads its splits without pandas, builds the (BERT) model
+    without transformers and trains without torch._dynamo; `python -X importtime` lists every module
+    the stage's process imported. It does not wait for MLflow to open the run before training, yet
+    the model and the report name the run."""
+    uri = f"tracking.uri=sqlite:///{project / 'mlflow.db'}"
+    done = subprocess.run([sys.executable, "-X", "importtime", "-m", "hfclf", "train", uri], cwd=project,
+                          env=stage_env(), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-4000:]
+    imported = {line.rsplit("|", 1)[1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")}
+    assert {"torch", "hfclf.train.bert", "pyarrow.parquet"} <= imported
+    assert not sorted(m for m in imported if m.split(".")[0] in {"pandas", "transformers"}
+                      or m.startswith(("torch._dynamo", "huggingface_hub._snapshot_download")))
+    run_id = report(project, "training.json")["run_id"]
+    assert json.loads((project / "models/model/mlflow_run.json").read_text())["run_id"] == run_id
 
 
 def test_killed_training_resumes_from_its_last_checkpoint(project):

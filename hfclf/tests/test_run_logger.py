@@ -90,6 +90,8 @@ def test_a_store_that_cannot_open_a_run_is_a_user_error_and_a_stage_that_stops_e
     run.open(run_name="r")
     with pytest.raises(UserError, match="MLflow could not open the run"):
         run.run_id()
+    with pytest.raises(UserError, match="MLflow could not open the run"):   # training asks as it goes
+        run.opened_run()
 
     before_store = RunLogger()                         # the stage failed before it chose the store
     assert before_store.close("FAILED") == [] and before_store._proc.returncode is not None
@@ -98,6 +100,19 @@ def test_a_store_that_cannot_open_a_run_is_a_user_error_and_a_stage_that_stops_e
     assert before_open.close("FAILED") == [] and before_open._proc.returncode == 0
     client = client_for(tmp_path)
     assert client.search_runs([client.get_experiment_by_name("exp").experiment_id]) == []
+
+
+def test_training_need_not_wait_for_the_run_to_open(tmp_path, monkeypatch):
+    """`opened_run()` answers at once: None while the side process still imports MLflow and creates
+    the store (seconds for a fresh database), the id once it has opened the run."""
+    monkeypatch.chdir(tmp_path)
+    run = RunLogger()
+    run.use_store(f"sqlite:///{tmp_path / 'mlflow.db'}", "exp")
+    run.open(run_name="r")
+    assert run.opened_run() is None             # MLflow alone takes about a second to import
+    run_id = run.run_id()
+    assert run.opened_run() == run_id
+    assert run.close() == []
 
 
 def test_a_stage_killed_right_after_logging_metrics_leaves_no_side_process_behind(tmp_path, monkeypatch):

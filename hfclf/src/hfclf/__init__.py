@@ -15,4 +15,4 @@ from hfclf.infra import openmp as _openmp
 # threads. Must be decided before torch is imported, hence here; values the user set win.
 OPENMP_WAIT = _openmp.configure()
 
-__version__ = "0.5.0"
+__version__ = "0.5.1"

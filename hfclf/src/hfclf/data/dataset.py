@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from hfclf.data import processed as processed_splits
 from hfclf.data.label_formats import LabelSpec, dataset_format, label_set_rows
 from hfclf.data.multilabel import check_label_sets, rare_labels
 from hfclf.infra.errors import UserError
@@ -435,14 +436,8 @@ def write_splits(splits: dict[str, pd.DataFrame], labels: list[str], out_dir: Pa
 
 
 def read_split(processed: Path, name: str) -> pd.DataFrame:
-    path = processed / f"{name}.parquet"
-    if not path.exists():
-        raise UserError(f"'{path}' is missing: run `make prepare` (or `dvc repro prepare`) first.")
-    return pd.read_parquet(path)
+    """Split `name` of data/processed/ (the train stage reads its columns without pandas: data/processed.py)."""
+    return pd.read_parquet(processed_splits.split_path(processed, name))
 
 
-def read_labels(processed: Path) -> dict:
-    path = processed / "labels.json"
-    if not path.exists():
-        raise UserError(f"'{path}' is missing: run `make prepare` (or `dvc repro prepare`) first.")
-    return json.loads(path.read_text(encoding="utf-8"))
+read_labels = processed_splits.read_labels

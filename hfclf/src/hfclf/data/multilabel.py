@@ -16,12 +16,14 @@ import json
 import logging
 from collections import Counter
 from itertools import combinations
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 import numpy as np
-import pandas as pd
 
 from hfclf.infra.errors import UserError
+
+if TYPE_CHECKING:   # imported where used: training imports this module for `matrix`, and pandas takes 0.25 s
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +127,8 @@ def drop_labels(frames: dict[str, pd.DataFrame], dropped: Iterable[str]) -> tupl
 
 def support_series(values: pd.Series) -> pd.Series:
     """Rows carrying each label, most frequent first (ties by name)."""
+    import pandas as pd
+
     counts = Counter(label for value in values for label in json.loads(value))
     ordered = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
     return pd.Series(dict(ordered), dtype=int)
@@ -195,6 +199,8 @@ def check_label_sets(frames: dict[str, pd.DataFrame], source: str, where: str, m
     """At least two labels; labels with fewer than `minimum` rows refused or removed from every set
     (prepare.rare_labels). Returns the frames, the dropped labels (label -> rows) and how many rows
     were left without a label and dropped."""
+    import pandas as pd
+
     support = support_series(pd.concat([f["label"] for f in frames.values()]))
     if len(support) < 2:
         raise UserError(f"'{source}': {where} hold(s) only one label ({support.index[0]!r}, on all "

@@ -12,7 +12,9 @@ What the stage waits for, and what it does with failures:
 - `use_store()`, `open()`: the store, then the run. A stage that stops before `use_store` leaves the
   store untouched (the side process is stopped); one that stops before `open` leaves no run.
 - `run_id()`: the id of the opened run (the checkpoint and the saved model name it). A run that
-  cannot be opened is a UserError: the later stages log into it.
+  cannot be opened is a UserError: the later stages log into it. Training does not wait for it
+  (opening the store takes over a second, and creating a fresh project's database more): the stage
+  asks `opened_run()` as it logs metrics, and waits only before the first checkpoint needs the id.
 - `close()`: the side process has applied every call and ended the run; nothing is dropped. A
   logging call that failed there (a store error mid-run) is logged as a warning - the stage's
   outputs do not depend on MLflow - but a figure that could not be drawn is an error: it is one
@@ -113,6 +115,10 @@ class RunLogger:
             self.close("FAILED", wait=False)
             raise UserError(f"MLflow could not open the run: {self._error}")
         return self._run_id
+
+    def opened_run(self) -> str | None:
+        """`run_id()` without waiting: None while the side process is still opening the run."""
+        return self.run_id() if self._opened.is_set() else None
 
     def close(self, status: str = "FINISHED", wait: bool = True) -> list[str]:
         """End the run with `status` once every call before this one is applied; wait for the side

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from hfclf.data import dataset
+from hfclf.data import processed
 from hfclf.preflight import plan
 from hfclf.infra.cli import stage
 from hfclf.infra.errors import UserError
@@ -24,7 +24,7 @@ def main(cfg: DictConfig) -> None:
     on_disk = plan.load_plan(reports)
     if on_disk is None:
         raise UserError(f"'{reports / plan.PLAN_JSON}' is missing: run `make plan` first.")
-    current = plan.plan_settings(cfg, dataset.read_labels(Path(cfg.paths.processed))["fingerprint"])
+    current = plan.plan_settings(cfg, processed.read_labels(Path(cfg.paths.processed))["fingerprint"])
     stale = [key for key, value in current.items() if on_disk["settings"].get(key) != value]
     if stale:
         raise UserError(f"the plan on disk is stale ({', '.join(stale)} changed): run `make plan`, then approve.")

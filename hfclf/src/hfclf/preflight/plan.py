@@ -23,7 +23,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from hfclf.infra.errors import UserError
-from hfclf.data import dataset
+from hfclf.data import processed
 from hfclf.infra.cli import stage
 from hfclf.infra.render import md_table, write_json
 from hfclf.infra.settings import whole_or_auto
@@ -414,7 +414,7 @@ def read_report(reports: Path, name: str, stage_name: str) -> dict:
 @stage("plan")
 def main(cfg: DictConfig) -> None:
     reports = Path(cfg.paths.reports)
-    fingerprint = dataset.read_labels(Path(cfg.paths.processed))["fingerprint"]
+    fingerprint = processed.read_labels(Path(cfg.paths.processed))["fingerprint"]
     profile = read_report(reports, "data_profile.json", "prepare")
     review = read_report(reports, "review.json", "review")
     smoke = read_report(reports, "smoke.json", "smoke")

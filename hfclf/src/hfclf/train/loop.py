@@ -158,7 +158,7 @@ def train(model, tokenizer, train_texts: Sequence[str], train_labels: np.ndarray
           checkpoint_path: Path | None = None, resume: bool = False,
           on_metrics: Callable[[dict, int], None] | None = None, dist: Dist | None = None,
           augment: Callable[[Sequence[str], int], list[str]] | None = None,
-          objective: Objective | None = None) -> TrainResult:
+          objective: Objective | None = None, before_checkpoint: Callable[[], None] | None = None) -> TrainResult:
     """Fine-tune `model` in place; on return it holds the weights of the best validation pass.
 
     `objective` (train/objective.py) says what the targets are (class ids, or 0/1 label rows for a
@@ -183,7 +183,8 @@ def train(model, tokenizer, train_texts: Sequence[str], train_labels: np.ndarray
     Under torchrun / accelerate launch (`dist`), each rank trains on its shard of every epoch's
     batches through DistributedDataParallel; only rank 0 writes checkpoints or shows progress.
     `augment(texts, epoch)` (train.augment.*) perturbs the training texts afresh each epoch; they
-    are then re-tokenized per epoch. Without it the texts are tokenized once.
+    are then re-tokenized per epoch. Without it the texts are tokenized once. `before_checkpoint()`
+    runs before each checkpoint is written (the stage: the MLflow run's id beside it).
     """
     started = time.monotonic()
     objective = objective or Objective()
@@ -237,6 +238,8 @@ def train(model, tokenizer, train_texts: Sequence[str], train_labels: np.ndarray
     def checkpoint() -> None:
         nonlocal last_checkpoint
         if checkpoint_path:
+            if before_checkpoint is not None:
+                before_checkpoint()
             state["elapsed"] = time.monotonic() - clock
             _save_checkpoint(checkpoint_path, model, optimizer, scheduler, state)
             last_checkpoint = time.monotonic()

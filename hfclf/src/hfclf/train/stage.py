@@ -5,8 +5,10 @@ reports/training.{json,md}, reports/figures/training_curves.png.
 
 Start-up is kept short (issue #14): this module imports nothing heavy; `main` first starts the
 MLflow side process (infra/run_logger.py), which imports MLflow and opens the run on another core
-while this process imports PyTorch and loads the model, and it gets every MLflow call from then on
-down a pipe. The stage waits for it once at the end, so the run is complete when the process exits.
+while this process imports PyTorch, loads the model and trains, and it gets every MLflow call from
+then on down a pipe. The stage waits for it only before the first checkpoint (which records the
+run's id) and once at the end, so the run is complete when the process exits. The splits are read
+without pandas (data/processed.py).
 The calibration and threshold tuning after training reuse the logits of the loop's best validation
 pass (`ValidationLogits`) instead of predicting the validation split again.
 """
@@ -66,16 +68,16 @@ def main(cfg: DictConfig) -> float:
 
 
 def _train(cfg: DictConfig, mlflow_run) -> float:
-    from hfclf.data import dataset
+    from hfclf.data import processed as splits_on_disk
     from hfclf.infra import tracking
     from hfclf.preflight import plan
     from hfclf.train import convergence, sweeps
 
     processed, model_dir = Path(cfg.paths.processed), Path(cfg.paths.model_dir)
     reports = Path(cfg.paths.reports)
-    label_info = dataset.read_labels(processed)
+    label_info = splits_on_disk.read_labels(processed)
     labels = label_info["labels"]
-    train_df, val_df = dataset.read_split(processed, "train"), dataset.read_split(processed, "validation")
+    train_rows, val_rows = (splits_on_disk.read_columns(processed, name) for name in ("train", "validation"))
     planned = plan.load_plan(reports)
     # plan.require_approval=true: refuse to start without an approval of this exact plan (preflight/plan.py)
     preflight = plan.check_before_training(reports, Path("conf"), plan.plan_settings(cfg, label_info["fingerprint"]),
@@ -113,8 +115,8 @@ def _train(cfg: DictConfig, mlflow_run) -> float:
                                                           cfg.model.get("builder"), task.task)
     settings = settings_from(cfg, epochs, max_length)
 
-    splits = (train_df["text"].tolist(), task.targets(train_df["label"], labels),
-              val_df["text"].tolist(), task.targets(val_df["label"], labels))
+    splits = (train_rows["text"], task.targets(train_rows["label"], labels),
+              val_rows["text"], task.targets(val_rows["label"], labels))
     augmenter = augment.augmenter_from(cfg.train.get("augment"), cfg.compute.seed)  # train.augment.*: off by default
     if mlflow_run is None:  # the other ranks train their shard of the batches, then leave
         return loop.train(model, tokenizer, *splits, settings, hw, checkpoint_path=checkpoint,
@@ -130,17 +132,28 @@ def _train(cfg: DictConfig, mlflow_run) -> float:
                         | ({"device_fallback": " ".join(hw.warnings)} if hw.warnings else {}))
 
     losses: list[tuple[int, float]] = []
+    announced: list[str] = []
+
+    def announce_run(wait: bool) -> None:
+        """The run's id beside the checkpoints, once the MLflow process has opened the run: training
+        does not wait for it (the store's start-up, seconds for a fresh database), but the first
+        checkpoint does, so a resumed run continues the same MLflow run. A run that could not be
+        opened stops training here, at the first metrics after the side process said so (UserError)."""
+        if not announced and (run_id := mlflow_run.run_id() if wait else mlflow_run.opened_run()):
+            tracking.save_run_id(checkpoint.parent, run_id, uri)
+            announced.append(run_id)
 
     def on_metrics(metrics: dict, step: int) -> None:
         if "train/loss" in metrics:
             losses.append((step, metrics["train/loss"]))
         mlflow_run.log_metrics(metrics, step=step)
+        announce_run(wait=False)
 
-    run_id = mlflow_run.run_id()   # the MLflow process opened the run by now (or it says why not)
     checkpoint.parent.mkdir(parents=True, exist_ok=True)
-    tracking.save_run_id(checkpoint.parent, run_id, uri)
+    announce_run(wait=False)
     log.info("training on %s (%s, %d threads; OpenMP wait: %s): %d train / %d validation rows, %d labels (%s)",
-             hw.device, hw.precision, hw.threads, hfclf.OPENMP_WAIT, len(train_df), len(val_df), len(labels), task.task)
+             hw.device, hw.precision, hw.threads, hfclf.OPENMP_WAIT, len(splits[0]), len(splits[2]), len(labels),
+             task.task)
     passes = ValidationLogits(task)
 
     def attempt(device: compute.Compute, resume: bool) -> loop.TrainResult:
@@ -150,7 +163,8 @@ def _train(cfg: DictConfig, mlflow_run) -> float:
             tokenizer, model, _ = modeling.load_for_training(cfg.model.name, labels, cfg.compute.seed,
                                                              cfg.model.get("builder"), task.task)
         return loop.train(model, tokenizer, *splits, settings, device, checkpoint_path=checkpoint,
-                          resume=resume, on_metrics=on_metrics, dist=ddp, augment=augmenter, objective=passes)
+                          resume=resume, on_metrics=on_metrics, dist=ddp, augment=augmenter, objective=passes,
+                          before_checkpoint=lambda: announce_run(wait=True))
 
     def on_fallback(message: str, cpu: compute.Compute) -> None:
         mlflow_run.set_tags({"device_fallback": message, "device": str(cpu.device), "precision": cpu.precision})
@@ -159,6 +173,7 @@ def _train(cfg: DictConfig, mlflow_run) -> float:
         result = attempt(hw, cfg.train.resume)
     else:
         result, hw = compute.run_with_cpu_fallback(attempt, hw, cfg.train.resume, checkpoint, on_fallback)
+    run_id = mlflow_run.run_id()   # opened long before the loop ended (or it says why not: nothing is saved)
     figures = Path(cfg.paths.figures)   # drawn (and logged) by the MLflow process while this one saves the model
     mlflow_run.draw("hfclf.infra.render:plot_curves", figures / "training_curves.png", result.history, losses,
                     result.cooldown)
