@@ -17,6 +17,7 @@ another activation, a decoder), a folder without model.safetensors or tokenizer.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import NamedTuple, Sequence
@@ -223,9 +224,10 @@ def _assemble(cls, folder: Path, values: dict, head: bool = True, fine_tuned: bo
     it has one of the shape `values` asks for, as transformers keeps it); what the checkpoint lacks of
     the pooler and the head is initialised as transformers does (normal, std initializer_range; zero
     bias), in that order. `fine_tuned`: the head must be there."""
-    # built on the CPU (0.1 s of random initialisation, which the checkpoint replaces: building on the
-    # meta device instead imports torch._dynamo, 1.2 s), drawing nothing from the run's random state
-    with torch.random.fork_rng(devices=[]):
+    # built on the CPU without its random initialisation (0.1 s; building on the meta device instead
+    # imports torch._dynamo, 1.2 s): every tensor is the checkpoint's or initialised below. Nothing is
+    # drawn from the run's random state.
+    with torch.random.fork_rng(devices=[]), _uninitialised():
         model = cls(Config(values))
     state = _read_weights(folder)
     if not head or state.get("classifier.weight", torch.empty(0)).shape != model.classifier.weight.shape:
@@ -249,6 +251,24 @@ def _assemble(cls, folder: Path, values: dict, head: bool = True, fine_tuned: bo
         value = torch.zeros(shape) if attribute == "bias" else torch.empty(shape).normal_(0.0, model.config.initializer_range)
         setattr(owner, attribute, nn.Parameter(value))
     return model
+
+
+@contextlib.contextmanager
+def _uninitialised():
+    """Modules built meanwhile keep the uninitialised memory torch allocates (as transformers'
+    `no_init_weights`): torch.nn.init's functions, which nn.Linear, nn.Embedding and nn.LayerNorm
+    call, do nothing."""
+    saved = {name: getattr(nn.init, name) for name in _INIT_FUNCTIONS}
+    for name in saved:
+        setattr(nn.init, name, lambda tensor, *args, **kwargs: tensor)
+    try:
+        yield
+    finally:
+        for name, function in saved.items():
+            setattr(nn.init, name, function)
+
+
+_INIT_FUNCTIONS = ("normal_", "uniform_", "kaiming_uniform_", "ones_", "zeros_")
 
 
 def _read_weights(folder: Path) -> dict[str, torch.Tensor]:
