@@ -16,7 +16,7 @@ export DVC_NO_ANALYTICS := 1
 export PATH := $(BIN):$(PATH)
 export VIRTUAL_ENV := $(abspath $(VENV))
 
-.PHONY: help install example test test-fast bench bench-train bench-data bench-clock bench-profile bench-openmp bench-threads clean
+.PHONY: help install example test test-fast bench bench-train bench-data bench-clock bench-profile bench-openmp bench-threads bench-startup clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-16s %s\n", $$1, $$2}'
@@ -65,6 +65,9 @@ bench-threads: ## one text at a time: latency under one thread, all threads, the
 	python bench/threads.py $(if $(MODEL),--model-dir $(MODEL),--shape $(SHAPE)) --precision $(PRECISION)
 bench-threads: SHAPE ?= 6,384
 bench-threads: PRECISION ?= auto
+
+bench-startup: ## the train stage's time outside its loop, this checkout's library against BASE=<git revision>'s, alternating (LABEL=category REPEATS=6; FRESH=1: a fresh MLflow store each run)
+	python bench/startup.py --base $(BASE) --label $(or $(LABEL),category) --repeats $(or $(REPEATS),6) $(if $(FRESH),--fresh-store)
 
 clean: ## remove baked examples and caches
 	rm -rf $(EXAMPLE_DIR) .pytest_cache
