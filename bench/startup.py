@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import CSV, ROOT, bake, env_for, machine, spread  # noqa: E402
+from run import CSV, ROOT, bake, env_for, machine, measure, spread  # noqa: E402
 
 import hfclf  # noqa: E402
 
@@ -56,11 +56,7 @@ def run_train(project: Path, library_src: Path | None, fresh_store: bool) -> dic
     env = env_for(project)
     if library_src is not None:
         env["PYTHONPATH"] = f"{library_src}:{env['PYTHONPATH']}"
-    started = time.perf_counter()
-    done = subprocess.run(["dvc", "repro", "-s", "-f", "train"], cwd=project, env=env, capture_output=True, text=True)
-    wall = time.perf_counter() - started
-    if done.returncode != 0:
-        sys.exit(f"dvc repro -s -f train failed in {project}:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
+    wall = measure(["dvc", "repro", "-s", "-f", "train"], project, env, project.parent / "train.log")["wall_s"]
     training = json.loads((project / "reports" / "training.json").read_text())
     return {"wall_s": wall, "loop_s": training["train_seconds"], "outside_s": wall - training["train_seconds"],
             "epochs": training["epochs_run"], "best_val": training.get("best_val_macro_f1")}

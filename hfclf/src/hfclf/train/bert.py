@@ -8,8 +8,8 @@ BertForSequenceClassification's parameter names, the tokenizer's files - so a mo
 ordinary transformers model: `pipeline()`, the Hub and AutoModelForSequenceClassification read it as
 they are. The arithmetic is transformers' BERT operation for operation (its SDPA attention with the same
 mask rules by default, its eager attention when switched with `set_attn_implementation`, as
-modeling.Predictor does for short batches), so the parameters, the dropout draws and the numbers are the same: tests/test_bert.py compares logits,
-training steps and saved folders with transformers'.
+modeling.Predictor does for short batches), so the parameters, the dropout draws and the numbers are
+the same: tests/test_bert.py compares logits, training steps and saved folders with transformers'.
 
 Anything else - another architecture, a BERT variant this module does not cover (relative positions,
 another activation, a decoder), a folder without model.safetensors or tokenizer.json, a user's
@@ -253,6 +253,9 @@ def _assemble(cls, folder: Path, values: dict, head: bool = True, fine_tuned: bo
     return model
 
 
+_INIT_FUNCTIONS = ("normal_", "uniform_", "kaiming_uniform_", "ones_", "zeros_")
+
+
 @contextlib.contextmanager
 def _uninitialised():
     """Modules built meanwhile keep the uninitialised memory torch allocates (as transformers'
@@ -266,9 +269,6 @@ def _uninitialised():
     finally:
         for name, function in saved.items():
             setattr(nn.init, name, function)
-
-
-_INIT_FUNCTIONS = ("normal_", "uniform_", "kaiming_uniform_", "ones_", "zeros_")
 
 
 def _read_weights(folder: Path) -> dict[str, torch.Tensor]:

@@ -132,16 +132,17 @@ def _train(cfg: DictConfig, mlflow_run) -> float:
                         | ({"device_fallback": " ".join(hw.warnings)} if hw.warnings else {}))
 
     losses: list[tuple[int, float]] = []
-    announced: list[str] = []
+    announced = False
 
     def announce_run(wait: bool) -> None:
         """The run's id beside the checkpoints, once the MLflow process has opened the run: training
         does not wait for it (the store's start-up, seconds for a fresh database), but the first
         checkpoint does, so a resumed run continues the same MLflow run. A run that could not be
         opened stops training here, at the first metrics after the side process said so (UserError)."""
+        nonlocal announced
         if not announced and (run_id := mlflow_run.run_id() if wait else mlflow_run.opened_run()):
             tracking.save_run_id(checkpoint.parent, run_id, uri)
-            announced.append(run_id)
+            announced = True
 
     def on_metrics(metrics: dict, step: int) -> None:
         if "train/loss" in metrics:
